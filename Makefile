@@ -1,0 +1,37 @@
+# fedbio: two commands do everything. `make demo` runs the main job, `make test` the whole suite.
+# Each sets up its own virtual environment in .venv/ on first use.
+
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+PIP      := $(PY) -m pip --disable-pip-version-check
+# CPU build of torch, pinned so a bare install never pulls a multi-GB CUDA build.
+TORCH    ?= torch==2.13.0
+FIND     := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+RUNS     ?= runs
+# Notebooks in CI run the offline quick profile, whatever weights the machine holds.
+NB_TIMEOUT ?= 600
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements-ci.txt
+	python3 -m venv $(VENV)
+	$(PIP) install -q $(FIND) "$(TORCH)"
+	$(PIP) install -q $(FIND) -r requirements-ci.txt -e ".[notebooks,dev]"
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/fedbio demo --out $(RUNS)/demo --overwrite
+
+test: setup
+	FEDBIO_PROFILE=quick MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-cell-timeout=$(NB_TIMEOUT) -p no:cacheprovider tests notebooks
+
+lint: setup
+	$(VENV)/bin/ruff check fedbio tests
+
+bench: setup
+	$(VENV)/bin/fedbio bench train --full
+
+clean:
+	rm -rf $(RUNS) .pytest_cache

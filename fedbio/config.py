@@ -1,0 +1,66 @@
+"""Configuration: one small dataclass per concern, defaults commented.
+
+``ModelConfig`` says which network, ``DataConfig`` which data and how sequences are cut,
+``TrainConfig`` how a model is optimised. ``fedbio.split.SplitConfig`` says how data is spread
+over sites, and ``fedbio.federation`` adds its own ``FedConfig``. Profiles
+(``fedbio.profiles``) fill these in for a machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+TUNING_MODES = ("head", "lora", "full")
+TASKS = ("scl", "classification", "regression")
+CROP_POLICIES = ("ends", "start")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "esm2-tiny"      # preset name (fedbio.models.PRESETS), a local folder, or "composition"
+    backend: str = "hf"          # "hf" (Hugging Face / PyTorch); the container adds "bionemo"
+    tuning: str = "full"         # head: frozen encoder + cached embeddings; lora; full
+    head_hidden: int = 256       # BioNeMo's ESM-2nv head: Linear(h, 256) -> ReLU -> Dropout -> Linear
+    dropout: float = 0.1
+    lora_r: int = 8              # LoRA rank on query/key/value
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    weights_dir: str | None = None  # where pretrained weights were carried (else $FEDBIO_WEIGHTS)
+
+    @property
+    def is_composition(self) -> bool:
+        return self.name == "composition"
+
+
+@dataclass
+class DataConfig:
+    task: str = "scl"            # scl (shipped localisation task) | classification | regression
+    split: str | None = None     # a folder in the split layout; None = make the default split
+    max_length: int = 128        # residues kept per sequence (longer ones are cropped, never dropped)
+    crop: str = "ends"           # ends: first k/2 + last k/2 residues (signals sit at both termini)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3              # E passes over each site's data (federated: R rounds x E/R epochs)
+    lr: float = 2e-3
+    batch_size: int = 32
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.06    # linear warm-up, then linear decay to zero
+    grad_clip: float = 1.0
+    seed: int = 0
+    threads: int = 0             # torch threads per process; 0 = cores / concurrent processes
+    bucket_size: int = 0         # length buckets hold batch_size * this many sequences; 0 = 50
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as a plain, JSON-ready dict."""
+    return asdict(obj)
+
+
+def from_dict(cls: type, values: dict[str, Any]):
+    """Build ``cls`` from a dict, ignoring unknown keys (older or newer config files)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
