@@ -1,0 +1,127 @@
+"""The ``fedbio`` command line: ``fedbio split``, ``fedbio run``, ``fedbio predict``, ``fedbio demo``…
+
+    fedbio --help
+    fedbio split --fasta data/scl/deeploc_valtest.fasta --sites 3 --alpha 1.0 --out runs/split
+
+User mistakes (bad data, a refused option) print one ``fedbio: error: …`` line and exit 2.
+Heavy modules are imported inside each command so ``fedbio --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from fedbio.errors import FedbioError
+
+
+def _add_split_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    from fedbio.split import PARTITIONS, POOLS
+
+    p.add_argument("--fasta", required=required, help="biotrainer FASTA (or CSV) to split")
+    p.add_argument("--hard", help="a second, separate hard test set (setHARD)")
+    p.add_argument("--sites", type=int, default=3)
+    p.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration (label skew)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool", choices=POOLS, default="original",
+                   help="original: keep the file's homology-separated SET labels (default); "
+                        "random: pool and re-split every record")
+    p.add_argument("--partition", choices=PARTITIONS, default="dirichlet")
+    p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument("--min-site-size", type=int, default=20)
+
+
+def _split_config(args):
+    from fedbio.split import SplitConfig
+
+    return SplitConfig(sites=args.sites, alpha=args.alpha, seed=args.seed, pool=args.pool,
+                       partition=args.partition, valid_fraction=args.valid_fraction,
+                       min_site_size=args.min_site_size)
+
+
+def cmd_split(args) -> int:
+    from fedbio.split import make_split, split_table, warn_random_pool, write_split
+
+    cfg = _split_config(args)
+    warn_random_pool(cfg)
+    split = make_split(args.fasta, cfg, hard=args.hard)
+    out = write_split(split, args.out, overwrite=args.overwrite)
+    print(split_table(split.summary()))
+    print(f"wrote {out}/ (site-*/train.csv, site-*/valid.csv, test.csv, classes.json, "
+          "summary.json, split.png)")
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    from fedbio.download import download_flip_scl
+
+    path = download_flip_scl(args.to, overwrite=args.overwrite)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from fedbio.demo import run_demo
+
+    return run_demo(args.out, overwrite=args.overwrite, profile=args.profile)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedbio", description="Federated fine-tuning of protein language models.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("split", help="spread a data set over N sites (label skew, iid, quantity)")
+    _add_split_args(p)
+    p.add_argument("--out", required=True, help="folder to write (refused if non-empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("data", help="fetch optional larger data sets (needs the network)")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    d = dsub.add_parser("download", help="download FLIP's full mixed_soft.fasta (DeepLoc, ~13k records)")
+    d.add_argument("--to", required=True, help="folder to write mixed_soft.fasta into")
+    d.add_argument("--overwrite", action="store_true")
+    d.set_defaults(func=cmd_data_download)
+
+    p = sub.add_parser("demo", help="the whole story on the shipped data: split, then a results table")
+    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--profile", default=None, help="quick | laptop | reference | auto")
+    p.set_defaults(func=cmd_demo)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+def _version() -> str:
+    from fedbio import __version__
+
+    return f"fedbio {__version__}"
+
+
+# Later modules add their commands here (run, predict, weights, report, bench).
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except FedbioError as err:
+        print(f"fedbio: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedbio: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,269 @@
+"""Spreading a data set over N sites: pools, label-skew / iid / quantity partitions, split folders.
+
+    fedbio split --fasta data/scl/deeploc_valtest.fasta --hard data/scl/deeploc_setHARD.fasta \
+        --sites 3 --alpha 1.0 --seed 0 --out runs/split
+
+Label skew draws each class's own Dirichlet(alpha) proportions over the sites from one seeded
+``numpy.random.Generator``, so small alpha gives sites truly different class mixes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from fedbio.data import Record, class_list, label_counts, read_records
+from fedbio.errors import FedbioError
+from fedbio.paths import atomic_dir
+
+POOLS = ("original", "random")
+PARTITIONS = ("dirichlet", "iid", "quantity")
+RANDOM_POOL_NOTE = (
+    "pool 'random' re-splits all records at random: homologous proteins can straddle train and "
+    "test, so test scores read higher than on DeepLoc's homology-separated folds (pool 'original')."
+)
+
+
+@dataclass
+class SplitConfig:
+    sites: int = 3               # number of sites (hospitals, companies, labs)
+    alpha: float = 1.0           # Dirichlet concentration: 0.1 = strong skew, 100 = nearly iid
+    seed: int = 0
+    pool: str = "original"       # original: the file's SET labels; random: re-split everything
+    partition: str = "dirichlet"  # dirichlet (label skew) | iid | quantity (size skew only)
+    valid_fraction: float = 0.1  # each site's own validation slice, taken from its training data
+    test_fraction: float = 0.2   # only for pool 'random'
+    min_site_size: int = 20      # every site gets at least this many training records
+    max_tries: int = 100         # redraws before giving up on min_site_size
+
+    def check(self) -> None:
+        if self.sites < 1:
+            raise FedbioError(f"--sites must be at least 1, not {self.sites}")
+        if not self.alpha > 0:
+            raise FedbioError(f"--alpha must be positive, not {self.alpha}")
+        if self.pool not in POOLS:
+            raise FedbioError(f"--pool must be one of {', '.join(POOLS)}, not {self.pool!r}")
+        if self.partition not in PARTITIONS:
+            raise FedbioError(f"--partition must be one of {', '.join(PARTITIONS)}, "
+                              f"not {self.partition!r}")
+        if not 0 <= self.valid_fraction < 1:
+            raise FedbioError(f"--valid-fraction must be in [0, 1), not {self.valid_fraction}")
+        if not 0 < self.test_fraction < 1:
+            raise FedbioError(f"test fraction must be in (0, 1), not {self.test_fraction}")
+
+
+@dataclass
+class Split:
+    """A finished split, in memory: what ``write_split`` puts on disk."""
+
+    config: SplitConfig
+    classes: list[str]
+    sites: dict[str, dict[str, list[Record]]]   # site -> {"train": [...], "valid": [...]}
+    test: list[Record]
+    test_hard: list[Record] | None
+    source: dict[str, str]
+
+    def summary(self) -> dict:
+        cfg = self.config
+        sites = {
+            name: {
+                "n_train": len(parts["train"]),
+                "n_valid": len(parts["valid"]),
+                "class_counts": label_counts(parts["train"], self.classes),
+            }
+            for name, parts in self.sites.items()
+        }
+        dists = [list(s["class_counts"].values()) for s in sites.values()]
+        out = {
+            "pool": cfg.pool,
+            "partition": cfg.partition,
+            "alpha": cfg.alpha,
+            "seed": cfg.seed,
+            "valid_fraction": cfg.valid_fraction,
+            "classes": self.classes,
+            "sites": sites,
+            "n_test": len(self.test),
+            "n_test_hard": None if self.test_hard is None else len(self.test_hard),
+            "js_divergence": round(mean_js_divergence(dists), 6),
+            "source": self.source,
+        }
+        if cfg.pool == "random":
+            out["note"] = RANDOM_POOL_NOTE
+        return out
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon divergence (not its square root), base 2: 0 = same mix, 1 = disjoint."""
+    p = np.asarray(p, float) / np.sum(p)
+    q = np.asarray(q, float) / np.sum(q)
+    m = (p + q) / 2
+
+    def kl(a, b):
+        nz = a > 0
+        return float(np.sum(a[nz] * np.log2(a[nz] / b[nz])))
+
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
+def mean_js_divergence(counts: list[list[int]]) -> float:
+    """Mean pairwise JS divergence between the sites' label distributions."""
+    pairs = [(a, b) for a, b in combinations(counts, 2) if sum(a) and sum(b)]
+    if not pairs:
+        return 0.0
+    return float(np.mean([js_divergence(np.array(a), np.array(b)) for a, b in pairs]))
+
+
+def _stable(records: list[Record], idx: np.ndarray) -> list[Record]:
+    return [records[i] for i in sorted(idx)]
+
+
+def _pools(records: list[Record], cfg: SplitConfig, classes: list[str],
+           rng: np.random.Generator) -> tuple[list[Record], list[Record]]:
+    if cfg.pool == "original":
+        train = [r for r in records if r.set in ("train", "val")]
+        test = [r for r in records if r.set == "test"]
+        if not train or not test:
+            raise FedbioError("pool 'original' needs records with SET=train and SET=test in the "
+                              f"file (found {len(train)} train, {len(test)} test); "
+                              "use --pool random to re-split")
+        return train, test
+    labels = np.array([classes.index(str(r.label)) for r in records])
+    test_idx = []
+    for c in range(len(classes)):      # stratified: each class keeps its share in the test set
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        test_idx.extend(idx[: int(round(cfg.test_fraction * len(idx)))])
+    in_test = np.zeros(len(records), bool)
+    in_test[test_idx] = True
+    return _stable(records, np.flatnonzero(~in_test)), _stable(records, np.flatnonzero(in_test))
+
+
+def _cuts(n: int, proportions: np.ndarray) -> np.ndarray:
+    """Cut points that split n items by the given proportions (largest-remainder rounding)."""
+    raw = proportions * n
+    sizes = np.floor(raw).astype(int)
+    short = n - sizes.sum()
+    sizes[np.argsort(-(raw - sizes), kind="stable")[:short]] += 1
+    return np.cumsum(sizes)[:-1]
+
+
+def partition(labels: np.ndarray, n_classes: int, cfg: SplitConfig,
+              rng: np.random.Generator) -> list[np.ndarray]:
+    """Indices of each site's share of the train pool, by ``cfg.partition``."""
+    n, k = len(labels), cfg.sites
+    if cfg.min_site_size * k > n:
+        raise FedbioError(f"{n} training records cannot give {k} sites at least "
+                          f"{cfg.min_site_size} each; lower --min-site-size or use fewer sites")
+    for _ in range(cfg.max_tries):
+        parts: list[list[int]] = [[] for _ in range(k)]
+        if cfg.partition == "dirichlet":
+            for c in range(n_classes):   # each class draws its own proportions: real label skew
+                idx = rng.permutation(np.flatnonzero(labels == c))
+                for site, chunk in enumerate(np.split(idx, _cuts(len(idx), rng.dirichlet([cfg.alpha] * k)))):
+                    parts[site].extend(chunk.tolist())
+        else:
+            props = np.full(k, 1 / k) if cfg.partition == "iid" else rng.dirichlet([cfg.alpha] * k)
+            idx = rng.permutation(n)
+            for site, chunk in enumerate(np.split(idx, _cuts(n, props))):
+                parts[site].extend(chunk.tolist())
+        if min(len(p) for p in parts) >= cfg.min_site_size:
+            return [np.array(sorted(p), dtype=int) for p in parts]
+        if cfg.partition == "iid":
+            break
+    raise FedbioError(
+        f"no {cfg.partition} partition with alpha={cfg.alpha} gave every one of {k} sites at least "
+        f"{cfg.min_site_size} records in {cfg.max_tries} draws; raise --alpha, lower "
+        "--min-site-size or use fewer sites")
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def make_split(fasta: str | Path, cfg: SplitConfig, hard: str | Path | None = None,
+               classes: list[str] | None = None) -> Split:
+    """Read, validate and split; nothing is written. The same seed always gives the same split."""
+    cfg.check()
+    records = read_records(fasta, classes=classes)
+    if classes is None:
+        classes = class_list(records)
+    hard_records = read_records(hard, classes=classes) if hard is not None else None
+    rng = np.random.default_rng(cfg.seed)
+    train_pool, test = _pools(records, cfg, classes, rng)
+    labels = np.array([classes.index(str(r.label)) for r in train_pool])
+    sites = {}
+    for number, idx in enumerate(partition(labels, len(classes), cfg, rng), start=1):
+        order = rng.permutation(idx)
+        n_valid = int(round(cfg.valid_fraction * len(idx)))
+        if cfg.valid_fraction > 0:
+            n_valid = min(max(n_valid, 1), len(idx) - 1)
+        sites[f"site-{number}"] = {"train": _stable(train_pool, order[n_valid:]),
+                                   "valid": _stable(train_pool, order[:n_valid])}
+    source = {"fasta": Path(fasta).name, "fasta_md5": _md5(Path(fasta))}
+    if hard is not None:
+        source.update(hard=Path(hard).name, hard_md5=_md5(Path(hard)))
+    return Split(cfg, classes, sites, test, hard_records, source)
+
+
+def _write_csv(path: Path, records: list[Record]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["id", "sequences", "labels"])
+        writer.writerows([r.id, r.sequence, r.label] for r in records)
+
+
+def write_split(split: Split, out: str | Path, overwrite: bool = False, plot: bool = True) -> Path:
+    """Write the split folder all at once (a failure leaves nothing behind)."""
+    with atomic_dir(out, overwrite) as tmp:
+        for name, parts in split.sites.items():
+            (tmp / name).mkdir()
+            _write_csv(tmp / name / "train.csv", parts["train"])
+            _write_csv(tmp / name / "valid.csv", parts["valid"])
+        _write_csv(tmp / "test.csv", split.test)
+        if split.test_hard is not None:
+            _write_csv(tmp / "test_hard.csv", split.test_hard)
+        (tmp / "classes.json").write_text(json.dumps(split.classes, indent=1) + "\n")
+        summary = split.summary()
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        if plot:
+            from fedbio.plots import plot_site_classes
+
+            fig = plot_site_classes(summary)
+            fig.savefig(tmp / "split.png", dpi=110, bbox_inches="tight")
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+    return Path(out)
+
+
+def split_table(summary: dict) -> str:
+    """The per-site table as text: records per site and class."""
+    classes = summary["classes"]
+    width = max(len(c) for c in classes) + 2
+    sites = list(summary["sites"])
+    lines = [f"{'class':<{width}}" + "".join(f"{s:>9}" for s in sites)]
+    for c in classes:
+        lines.append(f"{c:<{width}}" + "".join(f"{summary['sites'][s]['class_counts'][c]:>9}"
+                                               for s in sites))
+    lines.append(f"{'train':<{width}}" + "".join(f"{summary['sites'][s]['n_train']:>9}" for s in sites))
+    lines.append(f"{'valid':<{width}}" + "".join(f"{summary['sites'][s]['n_valid']:>9}" for s in sites))
+    lines.append(f"test: {summary['n_test']} records"
+                 + (f", setHARD: {summary['n_test_hard']}" if summary.get("n_test_hard") else ""))
+    lines.append(f"pool {summary['pool']}, partition {summary['partition']}, alpha {summary['alpha']}, "
+                 f"seed {summary['seed']}: mean pairwise JS divergence {summary['js_divergence']:.3f}")
+    return "\n".join(lines)
+
+
+def warn_random_pool(cfg: SplitConfig) -> None:
+    if cfg.pool == "random":
+        print(f"note: {RANDOM_POOL_NOTE}", file=sys.stderr)
+
+
+def config_dict(cfg: SplitConfig) -> dict:
+    return asdict(cfg)

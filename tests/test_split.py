@@ -1,0 +1,121 @@
+"""fedbio.split: real label skew, counts that add up, byte-identical outputs for a seed."""
+
+from __future__ import annotations
+
+import json
+from itertools import combinations
+
+import numpy as np
+import pytest
+
+from conftest import HARD, SCL
+from fedbio.cli import main
+from fedbio.errors import FedbioError
+from fedbio.split import SplitConfig, js_divergence, make_split, write_split
+
+
+def _ids(records):
+    return [r.id for r in records]
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return {a: make_split(SCL, SplitConfig(alpha=a, seed=0), hard=HARD) for a in (0.1, 1.0, 100.0)}
+
+
+def test_divergence_falls_as_alpha_rises(splits):
+    js = [splits[a].summary()["js_divergence"] for a in (0.1, 1.0, 100.0)]
+    assert js[0] > js[1] > js[2]
+    assert js[0] > 0.3 and js[2] < 0.02
+
+
+def test_label_mixes_really_differ_at_low_alpha(splits):
+    summary = splits[0.1].summary()
+    mixes = [np.array(list(s["class_counts"].values()), float) for s in summary["sites"].values()]
+    # every pair of sites differs, and some class is the majority at one site and rare at another
+    assert all(js_divergence(a, b) > 0.2 for a, b in combinations(mixes, 2))
+    top = [int(np.argmax(m)) for m in mixes]
+    assert len(set(top)) > 1
+
+
+def test_no_record_lost_or_duplicated(splits):
+    for split in splits.values():
+        pool = [r for s in split.sites.values() for part in s.values() for r in part]
+        assert len(pool) == len(set(_ids(pool))) == 1678
+        assert len(split.test) == 2768 and len(split.test_hard) == 490
+        assert not set(_ids(pool)) & set(_ids(split.test))
+        for parts in split.sites.values():
+            assert not set(_ids(parts["train"])) & set(_ids(parts["valid"]))
+            assert len(parts["valid"]) >= 1
+
+
+def test_class_list_is_global(splits):
+    split = splits[0.1]
+    assert split.classes == sorted(split.classes) and len(split.classes) == 10
+    assert "Lysosome/Vacuole" in split.classes
+    for s in split.summary()["sites"].values():
+        assert list(s["class_counts"]) == split.classes  # every site lists every class
+
+
+def test_random_pool_uses_all_records():
+    split = make_split(SCL, SplitConfig(pool="random", seed=1))
+    n_pool = sum(len(p) for s in split.sites.values() for p in s.values())
+    assert n_pool + len(split.test) == 4446
+    assert abs(len(split.test) - 0.2 * 4446) < 12
+    assert "homologous" in split.summary()["note"]
+
+
+def test_iid_and_quantity_have_little_label_skew():
+    iid = make_split(SCL, SplitConfig(partition="iid")).summary()
+    qty = make_split(SCL, SplitConfig(partition="quantity", alpha=0.5)).summary()
+    assert iid["js_divergence"] < 0.03 and qty["js_divergence"] < 0.05
+    sizes = [s["n_train"] for s in qty["sites"].values()]
+    assert max(sizes) > 1.5 * min(sizes)
+
+
+def test_min_site_size_impossible_is_clear():
+    with pytest.raises(FedbioError, match="cannot give 10 sites at least 500"):
+        make_split(SCL, SplitConfig(sites=10, min_site_size=500))
+    with pytest.raises(FedbioError, match="in 5 draws"):
+        make_split(SCL, SplitConfig(sites=10, alpha=0.01, min_site_size=150, max_tries=5))
+
+
+def test_ten_sites_at_alpha_point_one_terminates():
+    split = make_split(SCL, SplitConfig(sites=10, alpha=0.1, seed=3))
+    assert len(split.sites) == 10
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in (".csv", ".json")}
+
+
+def test_same_seed_same_bytes_and_cli(tmp_path, capsys):
+    args = ["split", "--fasta", str(SCL), "--hard", str(HARD), "--sites", "3", "--alpha", "0.5",
+            "--seed", "7"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert "site-1" in capsys.readouterr().out
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert a == b and "site-3/valid.csv" in a and "test_hard.csv" in a
+    assert (tmp_path / "a" / "split.png").stat().st_size > 1000
+    summary = json.loads(a["summary.json"])
+    assert set(summary) >= {"pool", "partition", "alpha", "seed", "sites", "js_divergence"}
+    assert json.loads(a["classes.json"]) == summary["classes"]
+    header = a["site-1/train.csv"].decode().splitlines()[0]
+    assert header == "id,sequences,labels"
+    # another seed gives another split
+    assert main([*args[:-1], "8", "--out", str(tmp_path / "c")]) == 0
+    assert _files(tmp_path / "c")["site-1/train.csv"] != a["site-1/train.csv"]
+
+
+def test_existing_out_refused_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    args = ["split", "--fasta", str(SCL), "--out", str(out)]
+    assert main(args) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (out / "keep.txt").exists()
+    assert main([*args, "--overwrite"]) == 0
+    assert not (out / "keep.txt").exists() and (out / "summary.json").exists()
