@@ -67,6 +67,38 @@ def cmd_demo(args) -> int:
     return run_demo(args.out, overwrite=args.overwrite, profile=args.profile)
 
 
+def cmd_run(args) -> int:
+    from fedbio.run import plan, run
+    from fedbio.summary import print_metrics
+
+    cfg = plan(task=args.task, mode=args.mode, profile=args.profile, seed=args.seed,
+               split=args.split, model=args.model, tuning=args.tuning, epochs=args.epochs,
+               weights_dir=args.weights_dir)
+    print(f"profile: {cfg.profile} ({cfg.profile_reason})")
+    print(f"model: {cfg.model.name}" + ("" if cfg.model.is_composition else f", tuning {cfg.model.tuning}")
+          + f"; {cfg.train.epochs:g} epochs; mode {cfg.mode}; seed {cfg.seed}")
+    metrics = run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    print_metrics(metrics)
+    print(f"wrote {args.out}/ (config.json, manifest.json, metrics.json, model/, tb/)")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from fedbio.predict import predict_file
+
+    n = predict_file(args.model, args.fasta, args.out, overwrite=args.overwrite)
+    print(f"wrote {n} predictions to {args.out}")
+    return 0
+
+
+def cmd_weights_download(args) -> int:
+    from fedbio.models import download_weights
+
+    path = download_weights(args.name, args.to)
+    print(f"weights for {args.name} in {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedbio", description="Federated fine-tuning of protein language models.")
@@ -91,6 +123,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--profile", default=None, help="quick | laptop | reference | auto")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="train: local or central baselines (federated modes: fedavg…)")
+    p.add_argument("--task", default="scl", help="scl (shipped) | classification | regression")
+    p.add_argument("--mode", default="central", help="local | central")
+    p.add_argument("--profile", default=None, help="quick | laptop | reference | auto "
+                   "(default: $FEDBIO_PROFILE or auto)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default=None, help="a split folder (default: split the shipped data)")
+    p.add_argument("--model", default=None, help="preset (esm2-8m…), a local folder, or composition")
+    p.add_argument("--tuning", default=None, choices=("head", "lora", "full"))
+    p.add_argument("--epochs", type=float, default=None, help="passes over each site's data")
+    p.add_argument("--weights-dir", default=None, help="folder of pretrained weights (else $FEDBIO_WEIGHTS)")
+    p.add_argument("--out", required=True, help="run folder (refused if non-empty)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("predict", help="predict every record of a FASTA/CSV with a saved model")
+    p.add_argument("--model", required=True, help="a model folder, e.g. RUN/model")
+    p.add_argument("--fasta", required=True, help="FASTA or CSV of sequences (labels optional)")
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("weights", help="fetch pretrained weights for offline use")
+    wsub = p.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+    w = wsub.add_parser("download", help="download a preset's checkpoint from the Hugging Face hub")
+    w.add_argument("name", help="preset name, e.g. esm2-8m")
+    w.add_argument("--to", default=None, help="folder (default: the Hugging Face cache)")
+    w.set_defaults(func=cmd_weights_download)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

@@ -107,14 +107,14 @@ def _fasta_records(path: Path, handle: Iterable[str]) -> Iterator[tuple[int, str
 
 
 def read_fasta(path: str | Path, *, kind: str = "class",
-               classes: Sequence[str] | None = None) -> list[Record]:
+               classes: Sequence[str] | None = None, labelled: bool = True) -> list[Record]:
     """Read a biotrainer FASTA file (``>ID TARGET=… SET=… [VALIDATION=…]``), plain or ``.gz``."""
     path = Path(path)
     records = []
     with _open_text(path) as handle:
         for line, header, seq in _fasta_records(path, handle):
             rid, fields = _parse_header(path, line, header)
-            if "TARGET" not in fields:
+            if "TARGET" not in fields and labelled:
                 raise DataError(path, f"header of record {rid!r} has no TARGET=… field", line)
             split = fields.get("SET")
             if split is not None:
@@ -129,14 +129,15 @@ def read_fasta(path: str | Path, *, kind: str = "class",
                     raise DataError(path, f"record {rid!r}: VALIDATION must be True or False, "
                                     f"not {validation!r}", line)
                 validation = _TRUE[validation.lower()]
-            label = _parse_label(path, line, rid, fields["TARGET"], kind, classes)
+            label = (_parse_label(path, line, rid, fields["TARGET"], kind, classes)
+                     if labelled else fields.get("TARGET"))
             seq = _check_sequence(path, line, rid, seq)
             records.append(Record(rid, seq, label, split, validation, line))
     return records
 
 
 def read_csv(path: str | Path, *, kind: str = "class",
-             classes: Sequence[str] | None = None) -> list[Record]:
+             classes: Sequence[str] | None = None, labelled: bool = True) -> list[Record]:
     """Read a BioNeMo-style CSV: a ``sequences`` (or ``sequence``) column, ``labels``, optional ``id``."""
     path = Path(path)
     records = []
@@ -151,7 +152,7 @@ def read_csv(path: str | Path, *, kind: str = "class",
         names = [h.strip().lower() for h in header]
         seq_col = next((names.index(n) for n in ("sequences", "sequence") if n in names), None)
         label_col = next((names.index(n) for n in ("labels", "label") if n in names), None)
-        if seq_col is None or label_col is None:
+        if seq_col is None or (label_col is None and labelled):
             raise DataError(path, f"CSV header {header} needs a 'sequences' (or 'sequence') "
                             "and a 'labels' column", 1)
         id_col = names.index("id") if "id" in names else None
@@ -166,7 +167,8 @@ def read_csv(path: str | Path, *, kind: str = "class",
                 rid = row[id_col].strip() if id_col is not None else f"row{line}"
                 if not rid:
                     raise DataError(path, "empty id", line)
-                label = _parse_label(path, line, rid, row[label_col].strip(), kind, classes)
+                label = (_parse_label(path, line, rid, row[label_col].strip(), kind, classes)
+                         if labelled else None)
                 seq = _check_sequence(path, line, rid, row[seq_col].strip())
                 records.append(Record(rid, seq, label, None, None, line))
         except csv.Error as err:
@@ -190,13 +192,13 @@ def _sniff(path: Path) -> str:
 
 
 def read_records(path: str | Path, *, kind: str = "class",
-                 classes: Sequence[str] | None = None) -> list[Record]:
+                 classes: Sequence[str] | None = None, labelled: bool = True) -> list[Record]:
     """Read and validate a FASTA or CSV file; ``kind`` is ``class`` or ``value`` (regression).
 
     Raises :class:`DataError` (file and line named) on: a missing file, an empty file, a file that
     is neither FASTA nor CSV, a header without TARGET, an unknown SET, an empty sequence, letters
     outside the protein alphabet, a duplicated id, a label outside ``classes``, and identical
-    sequences carrying conflicting labels.
+    sequences carrying conflicting labels. ``labelled=False`` (prediction) makes labels optional.
     """
     if kind not in LABEL_KINDS:
         raise ValueError(f"kind must be one of {LABEL_KINDS}")
@@ -207,14 +209,15 @@ def read_records(path: str | Path, *, kind: str = "class",
     if fmt == "csv" and path.suffix.lower() in {".fasta", ".fa", ".faa"}:
         raise DataError(path, "not a FASTA file: the first line does not start with '>'", 1)
     reader = read_fasta if fmt == "fasta" else read_csv
-    records = reader(path, kind=kind, classes=classes)
+    records = reader(path, kind=kind, classes=classes, labelled=labelled)
     if not records:
         raise DataError(path, "file holds no records")
-    check_unique(records, path)
+    check_unique(records, path, check_labels=labelled)
     return records
 
 
-def check_unique(records: Sequence[Record], path: str | Path | None = None) -> None:
+def check_unique(records: Sequence[Record], path: str | Path | None = None,
+                 check_labels: bool = True) -> None:
     """Fail on a duplicated id, or on identical sequences that carry different labels."""
     seen: dict[str, int] = {}
     for rec in records:
@@ -222,6 +225,8 @@ def check_unique(records: Sequence[Record], path: str | Path | None = None) -> N
             raise DataError(path, f"record id {rec.id!r} appears twice (first at line {seen[rec.id]})",
                             rec.line)
         seen[rec.id] = rec.line
+    if not check_labels:
+        return
     by_seq: dict[str, list[Record]] = defaultdict(list)
     for rec in records:
         by_seq[rec.sequence].append(rec)

@@ -1,0 +1,141 @@
+"""A ``Learner`` ties a model to its inputs: composition features, tokens, or cached embeddings.
+
+    learner = Learner.build(model_cfg, data_cfg, train_cfg, codec, cache_dir=run / "cache")
+    train = learner.inputs(records)
+    learner.fit(train, valid, epochs=3)
+
+In ``head`` mode the frozen encoder runs once per record set and the pooled embeddings are cached
+on disk (keyed by model, crop and sequences), so every later epoch or round trains the head only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedbio.batching import TensorData, TokenData, batches, tokenize
+from fedbio.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from fedbio.data import Record
+from fedbio.tasks import LabelCodec
+from fedbio.trainer import fit, score
+
+
+@dataclass
+class Learner:
+    model_cfg: ModelConfig
+    data_cfg: DataConfig
+    train_cfg: TrainConfig
+    codec: LabelCodec
+    tokenizer: object
+    model: nn.Module
+    cache_dir: Path | None = None
+    progress: bool = True
+    n_cropped: int = 0
+
+    @classmethod
+    def build(cls, model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig,
+              codec: LabelCodec, cache_dir: str | Path | None = None, progress: bool = True) -> Learner:
+        from fedbio.models import build_model
+
+        torch.manual_seed(train_cfg.seed)
+        tokenizer, model = build_model(model_cfg, codec.n_outputs, seed=train_cfg.seed)
+        return cls(model_cfg, data_cfg, train_cfg, codec, tokenizer, model,
+                   Path(cache_dir) if cache_dir else None, progress)
+
+    # -- what is trained ----------------------------------------------------------------------
+    @property
+    def module(self) -> nn.Module:
+        """The part that learns: the head on cached embeddings in ``head`` mode, else the model."""
+        if not self.model_cfg.is_composition and self.model_cfg.tuning == "head":
+            return self.model.head
+        return self.model
+
+    # -- inputs -------------------------------------------------------------------------------
+    def inputs(self, records: list[Record], fit_scaler: bool = False) -> TokenData | TensorData:
+        y = self.codec.encode(records)
+        seqs = [r.sequence for r in records]
+        if self.model_cfg.is_composition:
+            from fedbio.models import composition_features
+
+            x = torch.from_numpy(composition_features(seqs))
+            if fit_scaler:
+                self.model.fit_scaler(x)
+            return TensorData(x, y)
+        tokens = tokenize(seqs, y, self.tokenizer, self.data_cfg.max_length, self.data_cfg.crop)
+        self.n_cropped += tokens.n_cropped
+        if self.model_cfg.tuning != "head":
+            return tokens
+        return TensorData(self._embeddings(tokens, seqs), y)
+
+    def _cache_key(self, seqs: list[str]) -> str:
+        ident = {"model": self.model_cfg.name, "seed": self.train_cfg.seed,
+                 "max_length": self.data_cfg.max_length, "crop": self.data_cfg.crop}
+        digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode())
+        for s in seqs:
+            digest.update(s.encode() + b"\n")
+        return digest.hexdigest()[:20]
+
+    @torch.no_grad()
+    def _embeddings(self, tokens: TokenData, seqs: list[str]) -> torch.Tensor:
+        path = None
+        if self.cache_dir is not None:
+            path = self.cache_dir / f"emb-{self._cache_key(seqs)}.safetensors"
+            if path.exists():
+                from safetensors.torch import load_file
+
+                return load_file(path)["embeddings"]
+        out = embed(self.model, tokens, self.train_cfg.batch_size, self.progress)
+        if path is not None:
+            from safetensors.torch import save_file
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".part")
+            save_file({"embeddings": out.contiguous()}, str(tmp))
+            tmp.replace(path)
+        return out
+
+    # -- training and scoring -----------------------------------------------------------------
+    def fit(self, train, valid, epochs: float, **kwargs) -> list[dict]:
+        return fit(self.module, train, valid, self.train_cfg, self.codec.task_type, epochs,
+                   codec=self.codec, progress=self.progress, **kwargs)
+
+    def score(self, data) -> dict:
+        return score(self.module, data, self.codec.task_type, self.codec)
+
+    def save(self, folder: str | Path) -> Path:
+        from fedbio.models import save_model
+
+        folder = Path(folder)
+        labels = self.codec.classes if self.codec.task_type == "classification" else ["value"]
+        save_model(self.model, self.model_cfg, labels, folder)
+        meta = {"codec": self.codec.to_dict(), "data": to_dict(self.data_cfg)}
+        (folder / "fedbio_task.json").write_text(json.dumps(meta, indent=1) + "\n")
+        return folder
+
+
+@torch.no_grad()
+def embed(model: nn.Module, tokens: TokenData, batch_size: int = 32, progress: bool = True) -> torch.Tensor:
+    """Pooled encoder embeddings of every sequence (length-sorted batches, original order kept)."""
+    model.eval()
+    out = None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(tokens), desc="encode", unit="seq", leave=False, mininterval=1.0)
+    for (ids, mask), _, idx in batches(tokens, batch_size, rng=None):
+        pooled = model.embed(ids, mask).float()
+        if out is None:
+            out = torch.zeros(len(tokens), pooled.shape[-1])
+        out[torch.as_tensor(np.asarray(idx))] = pooled
+        if bar is not None:
+            bar.update(len(idx))
+    if bar is not None:
+        bar.close()
+    return out

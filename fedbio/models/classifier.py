@@ -1,0 +1,190 @@
+"""The sequence model fedbio trains: ESM-2 encoder -> mean over residues -> MLP head.
+
+``build_model(cfg, n_outputs)`` turns a ``ModelConfig`` into a model (or the composition
+baseline). Tuning modes: ``head`` freezes the encoder, ``lora`` adds LoRA adapters to
+query/key/value and freezes the rest of the encoder, ``full`` trains everything.
+``trainable_state_dict`` / ``load_trainable_state_dict`` move exactly the learnable parameters,
+under names that are the same in every process built from the same config: what sites exchange.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from fedbio.config import TUNING_MODES, ModelConfig
+from fedbio.errors import FedbioError
+from fedbio.models.backbone import load_backbone, random_backbone
+from fedbio.models.composition import CompositionModel
+from fedbio.models.heads import MLPHead, mean_pool, residue_mask
+from fedbio.models.tokenizer import load_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import EsmTokenizer
+
+LORA_TARGETS = ["query", "key", "value"]
+
+
+class SequenceModel(nn.Module):
+    """Encoder + mean pooling over residue tokens + ``MLPHead``.
+
+    Every constructor argument is plain data and kept as a same-named attribute, so the model can
+    be rebuilt from them (job exporters do exactly that). ``esm_config`` (an ``EsmConfig`` dict)
+    builds a random encoder of that shape instead of loading ``name``: used by ``load_model``,
+    which then loads the saved tensors.
+    """
+
+    def __init__(
+        self,
+        name: str = "esm2-tiny",
+        n_outputs: int = 2,
+        tuning: str = "full",
+        head_hidden: int = 256,
+        dropout: float = 0.1,
+        lora_r: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.05,
+        weights_dir: str | None = None,
+        seed: int = 0,
+        esm_config: dict | None = None,
+    ):
+        super().__init__()
+        if tuning not in TUNING_MODES:
+            raise FedbioError(f"unknown tuning mode {tuning!r}; choose one of {', '.join(TUNING_MODES)}")
+        self.name = name
+        self.n_outputs = n_outputs
+        self.tuning = tuning
+        self.head_hidden = head_hidden
+        self.dropout = dropout
+        self.lora_r = lora_r
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.weights_dir = weights_dir
+        self.seed = seed
+        self.esm_config = esm_config
+
+        if esm_config is not None:
+            from transformers import EsmConfig
+
+            self.tokenizer = load_tokenizer()
+            self.backbone = random_backbone(EsmConfig.from_dict(esm_config), name, seed)
+        else:
+            self.tokenizer, self.backbone = load_backbone(name, weights_dir=weights_dir, seed=seed)
+        # Head and adapters drawn from their own seeded stream: every site starts identical.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            self.head = MLPHead(self.backbone.hidden_size, n_outputs, head_hidden, dropout)
+            if tuning == "lora":
+                self._add_lora()
+        self._set_trainable()
+
+    def _add_lora(self) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        config = LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=LORA_TARGETS,
+            bias="none",
+        )
+        # Injected in place (no PeftModel wrapper), so parameter names stay short and stable.
+        inject_adapter_in_model(config, self.backbone.esm)
+
+    def _set_trainable(self) -> None:
+        for pname, param in self.backbone.named_parameters():
+            if self.tuning == "full":
+                param.requires_grad_(True)
+            elif self.tuning == "lora":
+                param.requires_grad_("lora_" in pname)
+            else:
+                param.requires_grad_(False)
+        contact = getattr(self.backbone.esm, "contact_head", None)
+        if contact is not None:
+            contact.requires_grad_(False)
+        self.head.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> SequenceModel:
+        """As ``nn.Module.train``, but a frozen (head-mode) encoder always stays in eval mode,
+        so the embeddings a training loop caches are the ones the model computes."""
+        super().train(mode)
+        if self.tuning == "head":
+            self.backbone.eval()
+        return self
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of the final hidden states over residue tokens: [batch, hidden]."""
+        if attention_mask is None:
+            attention_mask = (input_ids != self.backbone.pad_token_id).long()
+        hidden = self.backbone(input_ids, attention_mask)
+        mask = residue_mask(input_ids, self.tokenizer) & attention_mask.bool()
+        return mean_pool(hidden, mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (classification) or predictions (regression): [batch, n_outputs]."""
+        return self.head(self.embed(input_ids, attention_mask))
+
+
+def build_model(
+    cfg: ModelConfig, n_outputs: int, seed: int = 0
+) -> tuple[EsmTokenizer | None, nn.Module]:
+    """The tokenizer and model a ``ModelConfig`` describes; the tokenizer is None for composition."""
+    if cfg.is_composition:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            return None, CompositionModel(n_outputs)
+    if cfg.backend != "hf":
+        raise FedbioError(
+            f"model backend {cfg.backend!r} is not available in this environment; use backend 'hf'"
+        )
+    model = SequenceModel(
+        name=cfg.name,
+        n_outputs=n_outputs,
+        tuning=cfg.tuning,
+        head_hidden=cfg.head_hidden,
+        dropout=cfg.dropout,
+        lora_r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        weights_dir=cfg.weights_dir,
+        seed=seed,
+    )
+    return model.tokenizer, model
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the parameters that train (``requires_grad``), by name; never buffers."""
+    return {
+        name: param.detach().cpu().clone()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
+
+
+def load_trainable_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Copy ``state`` into the model's trainable parameters; returns the names not in ``state``.
+
+    A name that is not a trainable parameter of ``model``, or a shape that differs, is a
+    FedbioError (the two sides were built from different configs). Missing names are allowed:
+    a site may keep some parameters (e.g. its own head) to itself.
+    """
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    unknown = sorted(set(state) - set(params))
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise FedbioError(
+            f"{len(unknown)} parameter name(s) are not trainable parameters of this model "
+            f"(built from a different config?): {shown}"
+        )
+    with torch.no_grad():
+        for name, value in state.items():
+            param = params[name]
+            value = torch.as_tensor(value)
+            if tuple(value.shape) != tuple(param.shape):
+                raise FedbioError(
+                    f"parameter {name} has shape {tuple(value.shape)}, the model expects {tuple(param.shape)}"
+                )
+            param.copy_(value.to(device=param.device, dtype=param.dtype))
+    return sorted(set(params) - set(state))

@@ -1,0 +1,90 @@
+"""The named ESM-2 shapes fedbio knows (``PRESETS``) and the ``EsmConfig`` for each.
+
+``esm2-tiny`` is a random-init model small enough to train on two CPU cores; the others are
+Meta's published ESM-2 checkpoints (the ones BioNeMo's ESM-2nv converts). ``esm_config`` gives the
+architecture of any preset, so a random model of a real shape can be built for benchmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fedbio.errors import FedbioError
+
+if TYPE_CHECKING:
+    from transformers import EsmConfig
+
+# Vocabulary facts shared by every ESM-2 checkpoint (see esm_vocab.txt).
+VOCAB_SIZE = 33
+CLS_ID, PAD_ID, EOS_ID, UNK_ID, MASK_ID = 0, 1, 2, 3, 32
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """One ESM-2 shape; ``hf_id`` is None for shapes that only exist as random init."""
+
+    name: str
+    family: str = "esm2"
+    hf_id: str | None = None
+    num_layers: int = 4
+    hidden_size: int = 128
+    num_heads: int = 4
+    ffn_size: int = 512
+    pretrained: bool = False
+
+
+def _esm2(name: str, hf_id: str, layers: int, hidden: int, heads: int) -> ModelPreset:
+    return ModelPreset(name, "esm2", hf_id, layers, hidden, heads, 4 * hidden, pretrained=True)
+
+
+PRESETS: dict[str, ModelPreset] = {
+    p.name: p
+    for p in (
+        ModelPreset("esm2-tiny", "esm2", None, 4, 128, 4, 512, pretrained=False),
+        _esm2("esm2-8m", "facebook/esm2_t6_8M_UR50D", 6, 320, 20),
+        _esm2("esm2-35m", "facebook/esm2_t12_35M_UR50D", 12, 480, 20),
+        _esm2("esm2-150m", "facebook/esm2_t30_150M_UR50D", 30, 640, 20),
+        _esm2("esm2-650m", "facebook/esm2_t33_650M_UR50D", 33, 1280, 20),
+        _esm2("esm2-3b", "facebook/esm2_t36_3B_UR50D", 36, 2560, 40),
+    )
+}
+
+
+def get_preset(name: str) -> ModelPreset:
+    """The preset called ``name``; a FedbioError listing the known names otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise FedbioError(
+            f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}"
+        ) from None
+
+
+def esm_config(preset: ModelPreset | str, max_position: int = 1026) -> EsmConfig:
+    """A ``transformers.EsmConfig`` with the preset's shape and ESM-2's conventions.
+
+    Matches Meta's ESM-2 configs: rotary positions, token dropout, no embedding layer norm,
+    no dropout inside the encoder, layer-norm eps 1e-5.
+    """
+    from transformers import EsmConfig
+
+    if isinstance(preset, str):
+        preset = get_preset(preset)
+    return EsmConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=preset.hidden_size,
+        num_hidden_layers=preset.num_layers,
+        num_attention_heads=preset.num_heads,
+        intermediate_size=preset.ffn_size,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        max_position_embeddings=max_position,
+        layer_norm_eps=1e-5,
+        position_embedding_type="rotary",
+        token_dropout=True,
+        emb_layer_norm_before=False,
+        pad_token_id=PAD_ID,
+        mask_token_id=MASK_ID,
+        eos_token_id=EOS_ID,
+    )

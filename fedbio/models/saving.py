@@ -1,0 +1,116 @@
+"""Saving a trained model to a folder and loading it back (safetensors + JSON, never pickle).
+
+A saved folder holds ``model.safetensors`` (the full state dict, buffers included, e.g. the
+composition scaler), ``fedbio_model.json`` (the ``ModelConfig``, output count, label names, task
+and the encoder's ``EsmConfig``) and, for encoder models, the tokenizer's ``vocab.txt``. Loading
+needs none of the original pretrained weights: the architecture is rebuilt from the saved config
+and every tensor comes from the folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+import fedbio
+from fedbio.config import ModelConfig, from_dict, to_dict
+from fedbio.errors import FedbioError
+from fedbio.models.classifier import SequenceModel
+from fedbio.models.composition import CompositionModel
+from fedbio.models.tokenizer import load_tokenizer
+
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "fedbio_model.json"
+VOCAB_FILE = "vocab.txt"
+FORMAT_VERSION = 1
+
+
+def _n_outputs(model: nn.Module) -> int:
+    if isinstance(model, (SequenceModel, CompositionModel)):
+        return int(model.n_outputs)
+    raise FedbioError(f"cannot save a {type(model).__name__}; expected a fedbio model")
+
+
+def save_model(
+    model: nn.Module,
+    cfg: ModelConfig,
+    classes_or_targets: list[str],
+    folder: str | Path,
+    task: str | None = None,
+) -> Path:
+    """Write ``model`` with its config and label names to ``folder`` (created if needed).
+
+    ``task`` is stored for readers ("classification" or "regression"; "scl" is classification);
+    when omitted it is guessed: one output means regression, several mean classification.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    n_outputs = _n_outputs(model)
+    labels = [str(c) for c in classes_or_targets]
+    if task is None:
+        task = "regression" if n_outputs == 1 else "classification"
+    meta: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "fedbio_version": fedbio.__version__,
+        "kind": "composition" if isinstance(model, CompositionModel) else "sequence",
+        "model_config": to_dict(cfg),
+        "n_outputs": n_outputs,
+        "task": task,
+        "labels": labels,
+    }
+    if isinstance(model, SequenceModel):
+        meta["esm_config"] = model.backbone.config.to_dict()
+        model.tokenizer.save_vocabulary(str(folder), None)
+    # contiguous copies: safetensors refuses views and shared storage
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def _load_tensors(model: nn.Module, tensors: dict, folder: Path) -> None:
+    result = model.load_state_dict(tensors, strict=False)
+    # Rotary inv_freq buffers are recomputed from the config and named differently across
+    # transformers versions; every other mismatch means the folder does not fit its own config.
+    missing = [k for k in result.missing_keys if not k.endswith("inv_freq")]
+    unexpected = [k for k in result.unexpected_keys if not k.endswith("inv_freq")]
+    if missing or unexpected:
+        names = ", ".join((missing + unexpected)[:5])
+        raise FedbioError(f"{folder / WEIGHTS_FILE} does not match {META_FILE}: {names}")
+
+
+def load_model(folder: str | Path) -> tuple[Any, nn.Module, dict]:
+    """Rebuild a model written by ``save_model``: ``(tokenizer or None, model in eval mode, meta)``."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / META_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise FedbioError(f"{folder} is not a saved fedbio model (needs {META_FILE} and {WEIGHTS_FILE})")
+    meta = json.loads((folder / META_FILE).read_text())
+    cfg = from_dict(ModelConfig, meta["model_config"])
+    n_outputs = int(meta["n_outputs"])
+    if meta.get("kind") == "composition":
+        tokenizer, model = None, CompositionModel(n_outputs)
+    else:
+        model = SequenceModel(
+            name=cfg.name,
+            n_outputs=n_outputs,
+            tuning=cfg.tuning,
+            head_hidden=cfg.head_hidden,
+            dropout=cfg.dropout,
+            lora_r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            esm_config=meta["esm_config"],
+        )
+        if (folder / VOCAB_FILE).is_file():
+            model.tokenizer = load_tokenizer(folder / VOCAB_FILE)
+        tokenizer = model.tokenizer
+    _load_tensors(model, load_file(str(folder / WEIGHTS_FILE)), folder)
+    model.eval()
+    return tokenizer, model, meta

@@ -1,0 +1,77 @@
+"""``fedbio predict``: score every record of a FASTA or CSV file with a saved model.
+
+    fedbio predict --model runs/central/model --fasta new_proteins.fasta --out preds.csv
+
+Writes ``id,predicted,<one probability column per class>`` (classification) or ``id,predicted``
+(regression, original units). Labels in the input are ignored; bad input fails as ``split`` does.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import torch
+
+from fedbio.config import DataConfig, from_dict
+from fedbio.data import read_records
+from fedbio.errors import FedbioError
+from fedbio.tasks import LabelCodec
+
+
+def load_predictor(folder: str | Path):
+    """(learner-like objects) for a saved model folder: tokenizer, model, codec, data config."""
+    from fedbio.models import load_model
+
+    folder = Path(folder)
+    meta_path = folder / "fedbio_task.json"
+    if not meta_path.is_file():
+        raise FedbioError(f"--model {folder} is not a fedbio model folder (no fedbio_task.json)")
+    meta = json.loads(meta_path.read_text())
+    codec = LabelCodec(**meta["codec"])
+    data_cfg = from_dict(DataConfig, meta["data"])
+    tokenizer, model, model_meta = load_model(folder)
+    return tokenizer, model, codec, data_cfg, model_meta
+
+
+def _unlabelled(path: Path):
+    """Records whatever their labels say (values, classes, or none)."""
+    return read_records(path, labelled=False)
+
+
+def predict_file(model_dir: str | Path, fasta: str | Path, out: str | Path,
+                 overwrite: bool = False, batch_size: int = 32) -> int:
+    from fedbio.batching import TensorData, tokenize
+    from fedbio.config import ModelConfig
+    from fedbio.trainer import predict
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FedbioError(f"--out {out} exists; pass --overwrite to replace it")
+    tokenizer, model, codec, data_cfg, model_meta = load_predictor(model_dir)
+    records = _unlabelled(Path(fasta))
+    dummy = torch.zeros(len(records), dtype=torch.long)
+    model_cfg = from_dict(ModelConfig, model_meta.get("model_config", {}))
+    if model_cfg.is_composition:
+        from fedbio.models import composition_features
+
+        data = TensorData(torch.from_numpy(composition_features([r.sequence for r in records])), dummy)
+    else:
+        data = tokenize([r.sequence for r in records], dummy, tokenizer, data_cfg.max_length, data_cfg.crop)
+    outputs = predict(model, data, batch_size, codec.task_type)
+    tmp = out.with_name(f".{out.name}.part")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        if codec.task_type == "classification":
+            writer.writerow(["id", "predicted", *codec.classes])
+            for rec, p in zip(records, outputs):
+                writer.writerow([rec.id, codec.classes[int(p.argmax())], *(f"{v:.6f}" for v in p)])
+        else:
+            values = codec.decode_values(outputs)
+            writer.writerow(["id", "predicted"])
+            for rec, v in zip(records, values):
+                writer.writerow([rec.id, f"{float(v[0]):.6g}"])
+    tmp.replace(out)
+    return len(records)

@@ -1,0 +1,157 @@
+"""Local and centralized baselines: ``fedbio run --mode local|central``.
+
+    fedbio run --task scl --mode central --profile quick --seed 0 --out runs/central
+
+``local``: each site trains alone on its own data (E epochs) and selects on its own validation
+split. ``central``: one model on all sites' data pooled (E epochs), the upper reference a
+federation tries to reach. Both write ``config.json``, ``manifest.json``, ``metrics.json``,
+models (safetensors) and TensorBoard logs into the run folder. The federated modes live in
+``fedbio.federation`` and write the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from fedbio.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from fedbio.errors import FedbioError
+from fedbio.manifest import manifest
+from fedbio.paths import atomic_dir, shipped
+from fedbio.profiles import Profile, composition_train, resolve_profile
+from fedbio.tasks import TaskData, load_task, majority_rate
+
+SCHEMA_VERSION = 1
+MODES = ("local", "central")
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; written to ``RUN/config.json``."""
+
+    task: str = "scl"
+    mode: str = "central"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    profile: str = "quick"
+    profile_reason: str = ""
+
+
+def plan(task: str = "scl", mode: str = "central", profile: str | None = None, seed: int = 0,
+         split: str | None = None, model: str | None = None, tuning: str | None = None,
+         epochs: float | None = None, weights_dir: str | None = None) -> RunConfig:
+    """Resolve the profile and the user's overrides into one ``RunConfig``."""
+    prof: Profile = resolve_profile(profile, weights_dir)
+    model_cfg, train_cfg = prof.model, prof.train
+    if model:
+        model_cfg = replace(model_cfg, name=model)
+    if model_cfg.is_composition:
+        train_cfg = composition_train(seed)
+    if tuning:
+        model_cfg = replace(model_cfg, tuning=tuning)
+    if weights_dir:
+        model_cfg = replace(model_cfg, weights_dir=weights_dir)
+    train_cfg = replace(train_cfg, seed=seed, epochs=epochs if epochs is not None else train_cfg.epochs)
+    data_cfg = replace(prof.data, task=task, split=split)
+    return RunConfig(task, mode, seed, model_cfg, data_cfg, train_cfg, prof.name, prof.reason)
+
+
+def default_split(folder: Path, seed: int) -> Path:
+    """The shipped data split over 3 sites (original pool, Dirichlet alpha 1.0, the run's seed)."""
+    from fedbio.split import SplitConfig, make_split, write_split
+
+    split = make_split(shipped("scl/deeploc_valtest.fasta"), SplitConfig(seed=seed),
+                       hard=shipped("scl/deeploc_setHARD.fasta"))
+    return write_split(split, folder, plot=False)
+
+
+def prepare_task(cfg: RunConfig, run_dir: Path) -> TaskData:
+    if cfg.data.split:
+        return load_task(cfg.data.split, cfg.task)
+    if cfg.task != "scl":
+        raise FedbioError(f"--task {cfg.task} needs --split DIR (a folder in the split layout)")
+    return load_task(default_split(run_dir / "split", cfg.seed), cfg.task)
+
+
+def _mean_scores(rows: list[dict]) -> dict:
+    keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
+    out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    out["n"] = rows[0].get("n")
+    out["aggregate"] = "unweighted mean over sites"
+    return out
+
+
+def cropped_counts(task: TaskData, data: DataConfig) -> dict:
+    """How many sequences the crop shortens, per part (none is ever dropped)."""
+    parts = {"train": task.pooled("train"), "valid": task.pooled("valid"), "test": task.test}
+    if task.test_hard:
+        parts["test_hard"] = task.test_hard
+    out = {k: {"cropped": sum(len(r.sequence) > data.max_length for r in v), "of": len(v)}
+           for k, v in parts.items()}
+    return {"max_length": data.max_length, "policy": data.crop, **out}
+
+
+def train_and_score(cfg: RunConfig, task: TaskData, run_dir: Path, progress: bool = True) -> dict:
+    """Train the run's models and return ``metrics.json`` content."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from fedbio.learner import Learner
+    from fedbio.trainer import set_threads
+
+    set_threads(cfg.train)
+    cache = run_dir / "cache"
+    groups = ({"central": (task.pooled("train"), task.pooled("valid"))} if cfg.mode == "central"
+              else {name: (s["train"], s["valid"]) for name, s in task.sites.items()})
+    results, curves = {}, {}
+    for name, (train_recs, valid_recs) in groups.items():
+        codec = task.codec(train_recs)
+        learner = Learner.build(cfg.model, cfg.data, cfg.train, codec, cache, progress)
+        train = learner.inputs(train_recs, fit_scaler=True)
+        valid = learner.inputs(valid_recs)
+        with SummaryWriter(str(run_dir / "tb" / name)) as writer:
+            curves[name] = learner.fit(train, valid, cfg.train.epochs, writer=writer, tag=name)
+        scores = {"valid": learner.score(valid), "test": learner.score(learner.inputs(task.test))}
+        if task.test_hard:
+            scores["test_hard"] = learner.score(learner.inputs(task.test_hard))
+        results[name] = scores
+        learner.save(run_dir / ("model" if cfg.mode == "central" else f"{name}/model"))
+    if cfg.mode == "central":
+        per_site = {site: dict(results["central"], model="central") for site in task.sites}
+        test, hard = results["central"]["test"], results["central"].get("test_hard")
+    else:
+        per_site = results
+        test = _mean_scores([r["test"] for r in results.values()])
+        hard = _mean_scores([r["test_hard"] for r in results.values()]) if task.test_hard else None
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "task": cfg.task, "task_type": task.task_type, "mode": cfg.mode, "seed": cfg.seed,
+        "model": cfg.model.name, "tuning": None if cfg.model.is_composition else cfg.model.tuning,
+        "profile": cfg.profile, "profile_reason": cfg.profile_reason,
+        "classes": task.classes,
+        "n_train": {site: len(s["train"]) for site, s in task.sites.items()},
+        "per_site": per_site, "test": test, "test_hard": hard,
+        "majority_rate": majority_rate(task),
+        "cropped": cropped_counts(task, cfg.data) if not cfg.model.is_composition else None,
+        "curves": curves,
+    }
+
+
+def run(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> dict:
+    """Run ``cfg`` into ``out`` (written all at once; a failure leaves nothing half-written)."""
+    if cfg.mode not in MODES:
+        raise FedbioError(f"unknown --mode {cfg.mode!r} for a baseline run; choose {', '.join(MODES)}")
+    start = time.time()
+    with atomic_dir(out, overwrite) as tmp:
+        task = prepare_task(cfg, tmp)
+        (tmp / "config.json").write_text(json.dumps(to_dict(cfg), indent=1) + "\n")
+        (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")
+        metrics = train_and_score(cfg, task, tmp, progress)
+        metrics["wall_seconds"] = round(time.time() - start, 2)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    return metrics

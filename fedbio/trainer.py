@@ -1,0 +1,145 @@
+"""The training loop: AdamW, warm-up + linear decay, clipping, model selection on validation.
+
+    history = fit(module, train, valid, tcfg, task_type, epochs=3)
+
+``module`` is whatever is trained: the whole sequence model (``lora``/``full``), only its head on
+cached embeddings (``head``), or the composition model. The federated client calls the same
+``fit`` for each round's local work (``prox`` adds FedProx's proximal term).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedbio.batching import TensorData, TokenData, batches
+from fedbio.config import TrainConfig
+from fedbio.metrics import classification_scores, key_metric, regression_scores
+
+
+def set_threads(tcfg: TrainConfig, concurrent: int = 1) -> int:
+    """Torch threads for this process: the config's, or cores / concurrent processes."""
+    n = tcfg.threads or max(1, (os.cpu_count() or 1) // max(1, concurrent))
+    torch.set_num_threads(n)
+    return n
+
+
+def _schedule(optimizer, total: int, warmup_frac: float):
+    warm = max(1, int(round(total * warmup_frac)))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def loss_fn(task_type: str):
+    return nn.CrossEntropyLoss() if task_type == "classification" else nn.MSELoss()
+
+
+@torch.no_grad()
+def predict(module: nn.Module, data: TokenData | TensorData, batch_size: int = 64,
+            task_type: str = "classification") -> np.ndarray:
+    """Probabilities (classification) or raw outputs (regression), in the data's order."""
+    was_training = module.training
+    module.eval()
+    out = None
+    for inputs, _, idx in batches(data, batch_size, rng=None):
+        y = module(*inputs)
+        y = torch.softmax(y, dim=-1) if task_type == "classification" else y
+        if out is None:
+            out = np.zeros((len(data), y.shape[-1]), np.float32)
+        out[idx] = y.float().numpy()
+    module.train(was_training)
+    return out
+
+
+def score(module: nn.Module, data, task_type: str, codec=None, batch_size: int = 64) -> dict:
+    """Metrics on a data set; regression is scored in original units via ``codec``."""
+    out = predict(module, data, batch_size, task_type)
+    y = data.y.numpy()
+    if task_type == "classification":
+        return classification_scores(y, out)
+    if codec is not None:
+        y, out = codec.decode_values(y), codec.decode_values(out)
+    return regression_scores(y, out)
+
+
+def _trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | TensorData | None,
+        tcfg: TrainConfig, task_type: str, epochs: float, *, codec=None, writer=None,
+        tag: str = "", progress: bool = True, prox: tuple[float, dict] | None = None,
+        step_offset: int = 0, select: bool = True) -> list[dict]:
+    """Train ``module`` in place for ``epochs`` passes; keep the epoch best on ``valid``.
+
+    Returns one dict per epoch (train loss, validation scores). ``prox=(mu, global_params)``
+    adds FedProx's ``mu/2 * ||w - w_global||^2``. Fractional epochs stop part-way.
+    """
+    rng = np.random.default_rng(tcfg.seed + step_offset)
+    params = _trainable(module)
+    optimizer = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / tcfg.batch_size)
+    total = max(1, int(round(epochs * steps_per_epoch)))
+    scheduler = _schedule(optimizer, total, tcfg.warmup_frac)
+    criterion = loss_fn(task_type)
+    metric, sign = key_metric(task_type)
+    best, best_state, history, step = -math.inf, None, [], 0
+    named = dict(module.named_parameters()) if prox else {}
+    bar = _bar(total, tag, progress)
+    module.train()
+    for epoch in range(1, math.ceil(epochs) + 1):
+        losses = []
+        for inputs, y, _ in batches(train, tcfg.batch_size, rng, bucket_size=tcfg.bucket_size or 50):
+            if step >= total:
+                break
+            loss = criterion(module(*inputs), y)
+            if prox is not None:
+                mu, ref = prox
+                loss = loss + mu / 2 * sum(((named[k] - v) ** 2).sum() for k, v in ref.items()
+                                           if k in named and named[k].requires_grad)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tcfg.grad_clip:
+                nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        row = {"epoch": epoch + step_offset, "train_loss": float(np.mean(losses)) if losses else None}
+        if valid is not None and len(valid):
+            scores = score(module, valid, task_type, codec)
+            row.update({f"valid_{k}": v for k, v in scores.items() if isinstance(v, float)})
+            value = sign * scores[metric]
+            if select and value > best:
+                best, best_state = value, copy.deepcopy(module.state_dict())
+        history.append(row)
+        if writer is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, float):
+                    writer.add_scalar(f"{tag}/{key}" if tag else key, value, row["epoch"])
+    if bar is not None:
+        bar.close()
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    return history
+
+
+def _bar(total: int, tag: str, progress: bool):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=tag or "train", unit="step", leave=False, mininterval=1.0)

@@ -1,0 +1,105 @@
+"""The training core: runs end to end on real data and real (tiny, randomly initialised) models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import HARD, SCL
+from fedbio.batching import crop, padding_fraction, tokenize
+from fedbio.cli import main
+from fedbio.data import read_records
+from fedbio.run import SCHEMA_VERSION, plan, run
+
+
+def test_ml_modules_never_import_nvflare():
+    code = ("import sys, fedbio.data, fedbio.split, fedbio.models, fedbio.trainer, fedbio.learner, "
+            "fedbio.run, fedbio.predict, fedbio.profiles; "
+            "assert 'nvflare' not in sys.modules, 'nvflare imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_crop_keeps_both_ends_and_drops_nothing():
+    seq = "M" + "A" * 50 + "KDEL"
+    cut = crop(seq, 10)
+    assert cut == "MAAAA" + "AKDEL" and len(cut) == 10
+    assert crop(seq, 10, "start") == seq[:10]
+    assert crop("MKV", 10) == "MKV"
+
+
+def test_bucketing_cuts_padding():
+    from fedbio.models import load_tokenizer
+
+    recs = read_records(SCL)[:1500]
+    import torch
+
+    data = tokenize([r.sequence for r in recs], torch.zeros(len(recs)), load_tokenizer(), 512)
+    assert data.n_cropped == sum(len(r.sequence) > 512 for r in recs)
+    assert len(data) == len(recs)
+    bucketed, plain = padding_fraction(data, 32, True), padding_fraction(data, 32, False)
+    assert bucketed <= 0.15 < plain
+
+
+def _run(tmp_path, name, **kw):
+    cfg = plan(**kw)
+    return run(cfg, tmp_path / name, progress=False), tmp_path / name
+
+
+def test_composition_central_learns_and_is_reproducible(tmp_path):
+    m1, out = _run(tmp_path, "a", mode="central", model="composition", profile="quick", seed=0)
+    m2, _ = _run(tmp_path, "b", mode="central", model="composition", profile="quick", seed=0)
+    assert m1["test"]["accuracy"] >= 0.37
+    assert m1["test"]["accuracy"] > m1["majority_rate"] + 0.05
+    strip = lambda m: {k: v for k, v in m.items() if k != "wall_seconds"}  # noqa: E731
+    assert strip(m1) == strip(m2)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["schema_version"] == SCHEMA_VERSION
+    assert saved["profile"] == "quick" and "asked for" in saved["profile_reason"]
+    assert set(saved["n_train"]) == {"site-1", "site-2", "site-3"}
+    assert sum(saved["n_train"].values()) == 1510
+    assert {"accuracy", "macro_f1"} <= set(saved["test"]) and saved["test_hard"]["n"] == 490
+    assert (out / "model" / "model.safetensors").exists()
+    assert any((out / "tb" / "central").iterdir())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["packages"]["torch"] and "site-1/train.csv" in manifest["data_md5"]
+
+
+def test_composition_local_runs_every_site_and_reproduces(tmp_path):
+    m1, out = _run(tmp_path, "a", mode="local", model="composition", profile="quick", seed=1)
+    m2, _ = _run(tmp_path, "b", mode="local", model="composition", profile="quick", seed=1)
+    assert set(m1["per_site"]) == {"site-1", "site-2", "site-3"}
+    for site in m1["per_site"]:
+        assert (out / site / "model" / "model.safetensors").exists()
+    mean = np.mean([s["test"]["accuracy"] for s in m1["per_site"].values()])
+    assert m1["test"]["accuracy"] == pytest.approx(mean)
+    assert m1["test"]["aggregate"] == "unweighted mean over sites"
+    assert m1["per_site"] == m2["per_site"]
+
+
+def test_predict_writes_one_row_per_record(tmp_path, capsys):
+    _, out = _run(tmp_path, "run", mode="central", model="composition", profile="quick", seed=0)
+    preds = tmp_path / "preds.csv"
+    assert main(["predict", "--model", str(out / "model"), "--fasta", str(HARD), "--out", str(preds)]) == 0
+    lines = preds.read_text().splitlines()
+    assert len(lines) == 1 + 490
+    header = lines[0].split(",")
+    assert header[:2] == ["id", "predicted"] and "Lysosome/Vacuole" in header
+    row = lines[1].split(",")
+    assert abs(sum(float(v) for v in row[2:]) - 1) < 1e-3
+    bad = tmp_path / "bad.fasta"
+    bad.write_text(">x\nMK1\n")
+    assert main(["predict", "--model", str(out / "model"), "--fasta", str(bad),
+                 "--out", str(tmp_path / "p2.csv")]) == 2
+    assert f"{bad}:1:" in capsys.readouterr().err and not (tmp_path / "p2.csv").exists()
+
+
+def test_existing_run_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "x").write_text("x")
+    assert main(["run", "--model", "composition", "--out", str(out), "--quiet"]) == 2
+    assert "not empty" in capsys.readouterr().err
