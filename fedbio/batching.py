@@ -58,7 +58,7 @@ def tokenize(seqs: Sequence[str], y: torch.Tensor, tokenizer, max_length: int,
     from fedbio.models import encode
 
     cropped = [crop(s, max_length, policy) for s in seqs]
-    n_cropped = sum(len(a) != len(b) for a, b in zip(seqs, cropped))
+    n_cropped = sum(len(a) != len(b) for a, b in zip(seqs, cropped, strict=True))
     tokens = [np.asarray(encode(tokenizer, s), dtype=np.int64) for s in cropped]
     return TokenData(tokens, y, int(tokenizer.pad_token_id), n_cropped)
 

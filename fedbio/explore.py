@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from fedbio.data import Record, label_counts
-from fedbio.split import Split, SplitConfig, make_split
+from fedbio.split import Split, SplitConfig, make_split, train_pool
 
 REFERENCE_MAX_LENGTH = 512  # the reference tutorial drops every longer sequence
 
@@ -26,7 +26,7 @@ REFERENCE_MAX_LENGTH = 512  # the reference tutorial drops every longer sequence
 def by_set(records: Iterable[Record], hard: Iterable[Record] | None = None) -> dict[str, list[Record]]:
     """Group records as ``pool="original"`` sees them: train pool (SET train/val), test, setHARD."""
     records = list(records)
-    groups = {"train pool": [r for r in records if r.set in ("train", "val")],
+    groups = {"train pool": train_pool(records),
               "test": [r for r in records if r.set == "test"]}
     if hard is not None:
         groups["setHARD"] = list(hard)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pandas only for hints: the CLI's split command imports this
 PALETTE = plt.get_cmap("tab10")
 
 
-def plot_site_classes(summary: dict, ax=None, title: str | None = None):
+def plot_site_classes(summary: dict, ax=None, title: str | None = None, legend: bool = True):
     """Per-site stacked bars of training records per class, from a split ``summary``."""
     classes = summary["classes"]
     sites = list(summary["sites"])
@@ -33,7 +33,8 @@ def plot_site_classes(summary: dict, ax=None, title: str | None = None):
     ax.set_ylabel("training records")
     ax.set_title(title or f"{summary['partition']} alpha={summary['alpha']}  "
                  f"JS={summary['js_divergence']:.3f}", fontsize=10)
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False)
+    if legend:
+        ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     return fig if fig is not None else ax.figure
 
@@ -43,8 +44,8 @@ def plot_site_grid(summaries: Mapping[str, dict], sharey: bool = True):
     fig, axes = plt.subplots(1, len(summaries), figsize=(3.1 * len(summaries) + 1.8, 3.6),
                              sharey=sharey, squeeze=False)
     for ax, (title, summary) in zip(axes[0], summaries.items(), strict=True):
-        plot_site_classes(summary, ax=ax, title=f"{title}\nJS={summary['js_divergence']:.3f}")
-        ax.get_legend().remove()
+        plot_site_classes(summary, ax=ax, title=f"{title}\nJS={summary['js_divergence']:.3f}",
+                          legend=False)
         if ax is not axes[0, 0]:
             ax.set_ylabel("")
     handles, labels = axes[0, 0].get_legend_handles_labels()

@@ -66,12 +66,12 @@ def predict_file(model_dir: str | Path, fasta: str | Path, out: str | Path,
         writer = csv.writer(handle, lineterminator="\n")
         if codec.task_type == "classification":
             writer.writerow(["id", "predicted", *codec.classes])
-            for rec, p in zip(records, outputs):
+            for rec, p in zip(records, outputs, strict=True):
                 writer.writerow([rec.id, codec.classes[int(p.argmax())], *(f"{v:.6f}" for v in p)])
         else:
             values = codec.decode_values(outputs)
             writer.writerow(["id", "predicted"])
-            for rec, v in zip(records, values):
+            for rec, v in zip(records, values, strict=True):
                 writer.writerow([rec.id, f"{float(v[0]):.6g}"])
     tmp.replace(out)
     return len(records)

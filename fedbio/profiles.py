@@ -33,8 +33,8 @@ class Profile:
 
 def _quick() -> tuple[ModelConfig, DataConfig, TrainConfig]:
     return (ModelConfig(name="esm2-tiny", tuning="full"),
-            DataConfig(max_length=96, crop="ends"),
-            TrainConfig(epochs=6, lr=2e-3, batch_size=32, warmup_frac=0.06))
+            DataConfig(max_length=64, crop="ends"),
+            TrainConfig(epochs=8, lr=3e-3, batch_size=32, warmup_frac=0.06))
 
 
 def _laptop(model: str) -> tuple[ModelConfig, DataConfig, TrainConfig]:

@@ -155,3 +155,34 @@ def run(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool
         metrics["wall_seconds"] = round(time.time() - start, 2)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics
+
+
+def run_key(cfg: RunConfig, extra: dict | None = None) -> str:
+    """A short hash of everything that decides a run's result (configuration, seed, shipped data)."""
+    import hashlib
+
+    payload = {"config": to_dict(cfg), "extra": extra or {}}
+    if not cfg.data.split:
+        payload["data"] = [hashlib.md5(shipped(f).read_bytes()).hexdigest()
+                           for f in ("scl/deeploc_valtest.fasta", "scl/deeploc_setHARD.fasta")]
+    else:
+        split = Path(cfg.data.split)
+        payload["data"] = {p.relative_to(split).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+                           for p in sorted(split.rglob("*.csv"))}
+    payload["config"].pop("profile_reason", None)
+    blob = json.dumps(payload, sort_keys=True).encode()
+    return hashlib.sha1(blob).hexdigest()[:10]
+
+
+def cached_run(cfg: RunConfig, root: str | Path, progress: bool = True, runner=None, **kwargs) -> dict:
+    """Run ``cfg`` under ``root`` unless an identical run already finished there; return metrics.
+
+    The folder is named ``<mode>-<model>-seed<k>-<hash>``, so notebooks never train the same
+    thing twice and a changed setting gives a new folder.
+    """
+    model = Path(cfg.model.name).name if not cfg.model.is_composition else "composition"
+    out = Path(root) / f"{cfg.mode}-{model}-seed{cfg.seed}-{run_key(cfg, kwargs or None)}"
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
+    runner = runner or run
+    return runner(cfg, out, overwrite=True, progress=progress, **kwargs)

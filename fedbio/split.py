@@ -84,7 +84,7 @@ class Split:
         out = {
             "pool": cfg.pool,
             "partition": cfg.partition,
-            "alpha": cfg.alpha,
+            "alpha": None if cfg.partition == "iid" else cfg.alpha,
             "seed": cfg.seed,
             "valid_fraction": cfg.valid_fraction,
             "classes": self.classes,
@@ -124,10 +124,18 @@ def _stable(records: list[Record], idx: np.ndarray) -> list[Record]:
     return [records[i] for i in sorted(idx)]
 
 
+TRAIN_SETS = ("train", "val")   # biotrainer: SET=val (older form) is part of the training pool
+
+
+def train_pool(records: list[Record]) -> list[Record]:
+    """The records a file marks for training (``SET=train`` or ``SET=val``)."""
+    return [r for r in records if r.set in TRAIN_SETS]
+
+
 def _pools(records: list[Record], cfg: SplitConfig, classes: list[str],
            rng: np.random.Generator) -> tuple[list[Record], list[Record]]:
     if cfg.pool == "original":
-        train = [r for r in records if r.set in ("train", "val")]
+        train = train_pool(records)
         test = [r for r in records if r.set == "test"]
         if not train or not test:
             raise FedbioError("pool 'original' needs records with SET=train and SET=test in the "

@@ -21,3 +21,30 @@ def write(tmp_path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def small_split(tmp_path_factory):
+    """A split folder of the shipped data, cut small: 40 train / 8 valid per site, 60 test, 30 hard."""
+    from fedbio.split import SplitConfig, make_split, write_split
+
+    split = make_split(SCL, SplitConfig(seed=0), hard=HARD)
+    for parts in split.sites.values():
+        parts["train"], parts["valid"] = parts["train"][:40], parts["valid"][:8]
+    split.test, split.test_hard = split.test[:60], split.test_hard[:30]
+    return write_split(split, tmp_path_factory.mktemp("split") / "small", plot=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_esm_folder(tmp_path_factory):
+    """A tiny randomly initialised ESM-2 saved with ``save_pretrained``, as a user's checkpoint."""
+    import torch
+    from transformers import EsmConfig, EsmForMaskedLM
+
+    torch.manual_seed(0)
+    config = EsmConfig(vocab_size=33, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, max_position_embeddings=1026, pad_token_id=1,
+                       mask_token_id=32, position_embedding_type="rotary", token_dropout=True)
+    folder = tmp_path_factory.mktemp("ckpt") / "tiny-esm"
+    EsmForMaskedLM(config).save_pretrained(folder)
+    return folder

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import HARD, SCL
+
 from fedbio.data import class_list, read_records
 from fedbio.errors import DataError
 

@@ -7,11 +7,11 @@ from itertools import combinations
 
 import numpy as np
 import pytest
-
 from conftest import HARD, SCL
+
 from fedbio.cli import main
 from fedbio.errors import FedbioError
-from fedbio.split import SplitConfig, js_divergence, make_split, write_split
+from fedbio.split import SplitConfig, js_divergence, make_split
 
 
 def _ids(records):

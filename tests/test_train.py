@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import HARD, SCL
+
 from fedbio.batching import crop, padding_fraction, tokenize
 from fedbio.cli import main
 from fedbio.data import read_records
@@ -103,3 +103,43 @@ def test_existing_run_refused(tmp_path, capsys):
     (out / "x").write_text("x")
     assert main(["run", "--model", "composition", "--out", str(out), "--quiet"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tuning", ["head", "lora", "full"])
+def test_user_checkpoint_fine_tunes_in_every_tuning_mode(tmp_path, small_split, tiny_esm_folder, tuning):
+    out = tmp_path / tuning
+    code = main(["run", "--mode", "central", "--profile", "quick", "--split", str(small_split),
+                 "--model", str(tiny_esm_folder), "--tuning", tuning, "--epochs", "2",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tuning"] == tuning and metrics["model"] == str(tiny_esm_folder)
+    assert metrics["test"]["n"] == 60 and metrics["test_hard"]["n"] == 30
+    assert all(np.isfinite(row["train_loss"]) for row in metrics["curves"]["central"])
+    if tuning == "head":
+        assert list((out / "cache").glob("emb-*.safetensors"))  # encoder ran once, cached
+    preds = tmp_path / "p.csv"
+    assert main(["predict", "--model", str(out / "model"), "--fasta", str(small_split / "test.csv"),
+                 "--out", str(preds)]) == 0
+    assert len(preds.read_text().splitlines()) == 61
+
+
+def test_profile_auto_says_what_it_chose(tmp_path, tiny_esm_folder, monkeypatch):
+    import shutil
+
+    from fedbio.profiles import resolve_profile
+
+    monkeypatch.delenv("FEDBIO_PROFILE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("FEDBIO_WEIGHTS", raising=False)
+    quick = resolve_profile()
+    assert quick.name == "quick" and "no pretrained weights" in quick.reason
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_esm_folder, weights / "esm2-8m")
+    monkeypatch.setenv("FEDBIO_WEIGHTS", str(weights))
+    laptop = resolve_profile()
+    assert laptop.name == "laptop" and "esm2-8m" in laptop.reason
+    assert laptop.model.name == "esm2-8m" and laptop.model.tuning == "head"
+    cfg = plan(profile="auto")
+    assert cfg.profile == "laptop" and cfg.profile_reason == laptop.reason

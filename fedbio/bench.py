@@ -1,0 +1,508 @@
+"""Training benchmarks on the shipped DeepLoc data: ``fedbio bench train [--full]``.
+
+    fedbio bench train                      # small: what CI runs, < 1 min on 2 idle cores
+    fedbio bench train --full               # `make bench`: bigger samples, a few minutes
+    fedbio bench train --out bench.json     # also write the results as JSON
+    fedbio bench train --threads 2          # torch threads (default: every usable core)
+
+Every number comes from this one run, and both sides of each comparison are measured in it and
+printed as a ratio. ``run_bench`` returns the results as a dict (``--out`` writes it as JSON,
+the table's rows under ``checks``). What is measured:
+
+1. padding: real (non-pad) tokens per second of a training-step loop (forward, backward, AdamW)
+   and the padding fraction, length-bucketed vs unbucketed batches, on the quick profile's model
+   (``esm2-tiny``, full tuning) at the quick profile's crop and at 512 residues;
+2. head-mode cache: one head-mode epoch on cached embeddings vs one epoch that re-encodes every
+   batch with the frozen encoder (what the reference does), with an esm2-8m-shaped random model;
+   the time to build the cache is reported on its own;
+3. encoding throughput of an esm2-8m-shaped random model at the laptop profile's crop (512):
+   sequences/s and residues/s, eval mode, no gradients;
+4. peak RSS of a short quick-profile central run (``fedbio run --profile quick``) in a subprocess.
+
+Models are randomly initialised (nothing is downloaded): speed and memory depend on the shape,
+not on the weights. Timings are wall-clock and move with whatever else the machine is doing;
+the two training loops of measure 1 take turns batch by batch and each batch counts its fastest
+of a few passes, which keeps their ratio fair on a busy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+SEED = 0
+PAD_GOAL = 0.15        # bucketed padding fraction at 512 residues
+CACHE_GOAL = 20.0      # cached head epoch at least this many times faster than re-encoding
+RSS_GOAL_GB = 4.0      # peak RSS of a quick-profile run
+LONG_CROP = 512        # "long" crop of the padding measure (the laptop/reference crop)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each measure does; ``SMALL`` is the default, ``FULL`` is ``--full``."""
+
+    name: str
+    pad_seqs: int          # sequences timed per loop at the quick profile's crop
+    pad_seqs_long: int     # sequences timed per loop at LONG_CROP
+    pad_batch_long: int    # batch size of the LONG_CROP loop (the quick crop uses the profile's)
+    pad_rounds: int        # passes over the timed batches; each batch counts its fastest pass
+    cache_model: str       # preset whose shape the head-mode measure uses
+    cache_crop: int
+    cache_seqs: int
+    encode_model: str      # preset whose shape the encoding measure uses
+    encode_seqs: int
+    rss_records: int | None  # records of a subset split for the RSS run; None: the default split
+    rss_epochs: float
+
+
+SMALL = Sizes("small", pad_seqs=96, pad_seqs_long=32, pad_batch_long=8, pad_rounds=3,
+              cache_model="esm2-8m", cache_crop=128, cache_seqs=128,
+              encode_model="esm2-8m", encode_seqs=32, rss_records=240, rss_epochs=1)
+FULL = Sizes("full", pad_seqs=256, pad_seqs_long=96, pad_batch_long=32, pad_rounds=3,
+             cache_model="esm2-8m", cache_crop=512, cache_seqs=96,
+             encode_model="esm2-8m", encode_seqs=96, rss_records=None, rss_epochs=1)
+
+
+# -- set-up ------------------------------------------------------------------------------------
+def cpu_count() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def setup(threads: int | None, seed: int = SEED) -> int:
+    """Set torch's thread count (default: all cores) and seed every generator; returns threads."""
+    import numpy as np
+    import torch
+
+    n = threads or cpu_count()
+    torch.set_num_threads(n)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return n
+
+
+@dataclass
+class Shipped:
+    """The shipped DeepLoc records as sequences and class ids."""
+
+    seqs: list[str]
+    y: Any  # torch.Tensor of class ids
+    classes: list[str]
+
+    def subset(self, n: int, seed: int = SEED) -> Shipped:
+        """``n`` records drawn without replacement (all of them if ``n`` is larger)."""
+        if n >= len(self.seqs):
+            return self
+        idx = sorted(_rng(seed).choice(len(self.seqs), n, replace=False).tolist())
+        return Shipped([self.seqs[i] for i in idx], self.y[idx], self.classes)
+
+
+def load_shipped() -> Shipped:
+    """Every record of ``data/scl/deeploc_valtest.fasta``."""
+    import torch
+
+    from fedbio.data import class_list, read_records
+    from fedbio.paths import shipped
+
+    records = read_records(shipped("scl/deeploc_valtest.fasta"))
+    classes = class_list(records)
+    index = {c: i for i, c in enumerate(classes)}
+    y = torch.tensor([index[str(r.label)] for r in records], dtype=torch.long)
+    return Shipped([r.sequence for r in records], y, classes)
+
+
+def random_model(preset: str, n_outputs: int, tuning: str, seed: int = SEED):
+    """A ``SequenceModel`` of ``preset``'s shape with random weights (nothing is loaded)."""
+    from fedbio.models import SequenceModel, esm_config
+    from fedbio.profiles import resolve_profile
+
+    mcfg = resolve_profile("quick").model
+    return SequenceModel(name=preset, n_outputs=n_outputs, tuning=tuning,
+                         head_hidden=mcfg.head_hidden, dropout=mcfg.dropout, seed=seed,
+                         esm_config=esm_config(preset).to_dict())
+
+
+def laptop_crop() -> int:
+    """The laptop profile's ``max_length`` (its model choice needs weights; its crop does not)."""
+    from fedbio.profiles import LAPTOP_MODELS, _laptop
+
+    return _laptop(LAPTOP_MODELS[0])[1].max_length
+
+
+def _rng(seed: int):
+    """A seeded ``numpy.random.Generator`` (numpy is imported only when a benchmark runs)."""
+    import numpy as np
+
+    return np.random.default_rng(seed)
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def _ratio(slow: float, fast: float) -> float:
+    return slow / fast if fast > 0 else math.inf
+
+
+# -- 1. padding --------------------------------------------------------------------------------
+MODES = ("bucketed", "unbucketed")
+
+
+def _train_step(model, optimizer, criterion, ids, mask, y) -> float:
+    """One forward/backward/AdamW step; its wall time in seconds."""
+    start = time.perf_counter()
+    loss = criterion(model(ids, mask), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return time.perf_counter() - start
+
+
+def interleaved_steps(model, optimizer, plans: dict[str, list], pad_id: int,
+                      rounds: int = 1) -> dict[str, dict]:
+    """Train on every batch of every plan, ``rounds`` times; a batch's time is its fastest round.
+
+    The plans' i-th batches are taken in turn, so both plans see the same machine load, and the
+    fastest of several rounds drops most of the noise other processes add. Batches are padded
+    before the clock starts.
+    """
+    import torch
+
+    criterion = torch.nn.CrossEntropyLoss()
+    model.train()
+    times = {name: [math.inf] * len(batches) for name, batches in plans.items()}
+    for _ in range(rounds):
+        for i in range(max(len(batches) for batches in plans.values())):
+            for name, batches in plans.items():
+                if i < len(batches):
+                    (ids, mask), y, _ = batches[i]
+                    took = _train_step(model, optimizer, criterion, ids, mask, y)
+                    times[name][i] = min(times[name][i], took)
+    out = {}
+    for name, batches in plans.items():
+        real = sum(int((ids != pad_id).sum()) for (ids, _), _, _ in batches)
+        grid = sum(ids.numel() for (ids, _), _, _ in batches)
+        seconds = sum(times[name])
+        out[name] = {"steps": len(batches), "rounds": rounds, "seconds": seconds,
+                     "real_tokens": real, "grid_tokens": grid, "padding_fraction": 1 - real / grid,
+                     "real_tokens_per_s": real / seconds}
+    return out
+
+
+def padding_at(data: Shipped, model, max_length: int, n_seqs: int, batch_size: int,
+               fraction_batch: int, rounds: int = 1, seed: int = SEED) -> dict:
+    """Padding fractions over all records (batches of ``fraction_batch``), and interleaved
+    training-step loops on ``n_seqs`` of them (batches of ``batch_size``), bucketed vs not."""
+    import torch
+
+    from fedbio.batching import batches, padding_fraction, tokenize
+
+    every = tokenize(data.seqs, data.y, model.tokenizer, max_length)
+    sample = data.subset(n_seqs, seed)
+    tokens = tokenize(sample.seqs, sample.y, model.tokenizer, max_length)
+    plans = {mode: list(batches(tokens, batch_size, _rng(seed),
+                                bucketed=mode == "bucketed")) for mode in MODES}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    warm_up = {"warm-up": plans["unbucketed"][:1]}  # first-call costs, untimed
+    interleaved_steps(model, optimizer, warm_up, tokens.pad_id)
+    timed = interleaved_steps(model, optimizer, plans, tokens.pad_id, rounds)
+    return {
+        "max_length": max_length, "all_records": len(every), "fraction_batch": fraction_batch,
+        "padding_fraction": {mode: padding_fraction(every, fraction_batch, mode == "bucketed", seed)
+                             for mode in MODES},
+        "timed_seqs": len(tokens), "batch_size": batch_size, "timed": timed,
+        "speedup": _ratio(timed["bucketed"]["real_tokens_per_s"],
+                          timed["unbucketed"]["real_tokens_per_s"]),
+    }
+
+
+def bench_padding(data: Shipped, sizes: Sizes, seed: int = SEED) -> dict:
+    """Measure 1 on the quick profile's model, at its crop and at LONG_CROP."""
+    from fedbio.profiles import resolve_profile
+
+    quick = resolve_profile("quick")
+    model = random_model(quick.model.name, len(data.classes), quick.model.tuning, seed)
+    out = {"model": quick.model.name, "tuning": quick.model.tuning}
+    bs = quick.train.batch_size
+    out["quick_crop"] = padding_at(data, model, quick.data.max_length, sizes.pad_seqs, bs, bs,
+                                   sizes.pad_rounds, seed)
+    out["long_crop"] = padding_at(data, model, LONG_CROP, sizes.pad_seqs_long,
+                                  sizes.pad_batch_long, bs, sizes.pad_rounds, seed)
+    return out
+
+
+# -- 2. head-mode cache ------------------------------------------------------------------------
+def _head_step(head, optimizer, criterion, x, y) -> None:
+    loss = criterion(head(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def cached_epoch(head, data, batch_size: int, seed: int) -> float:
+    """Seconds for one epoch of head training on cached embeddings (``TensorData``)."""
+    import torch
+
+    from fedbio.batching import batches
+
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3)
+    criterion = torch.nn.CrossEntropyLoss()
+    head.train()
+    start = time.perf_counter()
+    for (x,), y, _ in batches(data, batch_size, _rng(seed)):
+        _head_step(head, optimizer, criterion, x, y)
+    return time.perf_counter() - start
+
+
+def reencode_epoch(model, tokens, batch_size: int, seed: int) -> float:
+    """Seconds for one head-mode epoch that runs the frozen encoder on every batch."""
+    import torch
+
+    from fedbio.batching import batches
+
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=1e-3)
+    criterion = torch.nn.CrossEntropyLoss()
+    model.train()  # a head-mode SequenceModel keeps its encoder in eval mode
+    start = time.perf_counter()
+    for (ids, mask), y, _ in batches(tokens, batch_size, _rng(seed)):
+        with torch.no_grad():
+            x = model.embed(ids, mask)
+        _head_step(model.head, optimizer, criterion, x, y)
+    return time.perf_counter() - start
+
+
+def bench_cache(data: Shipped, sizes: Sizes, seed: int = SEED, batch_size: int = 32,
+                min_seconds: float = 0.2) -> dict:
+    """Measure 2: cached-embedding epoch vs re-encoding epoch; cache build timed separately."""
+    from fedbio.batching import TensorData, tokenize
+    from fedbio.learner import embed
+
+    model = random_model(sizes.cache_model, len(data.classes), "head", seed)
+    sample = data.subset(sizes.cache_seqs, seed)
+    tokens = tokenize(sample.seqs, sample.y, model.tokenizer, sizes.cache_crop)
+    build_s, emb = _timed(lambda: embed(model, tokens, batch_size, progress=False))
+    cached = TensorData(emb, sample.y)
+    cached_epoch(model.head, cached, batch_size, seed)  # warm-up
+    reps = []
+    while sum(reps) < min_seconds and len(reps) < 200:
+        reps.append(cached_epoch(model.head, cached, batch_size, seed + len(reps)))
+    cached_s = statistics.median(reps)
+    reencode_s = reencode_epoch(model, tokens, batch_size, seed)
+    return {"model": f"{sizes.cache_model} shape, random init", "max_length": sizes.cache_crop,
+            "seqs": len(tokens), "batch_size": batch_size, "cache_build_s": build_s,
+            "cached_epoch_s": cached_s, "cached_epoch_reps": len(reps),
+            "reencode_epoch_s": reencode_s, "speedup": _ratio(reencode_s, cached_s)}
+
+
+# -- 3. encoding throughput --------------------------------------------------------------------
+def bench_encode(data: Shipped, sizes: Sizes, seed: int = SEED, batch_size: int = 32) -> dict:
+    """Measure 3: eval-mode, no-grad encoding at the laptop crop (length-sorted batches)."""
+    from fedbio.batching import tokenize
+    from fedbio.learner import embed
+
+    crop = laptop_crop()
+    model = random_model(sizes.encode_model, len(data.classes), "head", seed)
+    sample = data.subset(sizes.encode_seqs, seed + 1)
+    tokens = tokenize(sample.seqs, sample.y, model.tokenizer, crop)
+    embed(model, tokenize(sample.seqs[:2], sample.y[:2], model.tokenizer, 32), 2, False)  # warm-up
+    seconds, _ = _timed(lambda: embed(model, tokens, batch_size, progress=False))
+    residues = int(tokens.lengths.sum()) - 2 * len(tokens)  # minus <cls> and <eos>
+    return {"model": f"{sizes.encode_model} shape, random init", "max_length": crop,
+            "seqs": len(tokens), "batch_size": batch_size, "residues": residues,
+            "seconds": seconds, "seqs_per_s": len(tokens) / seconds,
+            "residues_per_s": residues / seconds}
+
+
+# -- 4. peak RSS -------------------------------------------------------------------------------
+def peak_rss(cmd: list[str], log: Path) -> dict:
+    """Run ``cmd`` to completion; its exit code, wall time and peak RSS (GB, itself + children).
+
+    Reads the finished child's own ``ru_maxrss`` (``os.wait4``), so earlier children of this
+    process do not count; without ``wait4`` it falls back to ``RUSAGE_CHILDREN``.
+    """
+    import resource
+
+    start = time.perf_counter()
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT)
+        if hasattr(os, "wait4"):
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        else:  # pragma: no cover - not POSIX
+            proc.wait()
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds = time.perf_counter() - start
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return {"returncode": proc.returncode, "seconds": seconds,
+            "peak_rss_gb": usage.ru_maxrss * scale / 1e9}
+
+
+def subset_split(folder: Path, n_records: int, seed: int = SEED) -> Path:
+    """A one-site split of ``n_records`` shipped records (their own train/val/test labels)."""
+    from fedbio.data import class_list, read_records
+    from fedbio.paths import shipped
+    from fedbio.split import SplitConfig, make_split, write_split
+
+    source = shipped("scl/deeploc_valtest.fasta")
+    blocks = source.read_text().split(">")[1:]
+    keep = sorted(_rng(seed).choice(len(blocks), n_records, replace=False).tolist())
+    fasta = folder / "subset.fasta"
+    fasta.write_text("".join(">" + blocks[i] for i in keep))
+    classes = class_list(read_records(source))
+    split = make_split(fasta, SplitConfig(sites=1, seed=seed, min_site_size=1), classes=classes)
+    return write_split(split, folder / "split", plot=False)
+
+
+def bench_rss(sizes: Sizes, seed: int = SEED) -> dict:
+    """Measure 4: ``fedbio run --profile quick --mode central`` in a subprocess."""
+    from fedbio.errors import FedbioError
+
+    args = ["run", "--profile", "quick", "--mode", "central", "--epochs", f"{sizes.rss_epochs:g}",
+            "--seed", str(seed), "--quiet"]
+    shown = ["fedbio", *args, *(["--split", "SUBSET"] if sizes.rss_records else []), "--out", "OUT"]
+    with tempfile.TemporaryDirectory(prefix="fedbio-bench-") as tmp:
+        tmp = Path(tmp)
+        if sizes.rss_records:
+            args += ["--split", str(subset_split(tmp, sizes.rss_records, seed))]
+        cmd = [sys.executable, "-m", "fedbio", *args, "--out", str(tmp / "run")]
+        out = peak_rss(cmd, tmp / "run.log")
+        if out["returncode"] != 0:
+            tail = (tmp / "run.log").read_text()[-2000:]
+            raise FedbioError(f"the quick-profile run failed ({out['returncode']}):\n{tail}")
+    return {"command": " ".join(shown), "records": sizes.rss_records or "default split", **out}
+
+
+# -- all of it ---------------------------------------------------------------------------------
+def run_bench(sizes: Sizes = SMALL, threads: int | None = None, seed: int = SEED,
+              log: Callable[[str], None] | None = None) -> dict:
+    """Every measure, one after the other, in this process (RSS in a child); a JSON-ready dict."""
+    say = log or (lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
+    start = time.perf_counter()
+    n = setup(threads, seed)
+    import torch
+
+    say(f"{sizes.name}; {n} torch thread(s); loading the shipped data")
+    data = load_shipped()
+    result: dict[str, Any] = {"size": sizes.name, "sizes": asdict(sizes), "threads": n,
+                              "seed": seed, "torch": torch.__version__,
+                              "records": len(data.seqs)}
+    stages = {"padding": ("1/4 padding: training steps, bucketed vs unbucketed",
+                          lambda: bench_padding(data, sizes, seed)),
+              "head_cache": ("2/4 head mode: cached embeddings vs re-encoding",
+                             lambda: bench_cache(data, sizes, seed)),
+              "encode": ("3/4 encoding throughput", lambda: bench_encode(data, sizes, seed)),
+              "peak_rss": ("4/4 peak RSS of a quick-profile run (subprocess)",
+                           lambda: bench_rss(sizes, seed))}
+    result["stage_seconds"] = {}
+    for key, (message, measure) in stages.items():
+        say(message)
+        result["stage_seconds"][key], result[key] = _timed(measure)
+    result["checks"] = checks(result)
+    result["wall_seconds"] = time.perf_counter() - start
+    return result
+
+
+# -- the table ---------------------------------------------------------------------------------
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def _rate(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def checks(result: dict) -> list[dict]:
+    """Rows of the summary table: measure, value, goal, ok (None where there is no goal)."""
+    rows = []
+    pad = result["padding"]
+    for key in ("quick_crop", "long_crop"):
+        p = pad[key]
+        frac = p["padding_fraction"]
+        long = key == "long_crop"
+        rows.append({"measure": f"padding @{p['max_length']}, bucketed / unbucketed",
+                     "value": f"{_pct(frac['bucketed'])} / {_pct(frac['unbucketed'])}",
+                     "goal": f"<= {_pct(PAD_GOAL)} bucketed" if long else "-",
+                     "ok": frac["bucketed"] <= PAD_GOAL if long else None})
+    for key in ("quick_crop", "long_crop"):
+        p = pad[key]
+        t = p["timed"]
+        rows.append({"measure": f"train real tok/s @{p['max_length']} ({pad['model']}), "
+                                "bucketed / unbucketed",
+                     "value": f"{_rate(t['bucketed']['real_tokens_per_s'])} / "
+                              f"{_rate(t['unbucketed']['real_tokens_per_s'])} "
+                              f"({p['speedup']:.2f}x)",
+                     "goal": "-", "ok": None})
+    c = result["head_cache"]
+    rows.append({"measure": f"head epoch @{c['max_length']}, {c['seqs']} seqs: cached vs re-encode",
+                 "value": f"{c['cached_epoch_s'] * 1e3:.2f} ms vs {c['reencode_epoch_s']:.2f} s "
+                          f"({c['speedup']:,.0f}x)",
+                 "goal": f">= {CACHE_GOAL:g}x", "ok": c["speedup"] >= CACHE_GOAL})
+    rows.append({"measure": "cache build (encode once)", "value": f"{c['cache_build_s']:.2f} s",
+                 "goal": "-", "ok": None})
+    e = result["encode"]
+    rows.append({"measure": f"encode {e['model'].split()[0]} @{e['max_length']}, no grad",
+                 "value": f"{e['seqs_per_s']:.2f} seq/s, {_rate(e['residues_per_s'])} res/s",
+                 "goal": "-", "ok": None})
+    r = result["peak_rss"]
+    rows.append({"measure": f"peak RSS, quick run ({r['records']} records)",
+                 "value": f"{r['peak_rss_gb']:.2f} GB", "goal": f"< {RSS_GOAL_GB:g} GB",
+                 "ok": r["peak_rss_gb"] < RSS_GOAL_GB})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """The rows as an aligned ``measure | value | goal | ok?`` table."""
+    cells = [["measure", "value", "goal", "ok?"]]
+    cells += [[r["measure"], r["value"], r["goal"],
+               "-" if r["ok"] is None else ("yes" if r["ok"] else "NO")] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(4)]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# -- command line ------------------------------------------------------------------------------
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    """``fedbio bench train``: run, print the table, optionally write JSON."""
+    result = run_bench(FULL if args.full else SMALL, threads=args.threads)
+    print(table(result["checks"]))
+    print(f"{result['size']} benchmark, {result['threads']} thread(s), "
+          f"{result['wall_seconds']:.1f} s wall")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``fedbio bench train`` to the ``fedbio`` command line."""
+    p = subparsers.add_parser("bench", help="measure training speed, caching and memory")
+    bsub = p.add_subparsers(dest="bench_command", metavar="ACTION", required=True)
+    t = bsub.add_parser("train", help="padding, head-mode cache, encoding speed, peak RSS")
+    t.add_argument("--full", action="store_true",
+                   help="bigger samples and the full default split (a few minutes)")
+    t.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
+    t.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads (default: all cores)")
+    t.set_defaults(func=cmd_bench_train)

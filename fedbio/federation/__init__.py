@@ -1,0 +1,33 @@
+"""Federated runs on NVFlare: the only part of fedbio that imports NVFlare.
+
+    from fedbio.federation import FedConfig, run_federated
+    run_federated(plan(mode="fedavg", model="composition"), FedConfig(rounds=3), "runs/fedavg")
+
+- ``config``      ``FedConfig``: algorithm, rounds, FedProx mu, FedOpt server optimizer, min_clients
+- ``site``        one site's local work (plain PyTorch via ``Learner``; no NVFlare)
+- ``client.py``   the NVFlare client script: ``flare.init / receive / send`` around ``Site``
+- ``aggregate``   weighted averaging in a fixed site order, FedOpt's server step (numpy)
+- ``controller``  the server workflow (an NVFlare ``ModelController``)
+- ``job``         the recipe and the simulator environment
+- ``runner``      ``run_federated``: run folder in, ``metrics.json`` out
+- ``loop``        the same federation as a plain single-process loop (reference and timing)
+
+``FedConfig`` and ``bytes_of`` import without NVFlare; ``run_federated`` imports it when called.
+"""
+
+from fedbio.federation.aggregate import bytes_of
+from fedbio.federation.config import ALGORITHMS, FedConfig
+
+__all__ = ["ALGORITHMS", "FedConfig", "bytes_of", "run_federated", "run_loop"]
+
+
+def __getattr__(name: str):
+    if name == "run_federated":
+        from fedbio.federation.runner import run_federated
+
+        return run_federated
+    if name == "run_loop":
+        from fedbio.federation.loop import run_loop
+
+        return run_loop
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

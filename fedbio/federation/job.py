@@ -1,0 +1,59 @@
+"""The NVFlare job: fedbio's configs -> a recipe (server controller + client script) -> SimEnv.
+
+    recipe = FedbioRecipe(settings, fed, "RUN/federation/sites.json")
+    recipe.run(simulator(run_dir, sites))
+
+One client per site, ``num_threads`` = number of sites (fewer would restart a worker per
+client-round), the workspace inside the run folder, and a log config that keeps the console at
+WARNING while every site's full log lands in ``RUN/nvflare/<job>/<site>/``. This module and
+``controller.py`` / ``client.py`` are the only places in fedbio that import NVFlare.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from nvflare.job_config.api import FedJob
+from nvflare.job_config.script_runner import ScriptRunner
+from nvflare.recipe import SimEnv
+from nvflare.recipe.spec import Recipe
+
+from fedbio.federation.config import FedConfig
+from fedbio.federation.controller import FedbioController
+from fedbio.federation.logs import LOG_CONFIG
+from fedbio.federation.server import ServerSettings
+
+CLIENT_SCRIPT = Path(__file__).resolve().parent / "client.py"
+JOB_NAME = "fedbio"
+TASK_REQUEST_INTERVAL = 0.2  # seconds
+
+
+class FedbioRecipe(Recipe):
+    """FedAvg / FedProx / FedOpt over trainable parameters only, with fedbio's client script."""
+
+    def __init__(self, settings: ServerSettings, fed: FedConfig, spec_path: str | Path):
+        job = FedJob(name=JOB_NAME, min_clients=max(1, settings.min_clients))
+        # Sites run the installed fedbio; NVFlare must not copy (shadow) its modules into the job.
+        job.set_app_packages(["fedbio"])
+        args = {**asdict(settings), "server_betas": list(settings.server_betas)}
+        job.to_server(FedbioController(task_timeout=fed.task_timeout, **args))
+        job.to_clients(ScriptRunner(script=str(CLIENT_SCRIPT), script_args=f"--config {spec_path}"))
+        super().__init__(job)
+        # Sites ask for their next task this often (NVFlare's default, 2 s, idles every round);
+        # a site that stops sending heartbeats is dropped after heart_beat_timeout seconds.
+        server = {"task_request_interval": TASK_REQUEST_INTERVAL}
+        if fed.heartbeat_timeout:
+            server["heart_beat_timeout"] = fed.heartbeat_timeout
+        self.add_server_config({"server": server})
+
+
+def simulator(run_dir: str | Path, sites: list[str]) -> SimEnv:
+    """The NVFlare simulator for ``sites``: one worker per site, workspace in ``RUN/nvflare``."""
+    run_dir = Path(run_dir)
+    log_config = run_dir / "federation" / "log_config.json"
+    log_config.parent.mkdir(parents=True, exist_ok=True)
+    log_config.write_text(json.dumps(LOG_CONFIG, indent=1) + "\n")
+    return SimEnv(clients=list(sites), num_threads=len(sites), workspace_root=str(run_dir / "nvflare"),
+                  log_config=str(log_config))

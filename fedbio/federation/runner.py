@@ -1,0 +1,260 @@
+"""``run_federated``: a federated run in the NVFlare simulator, written like a local/central run.
+
+    from fedbio.run import plan
+    from fedbio.federation import FedConfig, run_federated
+    cfg = plan(mode="fedavg", model="composition")
+    metrics = run_federated(cfg, FedConfig(rounds=3), "runs/fedavg")
+
+The run folder gets ``config.json`` (the ``RunConfig`` plus ``federation``: the ``FedConfig``),
+``manifest.json``, ``metrics.json`` (the schema of ``fedbio.run`` plus ``rounds`` and
+``bytes_per_round``), the selected global model in ``model/`` (safetensors), TensorBoard curves
+in ``tb/`` (``tb/server`` and one folder per site), the NVFlare workspace with every site's log
+in ``nvflare/``, and what the sites and the server read and wrote in ``federation/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from fedbio.config import to_dict
+from fedbio.errors import FedbioError
+from fedbio.federation.config import ALGORITHMS, FedConfig
+from fedbio.federation.server import ServerSettings
+from fedbio.manifest import manifest
+from fedbio.paths import atomic_dir
+from fedbio.run import SCHEMA_VERSION, RunConfig, cropped_counts, prepare_task
+from fedbio.tasks import TaskData, majority_rate
+
+
+def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path) -> dict:
+    """What every site's client script reads (``RUN/federation/sites.json``); no data in it."""
+    fed_dir = run_dir / "federation"
+    split = Path(task.split_dir).resolve()
+    try:
+        split_ref = os.path.relpath(split, fed_dir.resolve())
+    except ValueError:  # another drive (Windows)
+        split_ref = str(split)
+    return {
+        "task": cfg.task, "task_type": task.task_type, "classes": task.classes,
+        "split": split_ref, "run_dir": "..",
+        "model": to_dict(cfg.model), "data": to_dict(cfg.data), "train": to_dict(cfg.train),
+        "epochs_per_round": cfg.train.epochs / fed.rounds,
+        "threads": cfg.train.threads or max(1, (os.cpu_count() or 1) // len(task.sites)),
+        "fail_sites": list(fed.fail_sites),
+    }
+
+
+def _initial_model(cfg: RunConfig, task: TaskData, path: Path):
+    """Build the model once here, write its trainable parameters as the first global model."""
+    from safetensors.numpy import save_file
+
+    from fedbio.learner import Learner
+    from fedbio.models.classifier import trainable_state_dict
+
+    learner = Learner.build(cfg.model, cfg.data, cfg.train, task.codec(), None, progress=False)
+    params = {k: v.numpy() for k, v in trainable_state_dict(learner.model).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(params, str(path))
+    return learner
+
+
+def server_settings(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path) -> ServerSettings:
+    from fedbio.metrics import key_metric
+
+    metric, sign = key_metric(task.task_type)
+    return ServerSettings(
+        run_dir=str(run_dir), algorithm=fed.algorithm, num_rounds=fed.rounds, min_clients=fed.min_clients,
+        mu=fed.mu if fed.algorithm == "fedprox" else 0.0, server_optimizer=fed.server_optimizer,
+        server_lr=fed.server_lr, server_momentum=fed.server_momentum, server_betas=tuple(fed.server_betas),
+        server_eps=fed.server_eps, key_metric=metric, higher_is_better=sign > 0,
+        feature_stats=cfg.model.is_composition, label_stats=task.task_type == "regression")
+
+
+def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, progress: bool = True,
+             engine: str = "nvflare") -> dict:
+    """Run the federation in ``run_dir`` (``engine``: the NVFlare simulator, or ``loop``: the same
+    Site/Server code in this process); return the server's history (``history.json``)."""
+    sites = list(task.sites)
+    spec = run_dir / "federation" / "sites.json"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    spec.write_text(json.dumps(site_spec(cfg, fed, task, run_dir), indent=1) + "\n")
+    settings = server_settings(cfg, fed, task, run_dir)
+    if engine == "loop":
+        from fedbio.federation.loop import simulate_in_loop
+        from fedbio.federation.server import RunStopped
+
+        try:
+            history = simulate_in_loop(settings, str(spec), sites, cfg.train.threads or None)
+        except RunStopped as err:
+            raise FedbioError(f"federated run stopped: {err}") from None
+    elif engine == "nvflare":
+        from fedbio.federation.job import FedbioRecipe, simulator
+
+        if progress:
+            print(f"federating {len(sites)} sites x {fed.rounds} rounds ({fed.algorithm}) in the NVFlare "
+                  f"simulator; site logs in {Path(str(run_dir)).name}/nvflare/", flush=True)
+        try:
+            FedbioRecipe(settings, fed, spec).run(simulator(run_dir, sites))
+        except RuntimeError as err:
+            raise FedbioError(f"the NVFlare simulation failed: {err}") from None
+        path = spec.parent / "server" / "history.json"
+        if not path.is_file():
+            raise FedbioError(f"the NVFlare simulation wrote no history; see {run_dir / 'nvflare'}")
+        history = json.loads(path.read_text())
+    else:
+        raise FedbioError(f"unknown federation engine {engine!r}; choose nvflare or loop")
+    if history.get("error"):
+        raise FedbioError(f"federated run stopped: {history['error']}")
+    if "test" not in history:
+        raise FedbioError(f"no site could score the final model ({history.get('test_failed')})")
+    return history
+
+
+def _split_scores(metrics: dict, part: str) -> dict | None:
+    """``{"test_accuracy": .., "test_hard_accuracy": ..}`` -> the scores of one part."""
+    other = "test_hard_" if part == "test" else None
+    out = {k[len(part) + 1:]: v for k, v in metrics.items()
+           if k.startswith(part + "_") and not (other and k.startswith(other))}
+    if not out:
+        return None
+    if "n" in out:
+        out["n"] = int(out["n"])
+    return out
+
+
+def _save_model(learner, history: dict, run_dir: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from fedbio.models.classifier import load_trainable_state_dict
+
+    shared = history.get("shared", {})
+    if "feature_mean" in shared:
+        learner.model.mean.copy_(torch.tensor(shared["feature_mean"]))
+        learner.model.std.copy_(torch.tensor(shared["feature_std"]))
+    if "label_mean" in shared:
+        learner.codec.mean, learner.codec.std = shared["label_mean"][0], shared["label_std"][0]
+    load_trainable_state_dict(learner.model, load_file(str(run_dir / "federation" / "server" / "global.safetensors")))
+    learner.save(run_dir / "model")
+
+
+def _write_tensorboard(history: dict, run_dir: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(run_dir / "tb" / "server")) as writer:
+        for row in history["rounds"]:
+            for key, value in (row.get("global_valid") or {}).items():
+                if key != "n":
+                    writer.add_scalar(f"global/valid_{key}", value, row["round"])
+            if row["round"]:
+                writer.add_scalar("sites/aggregated", len(row["ok"]), row["round"])
+    for site in history["sites"]:
+        with SummaryWriter(str(run_dir / "tb" / site)) as writer:
+            epoch = 0
+            for row in history["rounds"][1:]:
+                info = row["sites"].get(site, {})
+                for loss in info.get("curve", []):
+                    epoch += 1
+                    if loss is not None:
+                        writer.add_scalar(f"{site}/train_loss", loss, epoch)
+                for key, value in info.get("metrics", {}).items():
+                    if key.startswith("valid_") and key != "valid_n":
+                        writer.add_scalar(f"{site}/global_{key}", value, row["round"] - 1)
+                if "bytes_up" in info:
+                    writer.add_scalar(f"{site}/bytes_up", info["bytes_up"], row["round"])
+
+
+def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: dict,
+                      engine: str = "nvflare") -> dict:
+    """``metrics.json`` content from the server's history (same schema as ``fedbio.run``)."""
+    last = history["rounds"][-1]
+    per_site, failed_sites = {}, {}
+    for site in history["sites"]:
+        fails = {row["round"]: row["failed"][site] for row in history["rounds"][1:] if site in row["failed"]}
+        if fails:
+            failed_sites[site] = fails
+        info = last["sites"].get(site, {})
+        if "metrics" in info:
+            local = {k[len("local_"):]: v for k, v in info["metrics"].items() if k.startswith("local_")}
+            per_site[site] = {part: _split_scores(local, part) for part in ("valid", "test", "test_hard")}
+            per_site[site]["model"] = f"the site's own model after round {last['round']}"
+        else:
+            per_site[site] = {"failed": info.get("failed", "no result"), "model": None}
+    rounds = []
+    for row in history["rounds"]:
+        entry = {"round": row["round"], "global_valid": row.get("global_valid")}
+        if row["round"]:
+            entry.update(ok=row["ok"], failed=row["failed"], update_norm=row.get("update_norm"), sites={
+                s: {k: v for k, v in info.items() if k != "curve"} for s, info in row["sites"].items()})
+        rounds.append(entry)
+    bytes_per_round = [{"round": row["round"],
+                        "down": {s: i.get("bytes_down", 0) for s, i in row["sites"].items()},
+                        "up": {s: i.get("bytes_up", 0) for s, i in row["sites"].items()}}
+                       for row in history["rounds"][1:]]
+    curves = {"global": [{"round": r["round"], **{f"valid_{k}": v for k, v in (r.get("global_valid") or {}).items()
+                                                 if k != "n"}} for r in history["rounds"]]}
+    for site in history["sites"]:
+        curves[site], epoch = [], 0
+        for row in history["rounds"][1:]:
+            for loss in row["sites"].get(site, {}).get("curve", []):
+                epoch += 1
+                curves[site].append({"round": row["round"], "epoch": epoch, "train_loss": loss})
+    test = history["test"]["metrics"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "task": cfg.task, "task_type": task.task_type, "mode": fed.algorithm, "seed": cfg.seed,
+        "model": cfg.model.name, "tuning": None if cfg.model.is_composition else cfg.model.tuning,
+        "profile": cfg.profile, "profile_reason": cfg.profile_reason,
+        "classes": task.classes,
+        "n_train": {site: len(s["train"]) for site, s in task.sites.items()},
+        "per_site": per_site,
+        "test": _split_scores(test, "test"), "test_hard": _split_scores(test, "test_hard"),
+        "majority_rate": majority_rate(task),
+        "cropped": cropped_counts(task, cfg.data) if not cfg.model.is_composition else None,
+        "curves": curves,
+        "federation": {
+            "algorithm": fed.algorithm, "rounds": fed.rounds,
+            "epochs_per_round": cfg.train.epochs / fed.rounds, "sites": history["sites"],
+            "min_clients": history["needed"], "selected_round": history["selected_round"],
+            "selection": "best sample-weighted mean over sites of the global model's validation score",
+            "test_scored_at": history["test"]["site"],
+            "engine": engine,
+            "exchanged": history["exchanged"],
+            "shared_statistics": sorted(history.get("shared", {})),
+            "failed_sites": failed_sites,
+        },
+        "rounds": rounds,
+        "bytes_per_round": bytes_per_round,
+    }
+
+
+def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path = "runs/fedavg",
+                  overwrite: bool = False, progress: bool = True, engine: str = "nvflare") -> dict:
+    """Run ``cfg`` (``mode`` fedavg | fedprox | fedopt) federated into ``out``; return its metrics.
+
+    ``fed`` defaults to ``FedConfig()``; ``cfg.mode`` names the algorithm. ``engine="loop"`` runs
+    the same sites and server in this process without NVFlare (a reference and a timing
+    baseline). Written all at once: a failure leaves no half-written ``out``.
+    """
+    if cfg.mode not in ALGORITHMS:
+        raise FedbioError(f"unknown federated --mode {cfg.mode!r}; choose {', '.join(ALGORITHMS)}")
+    fed = replace(fed or FedConfig(), algorithm=cfg.mode)
+    start = time.time()
+    with atomic_dir(out, overwrite) as tmp:
+        task = prepare_task(cfg, tmp)
+        fed.validate(len(task.sites))
+        config = {**to_dict(cfg), "federation": to_dict(fed)}
+        (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+        (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")
+        learner = _initial_model(cfg, task, tmp / "federation" / "initial.safetensors")
+        history = federate(cfg, fed, task, tmp, progress, engine)
+        _save_model(learner, history, tmp)
+        _write_tensorboard(history, tmp)
+        metrics = federated_metrics(cfg, fed, task, history, engine)
+        metrics["wall_seconds"] = round(time.time() - start, 2)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    return metrics

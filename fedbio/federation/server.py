@@ -1,0 +1,191 @@
+"""The server's side of a federated run, independent of how messages travel.
+
+``Server.run(ask)`` is the whole workflow; ``ask(task, params, meta, targets, round)`` delivers a
+task to sites and returns their replies. NVFlare's controller (``controller.py``) passes an
+``ask`` built on ``send_model_and_wait``; the plain loop (``loop.py``) calls the sites directly.
+
+The workflow: optional ``stats`` (pooled feature/label statistics: composition or regression
+only), R ``train`` rounds (FedAvg / FedProx / FedOpt over the sites that answered, in site
+order), ``validate`` (every site scores the last global model; the first site also scores it on the
+common test sets), then, when an earlier round's model is selected, ``test`` (one site scores
+the selected global model on the common test sets). Model selection: the global model with the
+best sample-weighted mean validation score over sites. Numpy only, no torch, no NVFlare.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from fedbio.federation.aggregate import ServerOptimizer, bytes_of, pooled_scaler, weighted_mean
+
+
+@dataclass
+class Reply:
+    """What one site sent back: parameters (numpy), scalar metrics and metadata."""
+
+    params: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+
+Ask = Callable[[str, dict, dict, list, "int | None"], "tuple[dict[str, Reply], dict[str, str]]"]
+
+
+class RunStopped(Exception):
+    """Fewer sites answered than the run needs (``min_clients``)."""
+
+
+@dataclass
+class ServerSettings:
+    run_dir: str
+    algorithm: str = "fedavg"
+    num_rounds: int = 3
+    min_clients: int = 0
+    mu: float = 0.0
+    server_optimizer: str = "sgd"
+    server_lr: float = 1.0
+    server_momentum: float = 0.0
+    server_betas: tuple = (0.9, 0.99)
+    server_eps: float = 1e-3
+    key_metric: str = "accuracy"
+    higher_is_better: bool = True
+    feature_stats: bool = False
+    label_stats: bool = False
+
+
+class Server:
+    def __init__(self, settings: ServerSettings, sites: list[str]):
+        self.s = settings
+        self.sites = sorted(sites)
+        self.needed = settings.min_clients or len(self.sites)
+        self.best: tuple | None = None
+        self.history: dict = {"sites": self.sites, "needed": self.needed, "rounds": [{"round": 0}], "shared": {}}
+        self.out_dir = os.path.join(settings.run_dir, "federation", "server")
+
+    # -- records -----------------------------------------------------------------------------
+    def write_history(self) -> None:
+        os.makedirs(self.out_dir, exist_ok=True)
+        tmp = os.path.join(self.out_dir, "history.json.part")
+        with open(tmp, "w") as f:
+            json.dump(self.history, f, indent=1)
+        os.replace(tmp, os.path.join(self.out_dir, "history.json"))
+
+    def _save(self, name: str, params: dict) -> None:
+        from safetensors.numpy import save_file
+
+        os.makedirs(self.out_dir, exist_ok=True)
+        save_file({k: np.ascontiguousarray(v) for k, v in params.items()}, os.path.join(self.out_dir, name))
+
+    def _require(self, ok: dict, stage: str) -> None:
+        if len(ok) < self.needed:
+            self.history["error"] = (f"{stage}: only {len(ok)} of {len(self.sites)} sites answered; "
+                                     f"the run needs {self.needed} (min_clients)")
+            self.write_history()
+            raise RunStopped(self.history["error"])
+
+    @staticmethod
+    def weighted_valid(ok: dict[str, Reply]) -> dict:
+        """Sample-weighted mean over sites of the ``valid_*`` scores they report."""
+        rows = [r.metrics for r in ok.values() if "valid_n" in (r.metrics or {})]
+        if not rows:
+            return {}
+        weights = np.array([m["valid_n"] for m in rows], float)
+        keys = [k for k in rows[0] if k.startswith("valid_") and k != "valid_n"]
+        out = {k[len("valid_"):]: float(np.dot(weights, [m.get(k, np.nan) for m in rows]) / weights.sum())
+               for k in keys}
+        out["n"] = int(weights.sum())
+        return out
+
+    def _note_global(self, rnd: int, scores: dict, params: dict) -> None:
+        """The validation score of the global model after round ``rnd``; keep the best (rnd >= 1)."""
+        self.history["rounds"][rnd]["global_valid"] = scores
+        if rnd == 0 or not scores:
+            return
+        value = scores.get(self.s.key_metric, np.nan) * (1 if self.s.higher_is_better else -1)
+        if self.best is None or value > self.best[0]:
+            self.best = (value, rnd, {k: np.array(v, copy=True) for k, v in params.items()})
+
+    # -- the workflow ------------------------------------------------------------------------
+    def run(self, ask: Ask, params: dict) -> dict:
+        """Run every stage from the initial global ``params``; returns (and writes) the history."""
+        start = time.time()
+        names = sorted(params)
+        self.history["exchanged"] = {"names": names, "values": int(sum(np.size(v) for v in params.values())),
+                                     "bytes": bytes_of(params)}
+        shared = self._statistics(ask) if (self.s.feature_stats or self.s.label_stats) else {}
+        optimizer = (ServerOptimizer(self.s.server_optimizer, self.s.server_lr, self.s.server_momentum,
+                                     self.s.server_betas, self.s.server_eps)
+                     if self.s.algorithm == "fedopt" else None)
+        meta = {"algorithm": self.s.algorithm, "mu": self.s.mu, "rounds": self.s.num_rounds, **shared}
+
+        for rnd in range(1, self.s.num_rounds + 1):
+            down = bytes_of(params)
+            ok, failed = ask("train", params, meta, self.sites, rnd)
+            row = {"round": rnd, "sites": {}}
+            for site, rep in list(ok.items()):
+                if sorted(rep.params) != names:  # other names are refused, never averaged
+                    failed[site] = f"sent unexpected parameter names ({len(rep.params)} vs {len(names)})"
+                    del ok[site]
+                    continue
+                row["sites"][site] = {"n_train": float(rep.meta.get("NUM_STEPS_CURRENT_ROUND", 1.0)),
+                                      "bytes_up": bytes_of(rep.params), "bytes_down": down,
+                                      "metrics": dict(rep.metrics), "curve": list(rep.meta.get("curve", []))}
+            for site, reason in failed.items():
+                row["sites"][site] = {"failed": reason, "bytes_down": down}
+            row["ok"], row["failed"] = sorted(ok), dict(sorted(failed.items()))
+            self.history["rounds"].append(row)
+            self._note_global(rnd - 1, self.weighted_valid(ok), params)  # sites scored what they got
+            self.write_history()
+            self._require(ok, f"round {rnd}")
+            average = weighted_mean([(s, row["sites"][s]["n_train"], r.params) for s, r in ok.items()])
+            new = optimizer.step(params, average) if optimizer else average
+            row["update_norm"] = float(np.sqrt(sum(np.sum((np.asarray(new[k], np.float64) - params[k]) ** 2)
+                                                   for k in names)))
+            params = new
+
+        # Every site scores the last global model on its validation split; the first site also
+        # scores it on the common test sets, used only if this model is the one selected.
+        ok, failed = ask("validate", params, {**meta, "test_at": self.sites[0]}, self.sites, None)
+        self.history["final_validate"] = {"ok": sorted(ok), "failed": failed}
+        self._note_global(self.s.num_rounds, self.weighted_valid(ok), params)
+        if self.best is None:  # no validation scores at all: deliver the last model
+            self.best = (np.nan, self.s.num_rounds, params)
+        _, best_round, best = self.best
+        self.history["selected_round"] = best_round
+        self._save("global.safetensors", best)
+        self._save("last.safetensors", params)
+
+        first = ok.get(self.sites[0])
+        tested = {k: v for k, v in first.metrics.items() if k.startswith("test_")} if first else {}
+        if best_round == self.s.num_rounds and tested:
+            self.history["test"] = {"site": self.sites[0], "metrics": tested}
+        for site in ([] if "test" in self.history else self.sites):  # one site scores the common test sets
+            ok, failed = ask("test", best, meta, [site], None)
+            if ok:
+                self.history["test"] = {"site": site, "metrics": dict(ok[site].metrics)}
+                break
+            self.history.setdefault("test_failed", {}).update(failed)
+        self.history["server_seconds"] = round(time.time() - start, 2)
+        self.write_history()
+        return self.history
+
+    def _statistics(self, ask: Ask) -> dict:
+        ok, failed = ask("stats", {}, {}, self.sites, None)
+        self.history["stats"] = {"ok": sorted(ok), "failed": failed,
+                                 "bytes_up": {s: bytes_of(r.params) for s, r in ok.items()}}
+        self._require(ok, "stats")
+        shared = {}
+        for prefix in ("feature", "label"):
+            stats = [{k[len(prefix) + 1:]: v for k, v in r.params.items() if k.startswith(prefix + "_")}
+                     for r in ok.values()]
+            if stats and stats[0]:
+                mean, std = pooled_scaler(stats)
+                shared[f"{prefix}_mean"], shared[f"{prefix}_std"] = mean.tolist(), std.tolist()
+        self.history["shared"] = shared
+        return shared

@@ -1,0 +1,134 @@
+"""One site's local work in a federated run: its own data, fedbio's ``Learner``, and what may leave.
+
+``fedbio/federation/client.py`` (the NVFlare client script) calls these methods; nothing here
+imports NVFlare. A site reads only its own ``train``/``valid`` files and the common test sets,
+trains with the same ``Learner.fit`` as a local run, and returns trainable parameters
+(``trainable_state_dict``) and scalar scores, never records, embeddings or buffers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from fedbio.config import DataConfig, ModelConfig, TrainConfig, from_dict
+from fedbio.data import read_records
+from fedbio.learner import Learner
+from fedbio.models.classifier import load_trainable_state_dict, trainable_state_dict
+from fedbio.tasks import LabelCodec
+
+
+def scalars(scores: dict, prefix: str) -> dict[str, float]:
+    """The numeric entries of a score dict, renamed ``prefix + key`` (nested dicts stay home)."""
+    return {prefix + k: float(v) for k, v in scores.items() if isinstance(v, (int, float))}
+
+
+class Site:
+    """A site's data and model, built from ``RUN/federation/sites.json``."""
+
+    def __init__(self, name: str, spec: dict):
+        self.name = name
+        self.spec = spec
+        model_cfg = from_dict(ModelConfig, spec["model"])
+        data_cfg = from_dict(DataConfig, spec["data"])
+        train_cfg = from_dict(TrainConfig, spec["train"])
+        torch.set_num_threads(spec["threads"])
+        split, kind = Path(spec["split"]), "class" if spec["task_type"] == "classification" else "value"
+        classes = spec["classes"]
+        self.records = {part: read_records(split / name / f"{part}.csv", kind=kind, classes=classes)
+                        for part in ("train", "valid")}
+        self.records["test"] = read_records(split / "test.csv", kind=kind, classes=classes)
+        if (split / "test_hard.csv").is_file():
+            self.records["test_hard"] = read_records(split / "test_hard.csv", kind=kind, classes=classes)
+        codec = LabelCodec(spec["task_type"], classes)
+        cache = Path(spec["run_dir"]) / "cache" / name
+        self.learner = Learner.build(model_cfg, data_cfg, train_cfg, codec, cache, progress=False)
+        self.inputs: dict = {}
+        self.n_train = len(self.records["train"])
+
+    @classmethod
+    def load(cls, path: str | Path, name: str) -> Site:
+        """Read the spec; relative paths in it are relative to the spec's folder."""
+        path = Path(path)
+        spec = json.loads(path.read_text())
+        for key in ("split", "run_dir"):
+            spec[key] = str((path.parent / spec[key]).resolve())
+        return cls(name, spec)
+
+    # -- data -----------------------------------------------------------------------------------
+    def data(self, part: str):
+        """Model inputs of one part, built once (head mode: embeddings encoded once, then cached)."""
+        if part not in self.inputs:
+            self.inputs[part] = self.learner.inputs(self.records[part])
+        return self.inputs[part]
+
+    def statistics(self) -> dict[str, torch.Tensor]:
+        """Count, sum and sum of squares of the training features (composition) and labels
+        (regression): what the server pools into one scaler. No record leaves the site."""
+        out = {}
+        if self.learner.model_cfg.is_composition:
+            x = self.data("train").x.double()
+            out.update(feature_n=torch.tensor([float(len(x))], dtype=torch.float64),
+                       feature_sum=x.sum(0), feature_sumsq=(x * x).sum(0))
+        if self.learner.codec.task_type == "regression":
+            y = torch.tensor([float(r.label) for r in self.records["train"]], dtype=torch.float64)
+            out.update(label_n=torch.tensor([float(len(y))], dtype=torch.float64),
+                       label_sum=y.sum(0, keepdim=True), label_sumsq=(y * y).sum(0, keepdim=True))
+        return out
+
+    def _apply(self, params: dict, meta: dict) -> None:
+        """Load the global parameters and the shared scaler/label statistics (when there are any)."""
+        if "feature_mean" in meta:
+            with torch.no_grad():
+                self.learner.model.mean.copy_(torch.tensor(meta["feature_mean"]))
+                self.learner.model.std.copy_(torch.tensor(meta["feature_std"]))
+        if "label_mean" in meta and self.learner.codec.mean != meta["label_mean"][0]:
+            self.learner.codec.mean, self.learner.codec.std = meta["label_mean"][0], meta["label_std"][0]
+            for part, data in self.inputs.items():
+                data.y = self.learner.codec.encode(self.records[part])
+        load_trainable_state_dict(self.learner.model, params)
+
+    # -- tasks ------------------------------------------------------------------------------------
+    def train(self, params: dict, meta: dict, rnd: int, rounds: int) -> tuple[dict, dict, dict]:
+        """One round: score the global model on ``valid``, then E/R local epochs from it.
+
+        Returns the trainable parameters, scalar metrics and a per-epoch loss curve.
+        """
+        self._apply(params, meta)
+        metrics = scalars(self.learner.score(self.data("valid")), "valid_")
+        import os
+        if self.name == os.environ.get("FEDBIO_CRASH_SITE") and rnd == 2:
+            os._exit(3)
+        if self.name in self.spec["fail_sites"]:
+            raise RuntimeError(f"{self.name} was told to fail (FedConfig.fail_sites, a test hook)")
+        prox = None
+        if meta.get("algorithm") == "fedprox":
+            ref = {k: p.detach().clone() for k, p in self.learner.module.named_parameters() if p.requires_grad}
+            prox = (float(meta["mu"]), ref)
+        epochs = self.spec["epochs_per_round"]
+        history = self.learner.fit(self.data("train"), None, epochs, prox=prox, select=False,
+                                   step_offset=(rnd - 1) * math.ceil(epochs))
+        curve = [h["train_loss"] for h in history]
+        metrics["train_loss"] = curve[-1] if curve and curve[-1] is not None else float("nan")
+        if rnd == rounds:  # the site's own model after the last round, scored where it lives
+            for part in ("valid", "test", "test_hard"):
+                if part in self.records:
+                    metrics.update(scalars(self.learner.score(self.data(part)), f"local_{part}_"))
+        return trainable_state_dict(self.learner.model), metrics, {"curve": curve}
+
+    def evaluate(self, params: dict, meta: dict, task: str) -> dict[str, float]:
+        """Scores of a global model: ``validate`` on the site's valid split (and on the common test
+        sets at the site named ``meta["test_at"]``), ``test`` on the common test sets."""
+        self._apply(params, meta)
+        tests = [p for p in ("test", "test_hard") if p in self.records]
+        if task == "validate":
+            parts = ["valid"] + (tests if meta.get("test_at") == self.name else [])
+        else:
+            parts = tests
+        out = {}
+        for part in parts:
+            out.update(scalars(self.learner.score(self.data(part)), f"{part}_"))
+        return out

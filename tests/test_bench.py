@@ -1,0 +1,105 @@
+"""``fedbio bench train`` at a tiny size: the shape of the results, never the timings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import pytest
+import torch
+
+from fedbio import bench
+from fedbio.bench import Sizes, register
+
+# Tiny models and a handful of sequences: every code path of the benchmark, in seconds.
+TINY = Sizes("tiny", pad_seqs=8, pad_seqs_long=8, pad_batch_long=4, pad_rounds=2,
+             cache_model="esm2-tiny", cache_crop=32, cache_seqs=8,
+             encode_model="esm2-tiny", encode_seqs=4, rss_records=60, rss_epochs=0.5)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedbio")
+    register(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def _positive_finite(x: float) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_register_parses_flags():
+    args = _parser().parse_args(["bench", "train", "--full", "--threads", "1", "--out", "r.json"])
+    assert (args.command, args.bench_command) == ("bench", "train")
+    assert args.full and args.threads == 1 and args.out == "r.json"
+    assert args.func is bench.cmd_bench_train
+    args = _parser().parse_args(["bench", "train"])
+    assert not args.full and args.threads is None and args.out is None
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["bench"])  # the action is required
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_bench_train_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
+    monkeypatch.setattr(bench, "SMALL", TINY)
+    out = tmp_path / "bench.json"
+    args = _parser().parse_args(["bench", "train", "--threads", "1", "--out", str(out)])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "measure" in printed and "peak RSS" in printed and "tiny benchmark" in printed
+
+    result = json.loads(out.read_text())
+    assert {"size", "threads", "padding", "head_cache", "encode", "peak_rss", "checks",
+            "stage_seconds", "wall_seconds"} <= set(result)
+    assert result["size"] == "tiny" and result["threads"] == 1
+
+    pad = result["padding"]
+    assert pad["model"] == "esm2-tiny"
+    for key in ("quick_crop", "long_crop"):
+        p = pad[key]
+        frac = p["padding_fraction"]
+        assert 0 <= frac["bucketed"] <= frac["unbucketed"] < 1
+        timed = p["timed"]
+        assert timed["bucketed"]["padding_fraction"] <= timed["unbucketed"]["padding_fraction"]
+        for mode in ("bucketed", "unbucketed"):
+            assert p["timed"][mode]["real_tokens"] > 0
+            assert _positive_finite(p["timed"][mode]["real_tokens_per_s"])
+        # both loops see the same sequences
+        assert p["timed"]["bucketed"]["real_tokens"] == p["timed"]["unbucketed"]["real_tokens"]
+        assert _positive_finite(p["speedup"])
+    # at 512 residues lengths differ a lot, so bucketing must cut padding; at the quick crop
+    # nearly every sequence is cropped to the same length and there is little to cut
+    long = pad["long_crop"]
+    assert long["max_length"] == 512
+    assert long["padding_fraction"]["bucketed"] < long["padding_fraction"]["unbucketed"]
+
+    cache = result["head_cache"]
+    for key in ("cache_build_s", "cached_epoch_s", "reencode_epoch_s", "speedup"):
+        assert _positive_finite(cache[key]), key
+    assert cache["seqs"] == TINY.cache_seqs
+
+    enc = result["encode"]
+    assert enc["max_length"] == 512 and enc["seqs"] == TINY.encode_seqs
+    assert _positive_finite(enc["seqs_per_s"]) and _positive_finite(enc["residues_per_s"])
+
+    rss = result["peak_rss"]
+    assert rss["returncode"] == 0 and _positive_finite(rss["peak_rss_gb"])
+    assert "--profile quick" in rss["command"]
+
+    rows = result["checks"]
+    assert all(set(r) == {"measure", "value", "goal", "ok"} for r in rows)
+    assert len(rows) == 8
+
+
+def test_peak_rss_of_a_child(tmp_path):
+    cmd = [sys.executable, "-c", "x = bytearray(200_000_000); x[::4096] = b'1' * len(x[::4096])"]
+    out = bench.peak_rss(cmd, tmp_path / "log")
+    assert out["returncode"] == 0
+    assert 0.2 <= out["peak_rss_gb"] < 2
