@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml requirements-ci.txt
 	@touch $@
 
 demo: setup
-	$(VENV)/bin/fedbio demo --out $(RUNS)/demo --overwrite
+	$(VENV)/bin/fedbio demo --out $(RUNS)/demo
 
 test: setup
 	FEDBIO_PROFILE=quick MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-cell-timeout=$(NB_TIMEOUT) -p no:cacheprovider tests notebooks

@@ -165,8 +165,30 @@ def _version() -> str:
     return f"fedbio {__version__}"
 
 
-# Later modules add their commands here (run, predict, weights, report, bench).
-_EXTRA_COMMANDS: list = []
+def _register_bench(sub) -> None:
+    from fedbio.bench import register
+
+    register(sub)
+
+
+def _register_report(sub) -> None:
+    p = sub.add_parser("report", help="results table (mean ± sd over seeds, bootstrap CIs) and plots")
+    p.add_argument("runs", nargs="+", help="run folders (several seeds of the same run group together)")
+    p.add_argument("--out", required=True, help="folder for results.md, results.csv and PNGs")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the test set")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from fedbio.report import write_report
+
+    out = write_report(args.runs, args.out, n_boot=args.n_boot)
+    print(f"wrote {out}/ (results.md, results.csv, curves.png, confusion.png, per_class.png)")
+    return 0
+
+
+# Commands defined in their own modules (imported lazily so `fedbio --help` stays instant).
+_EXTRA_COMMANDS: list = [_register_report, _register_bench]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

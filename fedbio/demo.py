@@ -1,23 +1,63 @@
 """``make demo``: the subcellular-location story on the shipped data, printed as tables.
 
-    fedbio demo --out runs/demo
+    fedbio demo --out runs/demo [--profile quick|laptop|reference|auto]
+
+Split the shipped DeepLoc data over 3 sites, then train local and central baselines for the
+composition model and the profile's transformer, and print the results table. Runs are cached
+under ``--out``, so a second demo only prints; another non-empty folder is refused unless
+``--overwrite``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fedbio.paths import shipped
+from fedbio.paths import check_out_dir, shipped
+
+
+def _table(runs: dict[str, dict[str, dict]]) -> str:
+    import pandas as pd
+
+    from fedbio.report import results_table
+
+    parts = {name: results_table(r) for name, r in runs.items()}
+    first = next(iter(parts.values()))
+    table = pd.concat({name: t.drop(columns="# samples") for name, t in parts.items()}, axis=1)
+    table.insert(0, "# samples", first["# samples"])
+    return table.to_string(float_format=lambda v: f"{v:.1f}")
 
 
 def run_demo(out: str | Path, overwrite: bool = False, profile: str | None = None) -> int:
+    from fedbio.profiles import resolve_profile
+    from fedbio.run import cached_run, plan
     from fedbio.split import SplitConfig, make_split, split_table, write_split
 
     out = Path(out)
-    cfg = SplitConfig(sites=3, alpha=1.0, seed=0)
-    print("== 1. Split the shipped DeepLoc data over 3 sites (Dirichlet label skew, alpha 1.0)")
-    split = make_split(shipped("scl/deeploc_valtest.fasta"), cfg,
+    if (out / "split" / "summary.json").is_file():
+        pass  # an earlier demo: its cached runs are reused
+    else:
+        check_out_dir(out, overwrite)
+    prof = resolve_profile(profile)
+    print(f"profile: {prof.name} ({prof.reason})")
+    print("\n== 1. Split the shipped DeepLoc data over 3 sites (Dirichlet label skew, alpha 1.0)")
+    split = make_split(shipped("scl/deeploc_valtest.fasta"), SplitConfig(sites=3, alpha=1.0, seed=0),
                        hard=shipped("scl/deeploc_setHARD.fasta"))
-    write_split(split, out / "split", overwrite=overwrite)
+    write_split(split, out / "split", overwrite=True)
     print(split_table(split.summary()))
+
+    runs: dict[str, dict[str, dict]] = {}
+    models = {"composition": "composition", prof.model.name: None}
+    for step, (label, model) in enumerate(models.items(), start=2):
+        print(f"\n== {step}. {label}: local (each site alone) and central (all data pooled)")
+        runs[label] = {mode: cached_run(plan(mode=mode, model=model, profile=prof.name, seed=0),
+                                        out / "runs")
+                       for mode in ("local", "central")}
+    majority = runs["composition"]["central"]["majority_rate"]
+    print("\n== Results: test accuracy (%) of the model each site ends with "
+          f"(DeepLoc test set, 2,768 proteins; majority class {100 * majority:.1f} %)")
+    print(_table(runs))
+    if prof.name == "quick":
+        print("\nquick profile: the transformer is a tiny randomly initialised ESM-2, a stand-in for "
+              "the mechanics.\nWith real weights (profile laptop/reference) expect local ~79 % and "
+              "FedAvg ~82 % (ESM-2 650M).")
     return 0

@@ -23,7 +23,7 @@ from fedbio.batching import TensorData, TokenData, batches, tokenize
 from fedbio.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from fedbio.data import Record
 from fedbio.tasks import LabelCodec
-from fedbio.trainer import fit, score
+from fedbio.trainer import fit, predict, score
 
 
 @dataclass
@@ -107,6 +107,10 @@ class Learner:
 
     def score(self, data) -> dict:
         return score(self.module, data, self.codec.task_type, self.codec)
+
+    def outputs(self, data):
+        """Probabilities (classification) or standardised values (regression), in data order."""
+        return predict(self.module, data, task_type=self.codec.task_type)
 
     def save(self, folder: str | Path) -> Path:
         from fedbio.models import save_model

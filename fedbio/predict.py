@@ -60,18 +60,33 @@ def predict_file(model_dir: str | Path, fasta: str | Path, out: str | Path,
     else:
         data = tokenize([r.sequence for r in records], dummy, tokenizer, data_cfg.max_length, data_cfg.crop)
     outputs = predict(model, data, batch_size, codec.task_type)
+    write_predictions(out, records, outputs, codec)
+    return len(records)
+
+
+def write_predictions(out: str | Path, records, outputs, codec: LabelCodec,
+                      truth: bool = False) -> Path:
+    """Write one row per record (all at once): ``id,[label,]predicted,<class probabilities>``.
+
+    ``truth=True`` adds the record's own label (the runs keep test-set predictions for reports).
+    """
+    out = Path(out)
     tmp = out.with_name(f".{out.name}.part")
     out.parent.mkdir(parents=True, exist_ok=True)
+    label = ["label"] if truth else []
     with open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         if codec.task_type == "classification":
-            writer.writerow(["id", "predicted", *codec.classes])
+            writer.writerow(["id", *label, "predicted", *codec.classes])
             for rec, p in zip(records, outputs, strict=True):
-                writer.writerow([rec.id, codec.classes[int(p.argmax())], *(f"{v:.6f}" for v in p)])
+                mark = [rec.label] if truth else []
+                writer.writerow([rec.id, *mark, codec.classes[int(p.argmax())],
+                                 *(f"{v:.6f}" for v in p)])
         else:
             values = codec.decode_values(outputs)
-            writer.writerow(["id", "predicted"])
+            writer.writerow(["id", *label, "predicted"])
             for rec, v in zip(records, values, strict=True):
-                writer.writerow([rec.id, f"{float(v[0]):.6g}"])
+                mark = [rec.label] if truth else []
+                writer.writerow([rec.id, *mark, f"{float(v[0]):.6g}"])
     tmp.replace(out)
-    return len(records)
+    return out

@@ -87,6 +87,17 @@ def _mean_scores(rows: list[dict]) -> dict:
     return out
 
 
+def score_and_keep(learner, records, path: Path) -> dict:
+    """Score ``records`` and keep the per-record predictions (reports bootstrap from them)."""
+    from fedbio.predict import write_predictions
+    from fedbio.trainer import scores_of
+
+    data = learner.inputs(records)
+    outputs = learner.outputs(data)
+    write_predictions(path, records, outputs, learner.codec, truth=True)
+    return scores_of(data.y.numpy(), outputs, learner.codec.task_type, learner.codec)
+
+
 def cropped_counts(task: TaskData, data: DataConfig) -> dict:
     """How many sequences the crop shortens, per part (none is ever dropped)."""
     parts = {"train": task.pooled("train"), "valid": task.pooled("valid"), "test": task.test}
@@ -116,11 +127,14 @@ def train_and_score(cfg: RunConfig, task: TaskData, run_dir: Path, progress: boo
         valid = learner.inputs(valid_recs)
         with SummaryWriter(str(run_dir / "tb" / name)) as writer:
             curves[name] = learner.fit(train, valid, cfg.train.epochs, writer=writer, tag=name)
-        scores = {"valid": learner.score(valid), "test": learner.score(learner.inputs(task.test))}
+        where = run_dir if cfg.mode == "central" else run_dir / name
+        scores = {"valid": learner.score(valid),
+                  "test": score_and_keep(learner, task.test, where / "test_predictions.csv")}
         if task.test_hard:
-            scores["test_hard"] = learner.score(learner.inputs(task.test_hard))
+            scores["test_hard"] = score_and_keep(learner, task.test_hard,
+                                                 where / "test_hard_predictions.csv")
         results[name] = scores
-        learner.save(run_dir / ("model" if cfg.mode == "central" else f"{name}/model"))
+        learner.save(where / "model")
     if cfg.mode == "central":
         per_site = {site: dict(results["central"], model="central") for site in task.sites}
         test, hard = results["central"]["test"], results["central"].get("test_hard")

@@ -63,8 +63,11 @@ def predict(module: nn.Module, data: TokenData | TensorData, batch_size: int = 6
 
 def score(module: nn.Module, data, task_type: str, codec=None, batch_size: int = 64) -> dict:
     """Metrics on a data set; regression is scored in original units via ``codec``."""
-    out = predict(module, data, batch_size, task_type)
-    y = data.y.numpy()
+    return scores_of(data.y.numpy(), predict(module, data, batch_size, task_type), task_type, codec)
+
+
+def scores_of(y: np.ndarray, out: np.ndarray, task_type: str, codec=None) -> dict:
+    """Metrics from targets and model outputs (as ``predict`` returns them)."""
     if task_type == "classification":
         return classification_scores(y, out)
     if codec is not None:

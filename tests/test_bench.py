@@ -98,8 +98,14 @@ def test_bench_train_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
     assert len(rows) == 8
 
 
-def test_peak_rss_of_a_child(tmp_path):
-    cmd = [sys.executable, "-c", "x = bytearray(200_000_000); x[::4096] = b'1' * len(x[::4096])"]
-    out = bench.peak_rss(cmd, tmp_path / "log")
-    assert out["returncode"] == 0
-    assert 0.2 <= out["peak_rss_gb"] < 2
+def test_peak_rss_counts_the_child_not_this_process(tmp_path):
+    big = bytearray(400_000_000)  # this process's RSS must not leak into the child's figure
+    big[::4096] = b"1" * len(big[::4096])
+    quiet = bench.peak_rss([sys.executable, "-c", "pass"], tmp_path / "quiet.log")
+    assert quiet["returncode"] == 0 and quiet["peak_rss_gb"] < 0.15
+    del big
+    code = "x = bytearray(200_000_000); x[::4096] = b'1' * len(x[::4096])"
+    hungry = bench.peak_rss([sys.executable, "-c", code], tmp_path / "hungry.log")
+    assert hungry["returncode"] == 0 and 0.2 <= hungry["peak_rss_gb"] < 0.5
+    failed = bench.peak_rss([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "bad.log")
+    assert failed["returncode"] == 3
