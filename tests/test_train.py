@@ -143,3 +143,37 @@ def test_profile_auto_says_what_it_chose(tmp_path, tiny_esm_folder, monkeypatch)
     assert laptop.model.name == "esm2-8m" and laptop.model.tuning == "head"
     cfg = plan(profile="auto")
     assert cfg.profile == "laptop" and cfg.profile_reason == laptop.reason
+
+
+def test_transformer_local_and_central_reproduce(tmp_path, small_split):
+    for mode in ("local", "central"):
+        runs = [run(plan(mode=mode, profile="quick", seed=3, split=str(small_split), epochs=1),
+                    tmp_path / f"{mode}{i}", progress=False) for i in range(2)]
+        assert runs[0]["per_site"] == runs[1]["per_site"]
+        assert runs[0]["curves"] == runs[1]["curves"]
+
+
+def test_bring_your_own_regression_data(tmp_path):
+    """A user's own per-site CSVs with numeric labels: hydrophobic share of real sequences."""
+    recs = read_records(SCL)[:400]
+    hydro = lambda s: 100 * sum(c in "AILMFVW" for c in s) / len(s)  # noqa: E731
+    split = tmp_path / "split"
+    rows = [f"{r.id},{r.sequence},{hydro(r.sequence):.3f}" for r in recs]
+    parts = {"site-1/train.csv": rows[:120], "site-1/valid.csv": rows[120:150],
+             "site-2/train.csv": rows[150:270], "site-2/valid.csv": rows[270:300], "test.csv": rows[300:]}
+    for name, lines in parts.items():
+        (split / name).parent.mkdir(parents=True, exist_ok=True)
+        (split / name).write_text("id,sequences,labels\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    assert main(["run", "--task", "regression", "--mode", "local", "--split", str(split),
+                 "--model", "composition", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task_type"] == "regression" and metrics["classes"] is None
+    assert set(metrics["per_site"]) == {"site-1", "site-2"}
+    assert metrics["test"]["pearson"] > 0.5 and metrics["test"]["rmse"] < 10  # original units (%)
+    preds = tmp_path / "p.csv"
+    assert main(["predict", "--model", str(out / "site-1" / "model"), "--fasta",
+                 str(split / "test.csv"), "--out", str(preds)]) == 0
+    lines = preds.read_text().splitlines()
+    assert lines[0] == "id,predicted" and len(lines) == 101
+    assert 0 < float(lines[1].split(",")[1]) < 100
