@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 from fedbio.errors import FedbioError
 
+FEDERATED = ("fedavg", "fedprox", "fedopt")
+
 
 def _add_split_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     from fedbio.split import PARTITIONS, POOLS
@@ -77,7 +79,20 @@ def cmd_run(args) -> int:
     print(f"profile: {cfg.profile} ({cfg.profile_reason})")
     print(f"model: {cfg.model.name}" + ("" if cfg.model.is_composition else f", tuning {cfg.model.tuning}")
           + f"; {cfg.train.epochs:g} epochs; mode {cfg.mode}; seed {cfg.seed}")
-    metrics = run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    if cfg.mode in FEDERATED:
+        from fedbio.federation import FedConfig, run_federated
+
+        fed = FedConfig(algorithm=cfg.mode, rounds=args.rounds, mu=args.mu,
+                        server_optimizer=args.server_optimizer,
+                        server_lr=args.server_lr if args.server_lr is not None else
+                        (1.0 if args.server_optimizer == "sgd" else 0.01),
+                        min_clients=args.min_clients)
+        print(f"federation: {cfg.mode}, {fed.rounds} rounds x {cfg.train.epochs / fed.rounds:g} "
+              f"local epochs, {'all sites' if not fed.min_clients else f'min {fed.min_clients} sites'}")
+        metrics = run_federated(cfg, fed, out=args.out, overwrite=args.overwrite,
+                                progress=not args.quiet)
+    else:
+        metrics = run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)
     print_metrics(metrics)
     print(f"wrote {args.out}/ (config.json, manifest.json, metrics.json, model/, tb/)")
     return 0
@@ -124,9 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, help="quick | laptop | reference | auto")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("run", help="train: local or central baselines (federated modes: fedavg…)")
+    p = sub.add_parser("run", help="train: local / central baselines, or federated (fedavg, fedprox, fedopt)")
     p.add_argument("--task", default="scl", help="scl (shipped) | classification | regression")
-    p.add_argument("--mode", default="central", help="local | central")
+    p.add_argument("--mode", default="central", choices=("local", "central", *FEDERATED),
+                   help="local | central | fedavg | fedprox | fedopt")
     p.add_argument("--profile", default=None, help="quick | laptop | reference | auto "
                    "(default: $FEDBIO_PROFILE or auto)")
     p.add_argument("--seed", type=int, default=0)
@@ -134,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="preset (esm2-8m…), a local folder, or composition")
     p.add_argument("--tuning", default=None, choices=("head", "lora", "full"))
     p.add_argument("--epochs", type=float, default=None, help="passes over each site's data")
+    p.add_argument("--rounds", type=int, default=3, help="federated rounds (each E/R local epochs)")
+    p.add_argument("--mu", type=float, default=0.01, help="FedProx proximal weight")
+    p.add_argument("--server-optimizer", default="sgd", choices=("sgd", "adam"),
+                   help="FedOpt server optimizer (sgd with momentum, or adam)")
+    p.add_argument("--server-lr", type=float, default=None, help="FedOpt server step size")
+    p.add_argument("--min-clients", type=int, default=0, help="sites a round needs (0 = all)")
     p.add_argument("--weights-dir", default=None, help="folder of pretrained weights (else $FEDBIO_WEIGHTS)")
     p.add_argument("--out", required=True, help="run folder (refused if non-empty)")
     p.add_argument("--overwrite", action="store_true")

@@ -174,8 +174,10 @@ def run(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool
 def run_key(cfg: RunConfig, extra: dict | None = None) -> str:
     """A short hash of everything that decides a run's result (configuration, seed, shipped data)."""
     import hashlib
+    from dataclasses import is_dataclass
 
-    payload = {"config": to_dict(cfg), "extra": extra or {}}
+    extra = {k: to_dict(v) if is_dataclass(v) else v for k, v in (extra or {}).items()}
+    payload = {"config": to_dict(cfg), "extra": extra}
     if not cfg.data.split:
         payload["data"] = [hashlib.md5(shipped(f).read_bytes()).hexdigest()
                            for f in ("scl/deeploc_valtest.fasta", "scl/deeploc_setHARD.fasta")]
@@ -199,4 +201,4 @@ def cached_run(cfg: RunConfig, root: str | Path, progress: bool = True, runner=N
     if (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
     runner = runner or run
-    return runner(cfg, out, overwrite=True, progress=progress, **kwargs)
+    return runner(cfg, out=out, overwrite=True, progress=progress, **kwargs)

@@ -7,18 +7,21 @@
 - ``site``        one site's local work (plain PyTorch via ``Learner``; no NVFlare)
 - ``client.py``   the NVFlare client script: ``flare.init / receive / send`` around ``Site``
 - ``aggregate``   weighted averaging in a fixed site order, FedOpt's server step (numpy)
-- ``controller``  the server workflow (an NVFlare ``ModelController``)
+- ``server``      the server workflow: stats, rounds, selection, records (numpy; no NVFlare)
+- ``controller``  that workflow as an NVFlare ``ModelController``
 - ``job``         the recipe and the simulator environment
 - ``runner``      ``run_federated``: run folder in, ``metrics.json`` out
-- ``loop``        the same federation as a plain single-process loop (reference and timing)
+- ``logs``        the simulator's log config (console at WARNING, full logs per site)
+- ``loop``        the same federation as a plain single-process loop (``engine="loop"``)
 
-``FedConfig`` and ``bytes_of`` import without NVFlare; ``run_federated`` imports it when called.
+``FedConfig`` and ``bytes_of`` import without NVFlare; ``run_federated`` imports it when called
+(``engine="loop"`` never does).
 """
 
 from fedbio.federation.aggregate import bytes_of
 from fedbio.federation.config import ALGORITHMS, FedConfig
 
-__all__ = ["ALGORITHMS", "FedConfig", "bytes_of", "run_federated", "run_loop"]
+__all__ = ["ALGORITHMS", "FedConfig", "bytes_of", "run_federated"]
 
 
 def __getattr__(name: str):
@@ -26,8 +29,4 @@ def __getattr__(name: str):
         from fedbio.federation.runner import run_federated
 
         return run_federated
-    if name == "run_loop":
-        from fedbio.federation.loop import run_loop
-
-        return run_loop
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,9 +5,9 @@ NVFlare starts this script once per site (``fedbio.federation.job`` builds the j
     client.py --config RUN/federation/sites.json
 
 Tasks from the server: ``stats`` (feature/label sums for a shared scaler, composition and
-regression only), ``train`` (one round of local epochs), ``validate`` / ``test`` (score a global
-model). What leaves the site: trainable parameters, the sample count used as FedAvg weight,
-and scalars.
+regression only), ``train`` (one round of local epochs), ``validate`` (score a global model on
+the site's validation split). What leaves the site: trainable parameters, the sample count used
+as FedAvg weight, and scalars.
 """
 
 import argparse
@@ -39,8 +39,8 @@ def main() -> None:
                                 meta={"NUM_STEPS_CURRENT_ROUND": site.n_train, **meta})
             elif name == "stats":
                 reply = FLModel(params=site.statistics())
-            else:                                                 # validate / test: scores only
-                reply = FLModel(metrics=site.evaluate(task.params, task.meta, name))
+            else:                                                 # validate: scores only
+                reply = FLModel(metrics=site.evaluate(task.params, task.meta))
         except Exception as err:  # report and stay: the server carries on with the other sites
             logging.getLogger("fedbio.site").exception(f"{name} failed at {site.name}")  # site's own log
             reply = FLModel(metrics={}, meta={"failed": type(err).__name__})  # only the error's type leaves

@@ -1,8 +1,20 @@
 """``FedConfig``: how sites federate (algorithm, rounds, server optimizer, tolerance of failures).
 
-Plain data, importable without NVFlare, written into ``RUN/config.json`` beside the
-``RunConfig`` it goes with. The training budget is the ``TrainConfig``'s: ``rounds`` rounds of
-``epochs / rounds`` local epochs each, so a federated run does the same work as a local one.
+Plain data, importable without NVFlare, written into ``RUN/config.json`` (key ``federation``)
+beside the ``RunConfig`` it goes with. The training budget is the ``TrainConfig``'s: ``rounds``
+rounds of ``epochs / rounds`` local epochs each, so a federated run does the same work as a
+local one.
+
+Failures. A site whose local work raises sends back a flagged, empty reply (only the
+exception's type leaves the site; the traceback stays in its log); the round goes on with the
+others while at least ``min_clients`` answered, and ``metrics.json`` names the failed site per
+round. A site whose process dies gives no answer at all: the server waits for it up to
+``task_timeout`` seconds (0 = forever), then goes on without it and asks it nothing more. In the
+simulator that timeout is the only way a crashed site is noticed (a crashed simulated client is
+not dropped on missed heartbeats). On a real deployment (POC or provisioned) the server also
+drops a client that sent no heartbeat for ``heart_beat_timeout`` seconds (600 by default, in
+``servers[0]`` of the server's ``fed_server.json``); ``heartbeat_timeout`` here writes that value
+into the job's server configuration.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import os
 from nvflare.app_common.abstract.fl_model import FLModel
 from nvflare.app_common.workflows.model_controller import ModelController
 
-from fedbio.federation.server import Reply, RunStopped, Server, ServerSettings
+from fedbio.federation.server import NO_ANSWER, Reply, RunStopped, Server, ServerSettings
 
 
 class FedbioController(ModelController):
@@ -55,7 +55,7 @@ class FedbioController(ModelController):
                 ok[site] = Reply(res.params or {}, res.metrics or {}, res.meta)
         for site in targets:
             if site not in ok and site not in failed:
-                failed[site] = "no answer (error or timeout)"
+                failed[site] = NO_ANSWER
         return dict(sorted(ok.items())), dict(sorted(failed.items()))
 
     def run(self) -> None:

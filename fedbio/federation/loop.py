@@ -2,8 +2,9 @@
 
     history = simulate_in_loop(cfg, fed, task, run_dir)
 
-Parameters take the path they take through NVFlare (torch at the site, numpy at the server), so
-with the same seed the loop and the simulator agree to float rounding. Used as the reference the
+Parameters take the path they take through NVFlare (torch at the site, numpy at the server) and
+the loop gives torch the threads one site gets in the simulator, so with the same seed the loop
+and the simulator agree to float rounding. Used as the reference the
 simulator is tested against, and to measure what NVFlare's machinery costs.
 """
 
@@ -36,7 +37,7 @@ def local_ask(sites: dict):
                 elif task == "stats":
                     ok[name] = Reply(_numpy(site.statistics()))
                 else:
-                    ok[name] = Reply({}, site.evaluate(received, meta, task))
+                    ok[name] = Reply({}, site.evaluate(received, meta))
             except Exception as err:
                 failed[name] = type(err).__name__
         return ok, failed
@@ -50,7 +51,8 @@ def simulate_in_loop(settings, spec_path: str, sites: list[str], threads: int | 
 
     from fedbio.federation.site import Site
 
-    local = {name: Site.load(spec_path, name) for name in sites}
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    local = {name: Site.load(spec_path, name) for name in sites}  # each sets the threads a site gets
+    if threads:
+        torch.set_num_threads(threads)
     params = load_file(os.path.join(settings.run_dir, "federation", "initial.safetensors"))
     return Server(settings, sites).run(local_ask(local), params)

@@ -7,7 +7,9 @@
 
 The run folder gets ``config.json`` (the ``RunConfig`` plus ``federation``: the ``FedConfig``),
 ``manifest.json``, ``metrics.json`` (the schema of ``fedbio.run`` plus ``rounds`` and
-``bytes_per_round``), the selected global model in ``model/`` (safetensors), TensorBoard curves
+``bytes_per_round``), the selected global model in ``model/`` (safetensors) with its per-record
+predictions on the common test sets (``test_predictions.csv``, ``test_hard_predictions.csv``:
+the coordinator scores them, no site is involved), TensorBoard curves
 in ``tb/`` (``tb/server`` and one folder per site), the NVFlare workspace with every site's log
 in ``nvflare/``, and what the sites and the server read and wrote in ``federation/``.
 """
@@ -26,7 +28,7 @@ from fedbio.federation.config import ALGORITHMS, FedConfig
 from fedbio.federation.server import ServerSettings
 from fedbio.manifest import manifest
 from fedbio.paths import atomic_dir
-from fedbio.run import SCHEMA_VERSION, RunConfig, cropped_counts, prepare_task
+from fedbio.run import SCHEMA_VERSION, RunConfig, cropped_counts, prepare_task, score_and_keep
 from fedbio.tasks import TaskData, majority_rate
 
 
@@ -109,8 +111,6 @@ def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, prog
         raise FedbioError(f"unknown federation engine {engine!r}; choose nvflare or loop")
     if history.get("error"):
         raise FedbioError(f"federated run stopped: {history['error']}")
-    if "test" not in history:
-        raise FedbioError(f"no site could score the final model ({history.get('test_failed')})")
     return history
 
 
@@ -124,6 +124,16 @@ def _split_scores(metrics: dict, part: str) -> dict | None:
     if "n" in out:
         out["n"] = int(out["n"])
     return out
+
+
+def _deliver(learner, history: dict, task: TaskData, run_dir: Path) -> tuple[dict, dict | None]:
+    """Save the selected global model to ``RUN/model`` and score it on the common test sets
+    (here, where the benchmark lives: no site is involved), keeping per-record predictions."""
+    _save_model(learner, history, run_dir)
+    test = score_and_keep(learner, task.test, run_dir / "test_predictions.csv")
+    hard = (score_and_keep(learner, task.test_hard, run_dir / "test_hard_predictions.csv")
+            if task.test_hard else None)
+    return test, hard
 
 
 def _save_model(learner, history: dict, run_dir: Path) -> None:
@@ -169,12 +179,12 @@ def _write_tensorboard(history: dict, run_dir: Path) -> None:
 
 
 def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: dict,
-                      engine: str = "nvflare") -> dict:
+                      test: dict, test_hard: dict | None, engine: str = "nvflare") -> dict:
     """``metrics.json`` content from the server's history (same schema as ``fedbio.run``)."""
     last = history["rounds"][-1]
     per_site, failed_sites = {}, {}
     for site in history["sites"]:
-        fails = {row["round"]: row["failed"][site] for row in history["rounds"][1:] if site in row["failed"]}
+        fails = {str(row["round"]): row["failed"][site] for row in history["rounds"][1:] if site in row["failed"]}
         if fails:
             failed_sites[site] = fails
         info = last["sites"].get(site, {})
@@ -203,7 +213,6 @@ def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: d
             for loss in row["sites"].get(site, {}).get("curve", []):
                 epoch += 1
                 curves[site].append({"round": row["round"], "epoch": epoch, "train_loss": loss})
-    test = history["test"]["metrics"]
     return {
         "schema_version": SCHEMA_VERSION,
         "task": cfg.task, "task_type": task.task_type, "mode": fed.algorithm, "seed": cfg.seed,
@@ -212,7 +221,7 @@ def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: d
         "classes": task.classes,
         "n_train": {site: len(s["train"]) for site, s in task.sites.items()},
         "per_site": per_site,
-        "test": _split_scores(test, "test"), "test_hard": _split_scores(test, "test_hard"),
+        "test": test, "test_hard": test_hard,
         "majority_rate": majority_rate(task),
         "cropped": cropped_counts(task, cfg.data) if not cfg.model.is_composition else None,
         "curves": curves,
@@ -221,10 +230,11 @@ def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: d
             "epochs_per_round": cfg.train.epochs / fed.rounds, "sites": history["sites"],
             "min_clients": history["needed"], "selected_round": history["selected_round"],
             "selection": "best sample-weighted mean over sites of the global model's validation score",
-            "test_scored_at": history["test"]["site"],
+            "test_scored_by": "the coordinator, on the common test sets (no site involved)",
             "engine": engine,
             "exchanged": history["exchanged"],
-            "shared_statistics": sorted(history.get("shared", {})),
+            "shared_statistics": {"names": sorted(history.get("shared", {})),
+                                  "bytes_up": history.get("stats", {}).get("bytes_up", {})},
             "failed_sites": failed_sites,
         },
         "rounds": rounds,
@@ -232,7 +242,7 @@ def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: d
     }
 
 
-def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path = "runs/fedavg",
+def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path | None = None,
                   overwrite: bool = False, progress: bool = True, engine: str = "nvflare") -> dict:
     """Run ``cfg`` (``mode`` fedavg | fedprox | fedopt) federated into ``out``; return its metrics.
 
@@ -242,6 +252,8 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     """
     if cfg.mode not in ALGORITHMS:
         raise FedbioError(f"unknown federated --mode {cfg.mode!r}; choose {', '.join(ALGORITHMS)}")
+    if out is None:
+        raise FedbioError("run_federated needs out= (the run folder to write)")
     fed = replace(fed or FedConfig(), algorithm=cfg.mode)
     start = time.time()
     with atomic_dir(out, overwrite) as tmp:
@@ -252,9 +264,9 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")
         learner = _initial_model(cfg, task, tmp / "federation" / "initial.safetensors")
         history = federate(cfg, fed, task, tmp, progress, engine)
-        _save_model(learner, history, tmp)
+        test, hard = _deliver(learner, history, task, tmp)
         _write_tensorboard(history, tmp)
-        metrics = federated_metrics(cfg, fed, task, history, engine)
+        metrics = federated_metrics(cfg, fed, task, history, test, hard, engine)
         metrics["wall_seconds"] = round(time.time() - start, 2)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics

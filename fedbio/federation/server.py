@@ -6,10 +6,11 @@ task to sites and returns their replies. NVFlare's controller (``controller.py``
 
 The workflow: optional ``stats`` (pooled feature/label statistics: composition or regression
 only), R ``train`` rounds (FedAvg / FedProx / FedOpt over the sites that answered, in site
-order), ``validate`` (every site scores the last global model; the first site also scores it on the
-common test sets), then, when an earlier round's model is selected, ``test`` (one site scores
-the selected global model on the common test sets). Model selection: the global model with the
-best sample-weighted mean validation score over sites. Numpy only, no torch, no NVFlare.
+order; each site first scores the global model it received on its validation split), then
+``validate`` (every site scores the last global model). Model selection: the global model with
+the best sample-weighted mean validation score over sites, written to ``global.safetensors``;
+the common test sets are scored outside the federation (``fedbio.federation.runner``).
+Numpy only, no torch, no NVFlare.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class Reply:
 
 
 Ask = Callable[[str, dict, dict, list, "int | None"], "tuple[dict[str, Reply], dict[str, str]]"]
+
+
+NO_ANSWER = "no answer (process gone, trainer failed, or task_timeout passed)"
 
 
 class RunStopped(Exception):
@@ -64,6 +68,7 @@ class Server:
         self.s = settings
         self.sites = sorted(sites)
         self.needed = settings.min_clients or len(self.sites)
+        self.active = list(self.sites)  # a site that does not answer at all is not asked again
         self.best: tuple | None = None
         self.history: dict = {"sites": self.sites, "needed": self.needed, "rounds": [{"round": 0}], "shared": {}}
         self.out_dir = os.path.join(settings.run_dir, "federation", "server")
@@ -111,10 +116,25 @@ class Server:
         if self.best is None or value > self.best[0]:
             self.best = (value, rnd, {k: np.array(v, copy=True) for k, v in params.items()})
 
+    def _asker(self, ask: Ask) -> Ask:
+        """``ask`` restricted to the active sites; sites that give no answer are dropped."""
+
+        def wrapped(task, params, meta, targets, rnd):
+            targets = [t for t in targets if t in self.active]
+            ok, failed = ask(task, params, meta, targets, rnd) if targets else ({}, {})
+            for site, reason in failed.items():
+                if reason == NO_ANSWER and site in self.active:
+                    self.active.remove(site)
+                    self.history.setdefault("dropped", {})[site] = f"{task} round {rnd}" if rnd else task
+            return ok, failed
+
+        return wrapped
+
     # -- the workflow ------------------------------------------------------------------------
     def run(self, ask: Ask, params: dict) -> dict:
         """Run every stage from the initial global ``params``; returns (and writes) the history."""
         start = time.time()
+        ask = self._asker(ask)
         names = sorted(params)
         self.history["exchanged"] = {"names": names, "values": int(sum(np.size(v) for v in params.values())),
                                      "bytes": bytes_of(params)}
@@ -136,8 +156,11 @@ class Server:
                 row["sites"][site] = {"n_train": float(rep.meta.get("NUM_STEPS_CURRENT_ROUND", 1.0)),
                                       "bytes_up": bytes_of(rep.params), "bytes_down": down,
                                       "metrics": dict(rep.metrics), "curve": list(rep.meta.get("curve", []))}
-            for site, reason in failed.items():
-                row["sites"][site] = {"failed": reason, "bytes_down": down}
+            for site in self.sites:
+                if site not in ok:
+                    reason = failed.get(site, "dropped after an earlier round without an answer")
+                    row["sites"][site] = {"failed": reason, "bytes_down": down if site in failed else 0}
+                    failed[site] = reason
             row["ok"], row["failed"] = sorted(ok), dict(sorted(failed.items()))
             self.history["rounds"].append(row)
             self._note_global(rnd - 1, self.weighted_valid(ok), params)  # sites scored what they got
@@ -149,28 +172,14 @@ class Server:
                                                    for k in names)))
             params = new
 
-        # Every site scores the last global model on its validation split; the first site also
-        # scores it on the common test sets, used only if this model is the one selected.
-        ok, failed = ask("validate", params, {**meta, "test_at": self.sites[0]}, self.sites, None)
+        ok, failed = ask("validate", params, meta, self.sites, None)  # the last model, at every site
         self.history["final_validate"] = {"ok": sorted(ok), "failed": failed}
         self._note_global(self.s.num_rounds, self.weighted_valid(ok), params)
         if self.best is None:  # no validation scores at all: deliver the last model
             self.best = (np.nan, self.s.num_rounds, params)
-        _, best_round, best = self.best
-        self.history["selected_round"] = best_round
-        self._save("global.safetensors", best)
+        self.history["selected_round"] = self.best[1]
+        self._save("global.safetensors", self.best[2])
         self._save("last.safetensors", params)
-
-        first = ok.get(self.sites[0])
-        tested = {k: v for k, v in first.metrics.items() if k.startswith("test_")} if first else {}
-        if best_round == self.s.num_rounds and tested:
-            self.history["test"] = {"site": self.sites[0], "metrics": tested}
-        for site in ([] if "test" in self.history else self.sites):  # one site scores the common test sets
-            ok, failed = ask("test", best, meta, [site], None)
-            if ok:
-                self.history["test"] = {"site": site, "metrics": dict(ok[site].metrics)}
-                break
-            self.history.setdefault("test_failed", {}).update(failed)
         self.history["server_seconds"] = round(time.time() - start, 2)
         self.write_history()
         return self.history
