@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="preset (esm2-8m…), a local folder, or composition")
     p.add_argument("--tuning", default=None, choices=("head", "lora", "full"))
     p.add_argument("--epochs", type=float, default=None, help="passes over each site's data")
-    p.add_argument("--rounds", type=int, default=3, help="federated rounds (each E/R local epochs)")
+    p.add_argument("--rounds", type=int, default=4, help="federated rounds (each E/R local epochs)")
     p.add_argument("--mu", type=float, default=0.01, help="FedProx proximal weight")
     p.add_argument("--server-optimizer", default="sgd", choices=("sgd", "adam"),
                    help="FedOpt server optimizer (sgd with momentum, or adam)")

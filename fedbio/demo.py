@@ -2,8 +2,9 @@
 
     fedbio demo --out runs/demo [--profile quick|laptop|reference|auto]
 
-Split the shipped DeepLoc data over 3 sites, then train local and central baselines for the
-composition model and the profile's transformer, and print the results table. Runs are cached
+Split the shipped DeepLoc data over 3 sites, then train local and central baselines and FedAvg
+(NVFlare simulator) for the composition model and the profile's transformer, and print the
+results table. Runs are cached
 under ``--out``, so a second demo only prints; another non-empty folder is refused unless
 ``--overwrite``.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedbio.paths import check_out_dir, shipped
+
+ROUNDS = 4   # FedAvg: 4 rounds x E/4 local epochs, the same budget as local and central
 
 
 def _table(runs: dict[str, dict[str, dict]]) -> str:
@@ -45,19 +48,27 @@ def run_demo(out: str | Path, overwrite: bool = False, profile: str | None = Non
     write_split(split, out / "split", overwrite=True)
     print(split_table(split.summary()))
 
+    from fedbio.federation import FedConfig, run_federated
+
     runs: dict[str, dict[str, dict]] = {}
     models = {"composition": "composition", prof.model.name: None}
     for step, (label, model) in enumerate(models.items(), start=2):
-        print(f"\n== {step}. {label}: local (each site alone) and central (all data pooled)")
+        print(f"\n== {step}. {label}: local (each site alone), central (all data pooled), "
+              f"FedAvg ({ROUNDS} rounds in the NVFlare simulator)")
         runs[label] = {mode: cached_run(plan(mode=mode, model=model, profile=prof.name, seed=0),
                                         out / "runs")
                        for mode in ("local", "central")}
+        runs[label]["FedAvg"] = cached_run(
+            plan(mode="fedavg", model=model, profile=prof.name, seed=0), out / "runs",
+            runner=run_federated, fed=FedConfig("fedavg", rounds=ROUNDS))
     majority = runs["composition"]["central"]["majority_rate"]
     print("\n== Results: test accuracy (%) of the model each site ends with "
           f"(DeepLoc test set, 2,768 proteins; majority class {100 * majority:.1f} %)")
     print(_table(runs))
     if prof.name == "quick":
         print("\nquick profile: the transformer is a tiny randomly initialised ESM-2, a stand-in for "
-              "the mechanics.\nWith real weights (profile laptop/reference) expect local ~79 % and "
-              "FedAvg ~82 % (ESM-2 650M).")
+              "the mechanics.\nWith real weights (profile reference, ESM-2 650M) the reference "
+              "reports local 78.8 % and FedAvg 81.7 %.")
+    print(f"\nrun folders (metrics.json, models, TensorBoard logs): {out / 'runs'}/\n"
+          f"full report with intervals and plots: fedbio report {out / 'runs'}/* --out {out / 'report'}")
     return 0

@@ -25,10 +25,12 @@ def _metric(metrics: dict) -> str:
 
 
 def results_table(runs: Mapping[str, dict], metric: str | None = None, percent: bool = True):
-    """A DataFrame: rows site-1…site-N and ``average``, columns ``# samples`` and each run.
+    """A DataFrame: rows site-1…site-N, ``average`` and ``delivered``; columns ``# samples`` and runs.
 
-    For a ``local`` run a site's cell is its own model; for ``central`` (and federated runs) it is
-    the model the run delivers, so the ``average`` row compares like with like.
+    A site's cell is the test score of the model that site ends with: its own model (``local``),
+    the shared model (``central``), or its model after the last federated round (``fedavg``…, as
+    the reference reports it). ``delivered`` is the model the run hands over: the global model of
+    a federation, the central model, or for ``local`` the unweighted mean over sites.
     """
     import pandas as pd
 
@@ -36,11 +38,12 @@ def results_table(runs: Mapping[str, dict], metric: str | None = None, percent: 
     metric = metric or _metric(first)
     scale = 100.0 if percent and metric in ("accuracy", "macro_f1") else 1.0
     sites = list(first["n_train"])
-    table = {"# samples": [first["n_train"][s] for s in sites] + [sum(first["n_train"].values())]}
+    table = {"# samples": [first["n_train"][s] for s in sites] + [sum(first["n_train"].values()), None]}
     for name, m in runs.items():
-        values = [scale * m["per_site"][s]["test"][metric] for s in sites]
-        table[name] = [*values, float(np.mean(values))]
-    return pd.DataFrame(table, index=[*sites, "average"]).round(2)
+        values = [scale * m["per_site"][s]["test"][metric] if "test" in m["per_site"][s] else np.nan
+                  for s in sites]
+        table[name] = [*values, float(np.nanmean(values)), scale * m["test"][metric]]
+    return pd.DataFrame(table, index=[*sites, "average", "delivered"]).round(2)
 
 
 def summary_row(metrics: dict, metric: str | None = None) -> dict:

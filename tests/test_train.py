@@ -177,3 +177,9 @@ def test_bring_your_own_regression_data(tmp_path):
     lines = preds.read_text().splitlines()
     assert lines[0] == "id,predicted" and len(lines) == 101
     assert 0 < float(lines[1].split(",")[1]) < 100
+
+
+def test_demo_refuses_a_foreign_non_empty_folder(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path), "--profile", "quick"]) == 2
+    assert "not empty" in capsys.readouterr().err and (tmp_path / "notes.txt").exists()

@@ -255,6 +255,10 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     if out is None:
         raise FedbioError("run_federated needs out= (the run folder to write)")
     fed = replace(fed or FedConfig(), algorithm=cfg.mode)
+    # NVFlare runs each site in its own working folder: hand it absolute paths only.
+    out = Path(out).resolve()
+    if cfg.data.split:
+        cfg = replace(cfg, data=replace(cfg.data, split=str(Path(cfg.data.split).resolve())))
     start = time.time()
     with atomic_dir(out, overwrite) as tmp:
         task = prepare_task(cfg, tmp)
