@@ -32,6 +32,7 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/fedbio bench train --full
+	$(VENV)/bin/fedbio bench fed --full
 
 clean:
 	rm -rf $(RUNS) .pytest_cache

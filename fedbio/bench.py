@@ -507,8 +507,11 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    """Add ``fedbio bench train`` to the ``fedbio`` command line."""
-    p = subparsers.add_parser("bench", help="measure training speed, caching and memory")
+    """Add ``fedbio bench train`` and ``fedbio bench fed`` to the ``fedbio`` command line."""
+    from fedbio.bench_fed import register as register_fed
+
+    p = subparsers.add_parser("bench", help="measure training speed, caching, memory and "
+                                            "federation overhead")
     bsub = p.add_subparsers(dest="bench_command", metavar="ACTION", required=True)
     t = bsub.add_parser("train", help="padding, head-mode cache, encoding speed, peak RSS")
     t.add_argument("--full", action="store_true",
@@ -517,3 +520,4 @@ def register(subparsers) -> None:
     t.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch threads (default: all cores)")
     t.set_defaults(func=cmd_bench_train)
+    register_fed(bsub)

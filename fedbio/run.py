@@ -142,17 +142,21 @@ def train_and_score(cfg: RunConfig, task: TaskData, run_dir: Path, progress: boo
         per_site = results
         test = _mean_scores([r["test"] for r in results.values()])
         hard = _mean_scores([r["test_hard"] for r in results.values()]) if task.test_hard else None
+    return {**metrics_head(cfg, task, cfg.mode), "per_site": per_site, "test": test,
+            "test_hard": hard, "curves": curves}
+
+
+def metrics_head(cfg: RunConfig, task: TaskData, mode: str) -> dict:
+    """The part of ``metrics.json`` every run shares: what ran, on which data, under which profile."""
     return {
         "schema_version": SCHEMA_VERSION,
-        "task": cfg.task, "task_type": task.task_type, "mode": cfg.mode, "seed": cfg.seed,
+        "task": cfg.task, "task_type": task.task_type, "mode": mode, "seed": cfg.seed,
         "model": cfg.model.name, "tuning": None if cfg.model.is_composition else cfg.model.tuning,
         "profile": cfg.profile, "profile_reason": cfg.profile_reason,
         "classes": task.classes,
         "n_train": {site: len(s["train"]) for site, s in task.sites.items()},
-        "per_site": per_site, "test": test, "test_hard": hard,
         "majority_rate": majority_rate(task),
         "cropped": cropped_counts(task, cfg.data) if not cfg.model.is_composition else None,
-        "curves": curves,
     }
 
 

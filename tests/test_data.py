@@ -112,3 +112,13 @@ def test_cli_bad_input_exits_nonzero_without_traceback(write, tmp_path):
     assert "Traceback" not in proc.stderr
     assert f"{bad}:1: header of record 'P1' has no TARGET" in proc.stderr
     assert not out.exists()  # nothing written
+
+
+def test_download_offline_says_so_and_leaves_nothing(tmp_path):
+    from fedbio.download import download_flip_scl
+    from fedbio.errors import FedbioError
+
+    with pytest.raises(FedbioError, match="needs the network") as err:
+        download_flip_scl(tmp_path, url="http://127.0.0.1:9/mixed_soft.fasta", timeout=2)
+    assert "data/scl works offline" in str(err.value)
+    assert not list(tmp_path.iterdir())

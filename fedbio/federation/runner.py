@@ -28,8 +28,8 @@ from fedbio.federation.config import ALGORITHMS, FedConfig
 from fedbio.federation.server import ServerSettings
 from fedbio.manifest import manifest
 from fedbio.paths import atomic_dir
-from fedbio.run import SCHEMA_VERSION, RunConfig, cropped_counts, prepare_task, score_and_keep
-from fedbio.tasks import TaskData, majority_rate
+from fedbio.run import RunConfig, metrics_head, prepare_task, score_and_keep
+from fedbio.tasks import TaskData
 
 
 def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path) -> dict:
@@ -50,17 +50,29 @@ def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path) -> 
     }
 
 
-def _initial_model(cfg: RunConfig, task: TaskData, path: Path):
-    """Build the model once here, write its trainable parameters as the first global model."""
+def _initial_model(cfg: RunConfig, task: TaskData, run_dir: Path):
+    """Build the model once here, write its trainable parameters as the first global model.
+
+    Head mode: the common test sets are encoded here, once, into ``RUN/cache/common`` before
+    any site starts; the coordinator scores them from there at the end, and every site reads
+    them there for its own scores instead of encoding them again.
+    """
     from safetensors.numpy import save_file
 
+    from fedbio.federation.site import COMMON_CACHE
     from fedbio.learner import Learner
     from fedbio.models.classifier import trainable_state_dict
 
-    learner = Learner.build(cfg.model, cfg.data, cfg.train, task.codec(), None, progress=False)
+    learner = Learner.build(cfg.model, cfg.data, cfg.train, task.codec(),
+                            run_dir / "cache" / COMMON_CACHE, progress=False)
     params = {k: v.numpy() for k, v in trainable_state_dict(learner.model).items()}
+    path = run_dir / "federation" / "initial.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(params, str(path))
+    if not cfg.model.is_composition and cfg.model.tuning == "head":
+        for records in (task.test, task.test_hard):
+            if records:
+                learner.inputs(records)  # cached for the sites and for _deliver
     return learner
 
 
@@ -98,7 +110,7 @@ def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, prog
 
         if progress:
             print(f"federating {len(sites)} sites x {fed.rounds} rounds ({fed.algorithm}) in the NVFlare "
-                  f"simulator; site logs in {Path(str(run_dir)).name}/nvflare/", flush=True)
+                  "simulator; complete site logs go to nvflare/ in the run folder", flush=True)
         try:
             FedbioRecipe(settings, fed, spec).run(simulator(run_dir, sites))
         except RuntimeError as err:
@@ -214,16 +226,9 @@ def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: d
                 epoch += 1
                 curves[site].append({"round": row["round"], "epoch": epoch, "train_loss": loss})
     return {
-        "schema_version": SCHEMA_VERSION,
-        "task": cfg.task, "task_type": task.task_type, "mode": fed.algorithm, "seed": cfg.seed,
-        "model": cfg.model.name, "tuning": None if cfg.model.is_composition else cfg.model.tuning,
-        "profile": cfg.profile, "profile_reason": cfg.profile_reason,
-        "classes": task.classes,
-        "n_train": {site: len(s["train"]) for site, s in task.sites.items()},
+        **metrics_head(cfg, task, fed.algorithm),
         "per_site": per_site,
         "test": test, "test_hard": test_hard,
-        "majority_rate": majority_rate(task),
-        "cropped": cropped_counts(task, cfg.data) if not cfg.model.is_composition else None,
         "curves": curves,
         "federation": {
             "algorithm": fed.algorithm, "rounds": fed.rounds,
@@ -266,7 +271,7 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         config = {**to_dict(cfg), "federation": to_dict(fed)}
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")
-        learner = _initial_model(cfg, task, tmp / "federation" / "initial.safetensors")
+        learner = _initial_model(cfg, task, tmp)
         history = federate(cfg, fed, task, tmp, progress, engine)
         test, hard = _deliver(learner, history, task, tmp)
         _write_tensorboard(history, tmp)

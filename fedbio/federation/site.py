@@ -20,6 +20,8 @@ from fedbio.learner import Learner
 from fedbio.models.classifier import load_trainable_state_dict, trainable_state_dict
 from fedbio.tasks import LabelCodec
 
+COMMON_CACHE = "common"  # RUN/cache/common: embeddings of the common (public) test sets
+
 
 def scalars(scores: dict, prefix: str) -> dict[str, float]:
     """The numeric entries of a score dict, renamed ``prefix + key`` (nested dicts stay home)."""
@@ -44,8 +46,12 @@ class Site:
         if (split / "test_hard.csv").is_file():
             self.records["test_hard"] = read_records(split / "test_hard.csv", kind=kind, classes=classes)
         codec = LabelCodec(spec["task_type"], classes)
-        cache = Path(spec["run_dir"]) / "cache" / name
-        self.learner = Learner.build(model_cfg, data_cfg, train_cfg, codec, cache, progress=False)
+        cache = Path(spec["run_dir"]) / "cache"
+        # the site's own records stay in its own folder; the public common test sets are encoded
+        # once, by the coordinator, into the shared one (see runner._initial_model)
+        self.caches = {"own": cache / name, "common": cache / COMMON_CACHE}
+        self.learner = Learner.build(model_cfg, data_cfg, train_cfg, codec, self.caches["own"],
+                                     progress=False)
         self.inputs: dict = {}
         self.n_train = len(self.records["train"])
 
@@ -62,6 +68,7 @@ class Site:
     def data(self, part: str):
         """Model inputs of one part, built once (head mode: embeddings encoded once, then cached)."""
         if part not in self.inputs:
+            self.learner.cache_dir = self.caches["common" if part.startswith("test") else "own"]
             self.inputs[part] = self.learner.inputs(self.records[part])
         return self.inputs[part]
 

@@ -36,6 +36,16 @@ class SequenceModel(nn.Module):
     which then loads the saved tensors.
     """
 
+    @classmethod
+    def from_config(cls, cfg, n_outputs: int, seed: int = 0,
+                    esm_config: dict | None = None) -> SequenceModel:
+        """Build from a ``ModelConfig`` (``esm_config``: rebuild a saved architecture, no weights)."""
+        return cls(name=cfg.name, n_outputs=n_outputs, tuning=cfg.tuning,
+                   head_hidden=cfg.head_hidden, dropout=cfg.dropout, lora_r=cfg.lora_r,
+                   lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                   weights_dir=None if esm_config else cfg.weights_dir, seed=seed,
+                   esm_config=esm_config)
+
     def __init__(
         self,
         name: str = "esm2-tiny",
@@ -139,18 +149,7 @@ def build_model(
         raise FedbioError(
             f"model backend {cfg.backend!r} is not available in this environment; use backend 'hf'"
         )
-    model = SequenceModel(
-        name=cfg.name,
-        n_outputs=n_outputs,
-        tuning=cfg.tuning,
-        head_hidden=cfg.head_hidden,
-        dropout=cfg.dropout,
-        lora_r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        weights_dir=cfg.weights_dir,
-        seed=seed,
-    )
+    model = SequenceModel.from_config(cfg, n_outputs, seed=seed)
     return model.tokenizer, model
 
 

@@ -97,17 +97,7 @@ def load_model(folder: str | Path) -> tuple[Any, nn.Module, dict]:
     if meta.get("kind") == "composition":
         tokenizer, model = None, CompositionModel(n_outputs)
     else:
-        model = SequenceModel(
-            name=cfg.name,
-            n_outputs=n_outputs,
-            tuning=cfg.tuning,
-            head_hidden=cfg.head_hidden,
-            dropout=cfg.dropout,
-            lora_r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            esm_config=meta["esm_config"],
-        )
+        model = SequenceModel.from_config(cfg, n_outputs, esm_config=meta["esm_config"])
         if (folder / VOCAB_FILE).is_file():
             model.tokenizer = load_tokenizer(folder / VOCAB_FILE)
         tokenizer = model.tokenizer

@@ -1,0 +1,126 @@
+"""``fedbio bench fed`` at a tiny size: the shape of the results, never the timings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+
+from fedbio import bench_fed
+from fedbio.bench_fed import FedSizes, register
+
+# A sliver of the default split and a tiny checkpoint: every code path (four federated runs,
+# two of them in the NVFlare simulator), in about a minute.
+TINY = FedSizes("tiny", sim_fraction=0.05, floor_model="esm2-tiny", floor_fraction=0.01,
+                floor_crop=32, floor_engine="loop", floor_passes=1)
+
+
+def _parser(register_bench=None) -> argparse.ArgumentParser:
+    """``fedbio`` with a ``bench`` command whose actions include ``fed``."""
+    parser = argparse.ArgumentParser(prog="fedbio")
+    sub = parser.add_subparsers(dest="command")
+    if register_bench is not None:
+        register_bench(sub)
+    else:
+        actions = sub.add_parser("bench").add_subparsers(dest="bench_command", required=True)
+        register(actions)
+    return parser
+
+
+def _positive_finite(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_register_parses_flags():
+    args = _parser().parse_args(["bench", "fed", "--full", "--threads", "1", "--out", "f.json"])
+    assert (args.command, args.bench_command) == ("bench", "fed")
+    assert args.full and args.threads == 1 and args.out == "f.json"
+    assert args.func is bench_fed.cmd_bench_fed
+    args = _parser().parse_args(["bench", "fed"])
+    assert not args.full and args.threads is None and args.out is None
+
+
+def test_bench_command_offers_fed():
+    from fedbio.bench import register as register_bench
+
+    try:
+        args = _parser(register_bench).parse_args(["bench", "fed"])
+    except SystemExit:
+        pytest.skip("fedbio.bench.register does not add the fed action yet")
+    assert args.func is bench_fed.cmd_bench_fed
+
+
+def test_split_subset_keeps_the_default_split_proportions(tmp_path):
+    from fedbio.tasks import load_task
+
+    whole = load_task(bench_fed.split_subset(tmp_path / "all", 1.0))
+    part = load_task(bench_fed.split_subset(tmp_path / "part", 0.1))
+    assert list(part.sites) == list(whole.sites) == ["site-1", "site-2", "site-3"]
+    for site, parts in whole.sites.items():
+        for key in ("train", "valid"):
+            assert len(part.sites[site][key]) == max(1, round(0.1 * len(parts[key])))
+    assert len(part.test) == round(0.1 * len(whole.test))
+    assert len(part.test_hard) == round(0.1 * len(whole.test_hard))
+    ids = {r.id for r in whole.test}
+    assert all(r.id in ids for r in part.test)
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_bench_fed_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
+    import fedbio.learner
+
+    embed = fedbio.learner.embed
+    monkeypatch.setattr(bench_fed, "SMALL", TINY)
+    out = tmp_path / "bench-fed.json"
+    args = _parser().parse_args(["bench", "fed", "--threads", "1", "--out", str(out)])
+    assert args.func(args) == 0
+    assert fedbio.learner.embed is embed  # the encode counter is gone again
+    printed = capsys.readouterr().out
+    assert "measure" in printed and "tiny federation benchmark" in printed
+
+    result = json.loads(out.read_text())
+    assert {"size", "sizes", "threads", "seed", "torch", "nvflare", "simulator", "bytes",
+            "head_floor", "checks", "stage_seconds", "wall_seconds"} <= set(result)
+    assert result["size"] == "tiny" and result["threads"] == 1
+
+    sim = result["simulator"]
+    assert sim["split"] == "5% of the default split" and len(sim["n_train"]) == 3
+    assert sim["tiny"]["model"] == "esm2-tiny" and sim["tiny"]["tuning"] == "full"
+    for key in ("tiny", "composition"):
+        for field in ("loop_s", "nvflare_s", "ratio"):
+            assert _positive_finite(sim[key][field]), (key, field)
+
+    b = result["bytes"]
+    assert b["classes"] == 10
+    assert 0 < b["head"]["bytes"] < b["lora"]["bytes"] < b["full"]["bytes"]
+    assert b["full"]["bytes"] >= bench_fed.BYTES_GOAL * b["head"]["bytes"]
+    assert b["full_over_head"] >= bench_fed.BYTES_GOAL
+    assert b["head"]["bytes"] == 4 * b["head"]["values"]  # float32 on the wire
+
+    f = result["head_floor"]
+    assert f["engine"] == "loop" and f["max_length"] == TINY.floor_crop
+    for field in ("floor_s", "run_s", "ratio", "encode_passes"):
+        assert _positive_finite(f[field]), field
+    assert f["floor_records"] == f["records"]["train_valid"] + f["records"]["common_test"]
+    encoded = dict(f["encoded_records"])
+    total = encoded.pop("total")
+    assert {"site-1", "site-2", "site-3"} <= set(encoded)  # each site encodes its own records
+    assert total == sum(encoded.values()) >= f["floor_records"]  # each record at least once
+    assert f["encode_passes"] == pytest.approx(total / f["floor_records"])
+    assert f["common_test_encoded"] >= 1
+    assert set(f["common_test_encoded_by"]) <= set(encoded)
+
+    rows = result["checks"]
+    assert len(rows) == 6
+    assert all(set(r) == {"measure", "value", "goal", "ok"} for r in rows)
+    assert rows[0]["ok"] is None  # the simulator goal is about the default split (--full)
+    assert rows[2]["ok"] is True  # head vs full bytes
