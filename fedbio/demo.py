@@ -26,7 +26,7 @@ def _table(runs: dict[str, dict[str, dict]]) -> str:
     parts = {name: results_table(r) for name, r in runs.items()}
     first = next(iter(parts.values()))
     table = pd.concat({name: t.drop(columns="# samples") for name, t in parts.items()}, axis=1)
-    table.insert(0, "# samples", first["# samples"])
+    table.insert(0, "# samples", [f"{v:.0f}" if v == v else "" for v in first["# samples"]])
     return table.to_string(float_format=lambda v: f"{v:.1f}")
 
 
