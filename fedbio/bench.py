@@ -421,13 +421,18 @@ def run_bench(sizes: Sizes = SMALL, threads: int | None = None, seed: int = SEED
               "encode": ("3/4 encoding throughput", lambda: bench_encode(data, sizes, seed)),
               "peak_rss": ("4/4 peak RSS of a quick-profile run (subprocess)",
                            lambda: bench_rss(sizes, seed))}
+    run_stages(result, stages, say)
+    result["checks"] = checks(result)
+    result["wall_seconds"] = time.perf_counter() - start
+    return result
+
+
+def run_stages(result: dict, stages: dict, say) -> None:
+    """Run each ``(message, measure)`` stage, storing its result and its wall time in ``result``."""
     result["stage_seconds"] = {}
     for key, (message, measure) in stages.items():
         say(message)
         result["stage_seconds"][key], result[key] = _timed(measure)
-    result["checks"] = checks(result)
-    result["wall_seconds"] = time.perf_counter() - start
-    return result
 
 
 # -- the table ---------------------------------------------------------------------------------

@@ -40,7 +40,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from fedbio.bench import SEED, _ratio, _rng, _timed, load_shipped, random_model, setup, table
+from fedbio.bench import (
+    SEED,
+    _ratio,
+    _rng,
+    _timed,
+    load_shipped,
+    random_model,
+    run_stages,
+    setup,
+    table,
+)
 
 SIM_GOAL = 2.0        # NVFlare simulator / plain loop, the tiny job on the default split
 BYTES_GOAL = 50.0     # full-tuning bytes per round / head-mode bytes per round
@@ -351,10 +361,7 @@ def run_bench_fed(sizes: FedSizes = SMALL, threads: int | None = None, seed: int
                         lambda: bench_bytes(n_classes, seed)),
               "head_floor": (f"3/3 head-mode run ({sizes.floor_engine}) vs one encoder pass",
                              lambda: bench_floor(sizes, n, seed))}
-    result["stage_seconds"] = {}
-    for key, (message, measure) in stages.items():
-        say(message)
-        result["stage_seconds"][key], result[key] = _timed(measure)
+    run_stages(result, stages, say)
     result["checks"] = checks(result)
     result["wall_seconds"] = time.perf_counter() - start
     return result
