@@ -501,14 +501,27 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     """``fedbio bench train``: run, print the table, optionally write JSON."""
     result = run_bench(FULL if args.full else SMALL, threads=args.threads)
     print(table(result["checks"]))
-    print(f"{result['size']} benchmark, {result['threads']} thread(s), "
+    return finish(result, args.out, "benchmark")
+
+
+def finish(result: dict, out: str | None, label: str) -> int:
+    """Print the run's size and wall time; write the results as JSON when ``out`` is given."""
+    print(f"{result['size']} {label}, {result['threads']} thread(s), "
           f"{result['wall_seconds']:.1f} s wall")
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {out}")
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {path}")
     return 0
+
+
+def add_options(parser, full_help: str) -> None:
+    """The flags every benchmark action takes: --full, --out FILE, --threads N."""
+    parser.add_argument("--full", action="store_true", help=full_help)
+    parser.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch threads in this process (default: all cores)")
 
 
 def register(subparsers) -> None:
@@ -519,10 +532,6 @@ def register(subparsers) -> None:
                                             "federation overhead")
     bsub = p.add_subparsers(dest="bench_command", metavar="ACTION", required=True)
     t = bsub.add_parser("train", help="padding, head-mode cache, encoding speed, peak RSS")
-    t.add_argument("--full", action="store_true",
-                   help="bigger samples and the full default split (a few minutes)")
-    t.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
-    t.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads (default: all cores)")
+    add_options(t, "bigger samples and the full default split (a few minutes)")
     t.set_defaults(func=cmd_bench_train)
     register_fed(bsub)

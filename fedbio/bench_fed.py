@@ -31,7 +31,6 @@ Models are randomly initialised (nothing is downloaded): time and bytes depend o
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +44,8 @@ from fedbio.bench import (
     _ratio,
     _rng,
     _timed,
+    add_options,
+    finish,
     load_shipped,
     random_model,
     run_stages,
@@ -417,22 +418,11 @@ def cmd_bench_fed(args: argparse.Namespace) -> int:
     print(table(result["checks"]))
     by = ", ".join(result["head_floor"]["common_test_encoded_by"])
     print(f"head-mode run: common test sets encoded by {by}")
-    print(f"{result['size']} federation benchmark, {result['threads']} thread(s), "
-          f"{result['wall_seconds']:.1f} s wall")
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {out}")
-    return 0
+    return finish(result, args.out, "federation benchmark")
 
 
 def register(actions) -> None:
     """Add ``fed`` to the actions of ``fedbio bench`` (``actions``: its sub-parsers)."""
     f = actions.add_parser("fed", help="NVFlare overhead, bytes per round, head-mode run vs floor")
-    f.add_argument("--full", action="store_true",
-                   help="the default split and bigger samples (about 8 minutes)")
-    f.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
-    f.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads in this process (default: all cores)")
+    add_options(f, "the default split and bigger samples (about 8 minutes)")
     f.set_defaults(func=cmd_bench_fed)
