@@ -8,7 +8,7 @@ over sites, and ``fedbio.federation`` adds its own ``FedConfig``. Profiles
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 TUNING_MODES = ("head", "lora", "full")
@@ -52,7 +52,6 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0             # torch threads per process; 0 = cores / concurrent processes
     bucket_size: int = 0         # length buckets hold batch_size * this many sequences; 0 = 50
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

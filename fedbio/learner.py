@@ -36,7 +36,6 @@ class Learner:
     model: nn.Module
     cache_dir: Path | None = None
     progress: bool = True
-    n_cropped: int = 0
 
     @classmethod
     def build(cls, model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig,
@@ -68,7 +67,6 @@ class Learner:
                 self.model.fit_scaler(x)
             return TensorData(x, y)
         tokens = tokenize(seqs, y, self.tokenizer, self.data_cfg.max_length, self.data_cfg.crop)
-        self.n_cropped += tokens.n_cropped
         if self.model_cfg.tuning != "head":
             return tokens
         return TensorData(self._embeddings(tokens, seqs), y)

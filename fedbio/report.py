@@ -46,16 +46,6 @@ def results_table(runs: Mapping[str, dict], metric: str | None = None, percent: 
     return pd.DataFrame(table, index=[*sites, "average", "delivered"]).round(2)
 
 
-def summary_row(metrics: dict, metric: str | None = None) -> dict:
-    """One line per run: its delivered test (and setHARD) score."""
-    metric = metric or _metric(metrics)
-    row = {"mode": metrics["mode"], "model": metrics["model"], "seed": metrics["seed"],
-           f"test {metric}": metrics["test"][metric]}
-    if metrics.get("test_hard"):
-        row[f"setHARD {metric}"] = metrics["test_hard"][metric]
-    return row
-
-
 def plot_curves(runs: Mapping[str, dict], key: str = "valid_accuracy", ax=None):
     """Validation curves per epoch (or round) of every model in every run."""
     import matplotlib.pyplot as plt

@@ -13,7 +13,7 @@ import csv
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
@@ -272,6 +272,3 @@ def warn_random_pool(cfg: SplitConfig) -> None:
     if cfg.pool == "random":
         print(f"note: {RANDOM_POOL_NOTE}", file=sys.stderr)
 
-
-def config_dict(cfg: SplitConfig) -> dict:
-    return asdict(cfg)
