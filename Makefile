@@ -10,6 +10,10 @@ FIND     := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 RUNS     ?= runs
 # Notebooks in CI run the offline quick profile, whatever weights the machine holds.
 NB_TIMEOUT ?= 600
+# A hung test fails alone (pytest-timeout) instead of holding CI; a stalled NVFlare simulator is
+# stopped and retried once (fedbio.federation.watch).
+TEST_TIMEOUT ?= 1500
+SIM_TIMEOUT  ?= 600
 
 .PHONY: setup demo test lint bench clean
 
@@ -25,7 +29,7 @@ demo: setup
 	$(VENV)/bin/fedbio demo --out $(RUNS)/demo
 
 test: setup
-	FEDBIO_PROFILE=quick MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-cell-timeout=$(NB_TIMEOUT) -p no:cacheprovider tests notebooks
+	FEDBIO_PROFILE=quick FEDBIO_SIM_TIMEOUT=$(SIM_TIMEOUT) MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-cell-timeout=$(NB_TIMEOUT) --timeout=$(TEST_TIMEOUT) -p no:cacheprovider tests notebooks
 
 lint: setup
 	$(VENV)/bin/ruff check fedbio tests

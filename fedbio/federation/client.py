@@ -17,12 +17,14 @@ import nvflare.client as flare
 from nvflare.client import FLModel
 
 from fedbio.federation.site import Site
+from fedbio.federation.watch import install_stack_dump
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True, help="RUN/federation/sites.json")
     config = parser.parse_args().config
+    install_stack_dump()                                          # for a watchdog's diagnosis
 
     flare.init()                                                  # (1) join the federation
     site = Site.load(config, flare.get_site_name())               # own train/valid + common test

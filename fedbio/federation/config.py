@@ -15,6 +15,10 @@ not dropped on missed heartbeats). On a real deployment (POC or provisioned) the
 drops a client that sent no heartbeat for ``heart_beat_timeout`` seconds (600 by default, in
 ``servers[0]`` of the server's ``fed_server.json``); ``heartbeat_timeout`` here writes that value
 into the job's server configuration.
+
+Stalls. The simulator itself runs as a watched child process (``fedbio.federation.watch``):
+after ``sim_timeout`` seconds without a result it is stopped, with stack dumps and log tails
+kept, and started again up to ``sim_retries`` times; CI sets ``FEDBIO_SIM_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class FedConfig:
     min_clients: int = 0           # results a round needs to go on; 0 = every site
     task_timeout: int = 0          # seconds a round waits for a site before going on without it; 0 = forever
     heartbeat_timeout: int = 0     # seconds without a heartbeat before the server drops a site; 0 = NVFlare's
+    sim_timeout: int = 0           # seconds the NVFlare simulator may run; 0 = $FEDBIO_SIM_TIMEOUT or no limit
+    sim_retries: int = 1           # a simulator that ran out of time is started again this many times
     fail_sites: tuple[str, ...] = ()  # tests only: these sites raise during local training
 
     def __post_init__(self):
@@ -60,8 +66,10 @@ class FedConfig:
         if not 0 <= self.min_clients <= n_sites:
             raise FedbioError(f"min_clients {self.min_clients} must lie between 0 (all) and the "
                               f"number of sites ({n_sites})")
-        if self.task_timeout < 0 or self.heartbeat_timeout < 0:
-            raise FedbioError("task_timeout and heartbeat_timeout must be >= 0 seconds")
+        if self.task_timeout < 0 or self.heartbeat_timeout < 0 or self.sim_timeout < 0:
+            raise FedbioError("task_timeout, heartbeat_timeout and sim_timeout must be >= 0 seconds")
+        if self.sim_retries < 0:
+            raise FedbioError(f"sim_retries must be >= 0, got {self.sim_retries}")
         return self
 
     def needed(self, n_sites: int) -> int:

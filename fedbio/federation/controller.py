@@ -61,6 +61,10 @@ class FedbioController(ModelController):
     def run(self) -> None:
         from safetensors.numpy import load_file
 
+        from fedbio.federation.watch import install_stack_dump
+
+        install_stack_dump()  # the server process answers a watchdog's SIGUSR1 with its stacks
+
         settings = ServerSettings(
             run_dir=self.run_dir, algorithm=self.algorithm, num_rounds=self.num_rounds,
             min_clients=self.min_clients, mu=self.mu, server_optimizer=self.server_optimizer,

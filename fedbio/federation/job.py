@@ -12,6 +12,8 @@ WARNING while every site's full log lands in ``RUN/nvflare/<job>/<site>/``. This
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -49,11 +51,52 @@ class FedbioRecipe(Recipe):
         self.add_server_config({"server": server})
 
 
-def simulator(run_dir: str | Path, sites: list[str]) -> SimEnv:
+class WatchedSimEnv(SimEnv):
+    """``SimEnv`` whose simulator runs under ``fedbio.federation.watch.run_watched``.
+
+    The same command NVFlare's ``SimEnv`` runs, but with the job exported into the run folder
+    (``RUN/federation/job``, not a temporary folder), arguments passed as a list (paths with
+    spaces work), a time limit with retries, and no wait on a simulator stuck in its shutdown.
+    """
+
+    def __init__(self, *, run_dir: Path, timeout: float, retries: int, **kwargs):
+        super().__init__(**kwargs)
+        self.run_dir = Path(run_dir)
+        self.timeout = timeout
+        self.retries = retries
+
+    def deploy(self, job) -> str:
+        from fedbio.federation.watch import run_watched
+
+        workspace = Path(self.workspace_root) / job.name
+        self._ensure_default_component_policy(str(workspace))
+        job_root = self.run_dir / "federation" / "job"
+        job.export_job(str(job_root))
+        cmd = [sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job_root / job.name),
+               "-w", str(workspace), "-c", ",".join(self.clients), "-n", str(len(self.clients)),
+               "-t", str(self.num_threads), "-l", str(self.log_config)]
+        done = self.run_dir / "federation" / "server" / "history.json"
+        code = run_watched(cmd, workspace, done, timeout=self.timeout, retries=self.retries)
+        self.last_run_failed = code != 0
+        if code != 0:
+            raise RuntimeError(f"the simulator exited with code {code}; logs are in {workspace}")
+        return job.name
+
+
+def sim_timeout(fed: FedConfig) -> float:
+    """``fed.sim_timeout``, else ``$FEDBIO_SIM_TIMEOUT``, else 0 (no limit)."""
+    if fed.sim_timeout:
+        return float(fed.sim_timeout)
+    return float(os.environ.get("FEDBIO_SIM_TIMEOUT") or 0)
+
+
+def simulator(run_dir: str | Path, sites: list[str], fed: FedConfig | None = None) -> SimEnv:
     """The NVFlare simulator for ``sites``: one worker per site, workspace in ``RUN/nvflare``."""
+    fed = fed or FedConfig()
     run_dir = Path(run_dir)
     log_config = run_dir / "federation" / "log_config.json"
     log_config.parent.mkdir(parents=True, exist_ok=True)
     log_config.write_text(json.dumps(LOG_CONFIG, indent=1) + "\n")
-    return SimEnv(clients=list(sites), num_threads=len(sites), workspace_root=str(run_dir / "nvflare"),
-                  log_config=str(log_config))
+    return WatchedSimEnv(run_dir=run_dir, timeout=sim_timeout(fed), retries=fed.sim_retries,
+                         clients=list(sites), num_threads=len(sites),
+                         workspace_root=str(run_dir / "nvflare"), log_config=str(log_config))

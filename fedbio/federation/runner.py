@@ -112,7 +112,7 @@ def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, prog
             print(f"federating {len(sites)} sites x {fed.rounds} rounds ({fed.algorithm}) in the NVFlare "
                   "simulator; complete site logs go to nvflare/ in the run folder", flush=True)
         try:
-            FedbioRecipe(settings, fed, spec).run(simulator(run_dir, sites))
+            FedbioRecipe(settings, fed, spec).run(simulator(run_dir, sites, fed))
         except RuntimeError as err:
             raise FedbioError(f"the NVFlare simulation failed: {err}") from None
         path = spec.parent / "server" / "history.json"
