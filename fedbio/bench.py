@@ -525,8 +525,9 @@ def add_options(parser, full_help: str) -> None:
 
 
 def register(subparsers) -> None:
-    """Add ``fedbio bench train`` and ``fedbio bench fed`` to the ``fedbio`` command line."""
+    """Add ``fedbio bench train``, ``fedbio bench fed`` and ``fedbio bench gpu`` to ``fedbio``."""
     from fedbio.bench_fed import register as register_fed
+    from fedbio.gpu_bench import register as register_gpu
 
     p = subparsers.add_parser("bench", help="measure training speed, caching, memory and "
                                             "federation overhead")
@@ -535,3 +536,4 @@ def register(subparsers) -> None:
     add_options(t, "bigger samples and the full default split (a few minutes)")
     t.set_defaults(func=cmd_bench_train)
     register_fed(bsub)
+    register_gpu(bsub)

@@ -75,7 +75,7 @@ def cmd_run(args) -> int:
 
     cfg = plan(task=args.task, mode=args.mode, profile=args.profile, seed=args.seed,
                split=args.split, model=args.model, tuning=args.tuning, epochs=args.epochs,
-               weights_dir=args.weights_dir)
+               weights_dir=args.weights_dir, setup=args.setup, source=args.source)
     print(f"profile: {cfg.profile} ({cfg.profile_reason})")
     print(f"model: {cfg.model.name}" + ("" if cfg.model.is_composition else f", tuning {cfg.model.tuning}")
           + f"; {cfg.train.epochs:g} epochs; mode {cfg.mode}; seed {cfg.seed}")
@@ -86,7 +86,8 @@ def cmd_run(args) -> int:
                         server_optimizer=args.server_optimizer,
                         server_lr=args.server_lr if args.server_lr is not None else
                         (1.0 if args.server_optimizer == "sgd" else 0.01),
-                        min_clients=args.min_clients)
+                        min_clients=args.min_clients,
+                        private_heads=False if args.shared_heads else None)
         print(f"federation: {cfg.mode}, {fed.rounds} rounds x {cfg.train.epochs / fed.rounds:g} "
               f"local epochs, {'all sites' if not fed.min_clients else f'min {fed.min_clients} sites'}")
         metrics = run_federated(cfg, fed, out=args.out, overwrite=args.overwrite,
@@ -140,7 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="train: local / central baselines, or federated (fedavg, fedprox, fedopt)")
-    p.add_argument("--task", default="scl", help="scl (shipped) | classification | regression")
+    p.add_argument("--task", default="scl", help="scl (shipped) | classification | regression | "
+                   "antibody (shipped multi-task regression)")
+    p.add_argument("--setup", default=None, choices=("multitask", "alltasks"),
+                   help="antibody: one task per site (default) or every task at every site")
+    p.add_argument("--source", default=None, choices=("jain", "tap"), help="antibody: data table (default jain)")
+    p.add_argument("--shared-heads", action="store_true",
+                   help="federated multi-task: share the task heads too (default: they stay at their sites)")
     p.add_argument("--mode", default="central", choices=("local", "central", *FEDERATED),
                    help="local | central | fedavg | fedprox | fedopt")
     p.add_argument("--profile", default=None, help="quick | laptop | reference | auto "

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 TUNING_MODES = ("head", "lora", "full")
-TASKS = ("scl", "classification", "regression")
+TASKS = ("scl", "classification", "regression", "antibody")
+SETUPS = ("multitask", "alltasks")
 CROP_POLICIES = ("ends", "start")
 
 
@@ -35,10 +36,12 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    task: str = "scl"            # scl (shipped localisation task) | classification | regression
+    task: str = "scl"            # scl (shipped localisation task) | classification | regression | antibody
     split: str | None = None     # a folder in the split layout; None = make the default split
     max_length: int = 128        # residues kept per sequence (longer ones are cropped, never dropped)
     crop: str = "ends"           # ends: first k/2 + last k/2 residues (signals sit at both termini)
+    setup: str = "multitask"     # antibody: multitask (one task per site) | alltasks (every task everywhere)
+    source: str = "jain"         # antibody: jain (Jain 2017 + Marks 2021 immunogenicity) | tap
 
 
 @dataclass

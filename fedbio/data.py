@@ -37,6 +37,7 @@ class Record:
     set: str | None = None           # train / val / test, from the file's SET field
     validation: bool | None = None   # biotrainer's VALIDATION flag (None when absent)
     line: int = 0                    # line of the header (FASTA) or row (CSV) in the source
+    task: str | None = None          # multi-task data: which task (assay) the label belongs to
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -156,6 +157,7 @@ def read_csv(path: str | Path, *, kind: str = "class",
             raise DataError(path, f"CSV header {header} needs a 'sequences' (or 'sequence') "
                             "and a 'labels' column", 1)
         id_col = names.index("id") if "id" in names else None
+        task_col = names.index("task") if "task" in names else None
         try:
             for row in reader:
                 line = reader.line_num
@@ -170,7 +172,10 @@ def read_csv(path: str | Path, *, kind: str = "class",
                 label = (_parse_label(path, line, rid, row[label_col].strip(), kind, classes)
                          if labelled else None)
                 seq = _check_sequence(path, line, rid, row[seq_col].strip())
-                records.append(Record(rid, seq, label, None, None, line))
+                task = row[task_col].strip() if task_col is not None else None
+                if task_col is not None and not task:
+                    raise DataError(path, f"record {rid!r} has an empty task", line)
+                records.append(Record(rid, seq, label, None, None, line, task))
         except csv.Error as err:
             raise DataError(path, f"not a valid CSV file ({err})", reader.line_num) from None
     return records
@@ -218,18 +223,23 @@ def read_records(path: str | Path, *, kind: str = "class",
 
 def check_unique(records: Sequence[Record], path: str | Path | None = None,
                  check_labels: bool = True) -> None:
-    """Fail on a duplicated id, or on identical sequences that carry different labels."""
-    seen: dict[str, int] = {}
+    """Fail on a duplicated id, or on identical sequences that carry different labels.
+
+    Multi-task records (``task`` set) are unique per (task, id): one antibody has one row per task.
+    """
+    seen: dict[tuple, int] = {}
     for rec in records:
-        if rec.id in seen:
-            raise DataError(path, f"record id {rec.id!r} appears twice (first at line {seen[rec.id]})",
+        key = (rec.task, rec.id)
+        if key in seen:
+            where = f" in task {rec.task!r}" if rec.task else ""
+            raise DataError(path, f"record id {rec.id!r} appears twice{where} (first at line {seen[key]})",
                             rec.line)
-        seen[rec.id] = rec.line
+        seen[key] = rec.line
     if not check_labels:
         return
-    by_seq: dict[str, list[Record]] = defaultdict(list)
+    by_seq: dict[tuple, list[Record]] = defaultdict(list)
     for rec in records:
-        by_seq[rec.sequence].append(rec)
+        by_seq[(rec.task, rec.sequence)].append(rec)
     for group in by_seq.values():
         if len({r.label for r in group}) > 1:
             listed = ", ".join(f"{r.id} (line {r.line}: {r.label})" for r in group[:4])

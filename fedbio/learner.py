@@ -43,7 +43,7 @@ class Learner:
         from fedbio.models import build_model
 
         torch.manual_seed(train_cfg.seed)
-        tokenizer, model = build_model(model_cfg, codec.n_outputs, seed=train_cfg.seed)
+        tokenizer, model = build_model(model_cfg, codec.n_outputs, seed=train_cfg.seed, targets=codec.targets)
         return cls(model_cfg, data_cfg, train_cfg, codec, tokenizer, model,
                    Path(cache_dir) if cache_dir else None, progress)
 
@@ -103,8 +103,8 @@ class Learner:
         return fit(self.module, train, valid, self.train_cfg, self.codec.task_type, epochs,
                    codec=self.codec, progress=self.progress, **kwargs)
 
-    def score(self, data) -> dict:
-        return score(self.module, data, self.codec.task_type, self.codec)
+    def score(self, data, ci: bool = False) -> dict:
+        return score(self.module, data, self.codec.task_type, self.codec, ci=ci)
 
     def outputs(self, data):
         """Probabilities (classification) or standardised values (regression), in data order."""
@@ -114,8 +114,8 @@ class Learner:
         from fedbio.models import save_model
 
         folder = Path(folder)
-        labels = self.codec.classes if self.codec.task_type == "classification" else ["value"]
-        save_model(self.model, self.model_cfg, labels, folder)
+        labels = self.codec.classes if self.codec.task_type != "regression" else ["value"]
+        save_model(self.model, self.model_cfg, labels, folder, task=self.codec.task_type)
         meta = {"codec": self.codec.to_dict(), "data": to_dict(self.data_cfg)}
         (folder / "fedbio_task.json").write_text(json.dumps(meta, indent=1) + "\n")
         return folder

@@ -74,6 +74,91 @@ def regression_scores(y_true: np.ndarray, y_pred: np.ndarray,
     return out
 
 
+def bootstrap_interval(truth: np.ndarray, pred: np.ndarray, metric, n_boot: int = 1000,
+                       seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric(truth, pred)`` over resampled records."""
+    rng = np.random.default_rng(seed)
+    n = len(truth)
+    if n < 3:
+        return float("nan"), float("nan")
+    values = [metric(truth[idx], pred[idx]) for idx in rng.integers(0, n, size=(n_boot, n))]
+    values = np.array([v for v in values if np.isfinite(v)])
+    if not len(values):
+        return float("nan"), float("nan")
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def multitask_scores(y_std: np.ndarray, out_std: np.ndarray, tasks: list[str],
+                     mean, std, ci: bool = False) -> dict:
+    """Scores of a multi-task regression: per task in original units, plus their means.
+
+    ``y_std`` [N, T] holds each record's standardised target in its own task's column and NaN
+    elsewhere; ``out_std`` [N, T] the model's standardised outputs. Per task: ``rmse`` (original
+    units), ``pearson``, ``spearman``, ``n``, flattened as ``<task>.<metric>``; overall:
+    ``mse_std`` (mean squared error in training-sd units, averaged over tasks: the selection
+    metric, since units differ between tasks), mean ``pearson`` / ``spearman``, ``n``.
+    ``ci=True`` adds 95 % bootstrap intervals per task (``rmse_lo``/``rmse_hi``,
+    ``spearman_lo``/``spearman_hi``): test sets of a few dozen antibodies need them, and they
+    are scalars, so a site can report them.
+    """
+    y_std, out_std = np.asarray(y_std, float), np.asarray(out_std, float)
+    mean, std = np.asarray(mean, float), np.asarray(std, float)
+    out: dict = {}
+    per, mse = {}, []
+    for j, task in enumerate(tasks):
+        rows = ~np.isnan(y_std[:, j])
+        if not rows.any():
+            continue
+        truth = y_std[rows, j] * std[j] + mean[j]
+        pred = out_std[rows, j] * std[j] + mean[j]
+        per[task] = {"rmse": rmse(truth, pred), "pearson": pearson(truth, pred),
+                     "spearman": spearman(truth, pred), "n": int(rows.sum())}
+        if ci:
+            per[task]["rmse_lo"], per[task]["rmse_hi"] = bootstrap_interval(truth, pred, rmse)
+            per[task]["spearman_lo"], per[task]["spearman_hi"] = bootstrap_interval(truth, pred, spearman)
+        mse.append(float(np.mean((y_std[rows, j] - out_std[rows, j]) ** 2)))
+        for key, value in per[task].items():
+            out[f"{task}.{key}"] = value
+    out["mse_std"] = float(np.mean(mse)) if mse else float("nan")
+    for key in ("pearson", "spearman"):
+        values = [p[key] for p in per.values() if np.isfinite(p[key])]
+        out[key] = float(np.mean(values)) if values else float("nan")
+    out["n"] = int(sum(p["n"] for p in per.values()))
+    out["per_task"] = per
+    return out
+
+
+def combine_task_scores(rows: list[dict]) -> dict:
+    """Multi-task scores of several models (sites) merged: per task, the mean over the models
+    that were scored on that task; overall means as ``multitask_scores`` forms them."""
+    per: dict = {}
+    for row in rows:
+        for task, scores in row.get("per_task", {}).items():
+            per.setdefault(task, []).append(scores)
+    out: dict = {}
+    merged = {}
+    for task, group in per.items():
+        keys = [k for k in group[0] if k not in ("n", "models") and all(k in g for g in group)]
+        merged[task] = {k: float(np.mean([g[k] for g in group])) for k in keys}
+        merged[task]["n"] = int(group[0]["n"])
+        merged[task]["models"] = len(group)
+        for key, value in merged[task].items():
+            out[f"{task}.{key}"] = value
+    mse = [r["mse_std"] for r in rows if np.isfinite(r.get("mse_std", np.nan))]
+    out["mse_std"] = float(np.mean(mse)) if mse else float("nan")
+    for key in ("pearson", "spearman"):
+        values = [m[key] for m in merged.values() if np.isfinite(m[key])]
+        out[key] = float(np.mean(values)) if values else float("nan")
+    out["n"] = int(sum(m["n"] for m in merged.values()))
+    out["per_task"] = merged
+    return out
+
+
 def key_metric(task_type: str) -> tuple[str, int]:
     """The metric used for model selection and its direction (+1: higher is better)."""
-    return ("accuracy", 1) if task_type == "classification" else ("rmse", -1)
+    if task_type == "classification":
+        return "accuracy", 1
+    if task_type == "multitask":
+        return "mse_std", -1
+    return "rmse", -1

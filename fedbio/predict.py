@@ -2,8 +2,10 @@
 
     fedbio predict --model runs/central/model --fasta new_proteins.fasta --out preds.csv
 
-Writes ``id,predicted,<one probability column per class>`` (classification) or ``id,predicted``
-(regression, original units). Labels in the input are ignored; bad input fails as ``split`` does.
+Writes ``id,predicted,<one probability column per class>`` (classification), ``id,predicted``
+(regression, original units) or ``id,task,predicted,<one column per task>`` (multi-task
+regression, original units; ``predicted`` is the record's own task's value when the file has a
+``task`` column). Labels in the input are ignored; bad input fails as ``split`` does.
 """
 
 from __future__ import annotations
@@ -82,6 +84,14 @@ def write_predictions(out: str | Path, records, outputs, codec: LabelCodec,
                 mark = [rec.label] if truth else []
                 writer.writerow([rec.id, *mark, codec.classes[int(p.argmax())],
                                  *(f"{v:.6f}" for v in p)])
+        elif codec.task_type == "multitask":
+            # every task's prediction; ``predicted`` is the record's own task's, when it has one
+            values = codec.decode_values(outputs)
+            writer.writerow(["id", "task", *label, "predicted", *codec.classes])
+            for rec, v in zip(records, values, strict=True):
+                mark = [rec.label] if truth else []
+                own = f"{float(v[codec.classes.index(rec.task)]):.6g}" if rec.task in codec.classes else ""
+                writer.writerow([rec.id, rec.task or "", *mark, own, *(f"{float(x):.6g}" for x in v)])
         else:
             values = codec.decode_values(outputs)
             writer.writerow(["id", *label, "predicted"])

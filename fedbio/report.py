@@ -181,6 +181,8 @@ def write_report(run_dirs: list[str | Path], out: str | Path, n_boot: int = 1000
     from fedbio.paths import atomic_dir
 
     groups = collect(run_dirs)
+    if next(iter(groups.values()))[0][1]["task_type"] == "multitask":
+        return _write_task_report(groups, out)
     table = seed_table(groups, n_boot)
     seeds = {name: sorted(m["seed"] for _, m in runs) for name, runs in groups.items()}
     with atomic_dir(out, overwrite=True) as tmp:
@@ -210,6 +212,32 @@ def write_report(run_dirs: list[str | Path], out: str | Path, n_boot: int = 1000
         fig.savefig(tmp / "per_class.png", dpi=110, bbox_inches="tight")
         plt.close(fig)
     print(table.to_string())
+    return Path(out)
+
+
+def _write_task_report(groups: dict, out: str | Path) -> Path:
+    """The multi-task report: per-task RMSE (original units) and Spearman tables, a bar plot."""
+    import matplotlib.pyplot as plt
+
+    from fedbio.paths import atomic_dir
+    from fedbio.report_tasks import plot_task_scores, task_seed_table
+
+    seeds = {name: sorted(m["seed"] for _, m in runs) for name, runs in groups.items()}
+    tables = {metric: task_seed_table(groups, metric) for metric in ("rmse", "spearman")}
+    with atomic_dir(out, overwrite=True) as tmp:
+        lines = ["# Results", ""]
+        for metric, table in tables.items():
+            table.to_csv(tmp / f"results_{metric}.csv")
+            what = "RMSE (original units of each task)" if metric == "rmse" else "Spearman correlation"
+            lines += [f"Test {what}: mean ± sd over seeds [bootstrap 95 % interval over the test "
+                      "antibodies, first seed].", "",
+                      table.to_markdown() if _has_tabulate() else table.to_string(), ""]
+        lines += ["Seeds: " + "; ".join(f"{k}: {v}" for k, v in seeds.items()), ""]
+        (tmp / "results.md").write_text("\n".join(lines))
+        fig = plot_task_scores({name: runs[0][1] for name, runs in groups.items()})
+        fig.savefig(tmp / "tasks.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    print(tables["rmse"].to_string())
     return Path(out)
 
 

@@ -21,9 +21,10 @@ import numpy as np
 from fedbio.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from fedbio.errors import FedbioError
 from fedbio.manifest import manifest
+from fedbio.metrics import combine_task_scores
 from fedbio.paths import atomic_dir, shipped
 from fedbio.profiles import Profile, composition_train, resolve_profile
-from fedbio.tasks import TaskData, load_task, majority_rate
+from fedbio.tasks import TaskData, load_task, majority_rate, own_tests
 
 SCHEMA_VERSION = 1
 MODES = ("local", "central")
@@ -43,10 +44,19 @@ class RunConfig:
     profile_reason: str = ""
 
 
+ANTIBODY_MAX_LENGTH = 300  # VH + (G4S)3 + VL of every shipped antibody fits: no cropping
+
+
 def plan(task: str = "scl", mode: str = "central", profile: str | None = None, seed: int = 0,
          split: str | None = None, model: str | None = None, tuning: str | None = None,
-         epochs: float | None = None, weights_dir: str | None = None) -> RunConfig:
-    """Resolve the profile and the user's overrides into one ``RunConfig``."""
+         epochs: float | None = None, weights_dir: str | None = None, setup: str | None = None,
+         source: str | None = None) -> RunConfig:
+    """Resolve the profile and the user's overrides into one ``RunConfig``.
+
+    ``task="antibody"`` (multi-task regression on antibody developability) keeps whole
+    sequences (``max_length`` 300) and defaults to ``amplify-tiny``; ``setup`` and ``source``
+    choose how its tasks are spread over sites and which table they come from.
+    """
     prof: Profile = resolve_profile(profile, weights_dir)
     model_cfg, train_cfg = prof.model, prof.train
     if model:
@@ -59,6 +69,15 @@ def plan(task: str = "scl", mode: str = "central", profile: str | None = None, s
         model_cfg = replace(model_cfg, weights_dir=weights_dir)
     train_cfg = replace(train_cfg, seed=seed, epochs=epochs if epochs is not None else train_cfg.epochs)
     data_cfg = replace(prof.data, task=task, split=split)
+    if task == "antibody":
+        from fedbio.config import SETUPS
+
+        if setup is not None and setup not in SETUPS:
+            raise FedbioError(f"unknown --setup {setup!r}; choose {', '.join(SETUPS)}")
+        data_cfg = replace(data_cfg, max_length=max(data_cfg.max_length, ANTIBODY_MAX_LENGTH),
+                           setup=setup or data_cfg.setup, source=source or data_cfg.source)
+        if not model and not prof.model.is_composition and prof.name == "quick":
+            model_cfg = replace(model_cfg, name="amplify-tiny")
     return RunConfig(task, mode, seed, model_cfg, data_cfg, train_cfg, prof.name, prof.reason)
 
 
@@ -74,6 +93,12 @@ def default_split(folder: Path, seed: int) -> Path:
 def prepare_task(cfg: RunConfig, run_dir: Path) -> TaskData:
     if cfg.data.split:
         return load_task(cfg.data.split, cfg.task)
+    if cfg.task == "antibody":
+        from fedbio.antibody import make_antibody_split
+
+        split = make_antibody_split(run_dir / "split", setup=cfg.data.setup, source=cfg.data.source,
+                                    seed=cfg.seed)
+        return load_task(split, cfg.task)
     if cfg.task != "scl":
         raise FedbioError(f"--task {cfg.task} needs --split DIR (a folder in the split layout)")
     return load_task(default_split(run_dir / "split", cfg.seed), cfg.task)
@@ -95,7 +120,7 @@ def score_and_keep(learner, records, path: Path) -> dict:
     data = learner.inputs(records)
     outputs = learner.outputs(data)
     write_predictions(path, records, outputs, learner.codec, truth=True)
-    return scores_of(data.y.numpy(), outputs, learner.codec.task_type, learner.codec)
+    return scores_of(data.y.numpy(), outputs, learner.codec.task_type, learner.codec, ci=True)
 
 
 def cropped_counts(task: TaskData, data: DataConfig) -> dict:
@@ -128,8 +153,9 @@ def train_and_score(cfg: RunConfig, task: TaskData, run_dir: Path, progress: boo
         with SummaryWriter(str(run_dir / "tb" / name)) as writer:
             curves[name] = learner.fit(train, valid, cfg.train.epochs, writer=writer, tag=name)
         where = run_dir if cfg.mode == "central" else run_dir / name
+        test_recs = own_tests(task.test, train_recs) if cfg.mode != "central" else task.test
         scores = {"valid": learner.score(valid),
-                  "test": score_and_keep(learner, task.test, where / "test_predictions.csv")}
+                  "test": score_and_keep(learner, test_recs, where / "test_predictions.csv")}
         if task.test_hard:
             scores["test_hard"] = score_and_keep(learner, task.test_hard,
                                                  where / "test_hard_predictions.csv")
@@ -140,7 +166,8 @@ def train_and_score(cfg: RunConfig, task: TaskData, run_dir: Path, progress: boo
         test, hard = results["central"]["test"], results["central"].get("test_hard")
     else:
         per_site = results
-        test = _mean_scores([r["test"] for r in results.values()])
+        test = (combine_task_scores([r["test"] for r in results.values()]) if task.task_type == "multitask"
+                else _mean_scores([r["test"] for r in results.values()]))
         hard = _mean_scores([r["test_hard"] for r in results.values()]) if task.test_hard else None
     return {**metrics_head(cfg, task, cfg.mode), "per_site": per_site, "test": test,
             "test_hard": hard, "curves": curves}

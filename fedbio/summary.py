@@ -8,18 +8,25 @@ def _fmt(scores: dict | None, task_type: str) -> str:
         return "-"
     if task_type == "classification":
         return f"acc {100 * scores['accuracy']:5.1f} %  macro-F1 {scores['macro_f1']:.3f}"
+    if task_type == "multitask":
+        per = scores.get("per_task") or {}
+        tasks = ", ".join(f"{t} {v['rmse']:.3g}" for t, v in per.items())
+        return f"MSE (sd units) {scores['mse_std']:.3f}  Spearman {scores['spearman']:.3f}  RMSE: {tasks}"
     return f"RMSE {scores['rmse']:.3g}  Pearson {scores['pearson']:.3f}  Spearman {scores['spearman']:.3f}"
 
 
 def print_metrics(metrics: dict) -> None:
     """Per-site and delivered-model scores on the test set (and setHARD)."""
     kind = metrics["task_type"]
-    print(f"{'':10} {'# train':>8}  test")
+    print(f"{'':22} {'# train':>8}  test")
     for site, scores in metrics["per_site"].items():
-        print(f"{site:10} {metrics['n_train'].get(site, ''):>8}  {_fmt(scores.get('test'), kind)}")
+        print(f"{site:22} {metrics['n_train'].get(site, ''):>8}  {_fmt(scores.get('test'), kind)}")
     label = "mean" if metrics["mode"] == "local" else metrics["mode"]
-    print(f"{label:10} {'':>8}  {_fmt(metrics['test'], kind)}")
+    print(f"{label:22} {'':>8}  {_fmt(metrics['test'], kind)}")
     if metrics.get("test_hard"):
-        print(f"{'setHARD':10} {'':>8}  {_fmt(metrics['test_hard'], kind)}")
+        print(f"{'setHARD':22} {'':>8}  {_fmt(metrics['test_hard'], kind)}")
+    if kind == "multitask":
+        print("RMSE per task in original units (mean of the models scored on that task); "
+              "MSE in units of each task's training sd")
     if metrics.get("majority_rate") is not None:
         print(f"majority class rate on test: {100 * metrics['majority_rate']:.1f} %")

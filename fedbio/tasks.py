@@ -24,30 +24,59 @@ from fedbio.errors import FedbioError
 
 @dataclass
 class LabelCodec:
-    """Labels <-> model targets: class ids, or values standardised with training statistics."""
+    """Labels <-> model targets: class ids, or values standardised with training statistics.
+
+    ``multitask``: one output per task (``classes`` holds the task names); a record's target row
+    is NaN except in its own task's column, standardised with that task's training mean and sd
+    (``mean``/``std`` are then lists, one entry per task).
+    """
 
     task_type: str
     classes: list[str] | None = None
-    mean: float = 0.0
-    std: float = 1.0
+    mean: float | list = 0.0
+    std: float | list = 1.0
 
     def encode(self, records: list[Record]) -> torch.Tensor:
         if self.task_type == "classification":
             index = {c: i for i, c in enumerate(self.classes)}
             return torch.tensor([index[str(r.label)] for r in records], dtype=torch.long)
         values = np.array([float(r.label) for r in records], dtype=np.float32)
+        if self.task_type == "multitask":
+            column = {t: i for i, t in enumerate(self.classes)}
+            out = np.full((len(records), len(self.classes)), np.nan, np.float32)
+            mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+            for row, rec in enumerate(records):
+                j = column[rec.task]
+                out[row, j] = (values[row] - mean[j]) / std[j]
+            return torch.from_numpy(out)
         return torch.from_numpy((values - self.mean) / self.std).unsqueeze(1)
 
     def decode_values(self, outputs: np.ndarray) -> np.ndarray:
-        """Regression outputs back in original units."""
-        return np.asarray(outputs, float) * self.std + self.mean
+        """Regression outputs back in original units (per task column for ``multitask``)."""
+        return np.asarray(outputs, float) * np.asarray(self.std, float) + np.asarray(self.mean, float)
 
     @property
     def n_outputs(self) -> int:
-        return len(self.classes) if self.task_type == "classification" else 1
+        return len(self.classes) if self.task_type in ("classification", "multitask") else 1
+
+    @property
+    def targets(self) -> list[str] | None:
+        """Task names, one head each (``multitask`` only)."""
+        return list(self.classes) if self.task_type == "multitask" else None
 
     def to_dict(self) -> dict:
         return {"task_type": self.task_type, "classes": self.classes, "mean": self.mean, "std": self.std}
+
+
+def task_statistics(records: list[Record], tasks: list[str]) -> tuple[list[float], list[float]]:
+    """Per-task mean and sd of the labels of ``records`` (training rows only); 0 / 1 for a task
+    with no rows, sd 1 where all values are equal."""
+    means, sds = [], []
+    for t in tasks:
+        values = np.array([float(r.label) for r in records if r.task == t], float)
+        means.append(float(values.mean()) if len(values) else 0.0)
+        sds.append(float(values.std()) if len(values) > 1 and values.std() > 0 else 1.0)
+    return means, sds
 
 
 @dataclass
@@ -65,6 +94,9 @@ class TaskData:
         if self.task_type == "classification":
             return LabelCodec("classification", self.classes)
         pool = train_records or [r for s in self.sites.values() for r in s["train"]]
+        if self.task_type == "multitask":
+            mean, std = task_statistics(pool, self.classes)
+            return LabelCodec("multitask", self.classes, mean, std)
         values = np.array([float(r.label) for r in pool])
         return LabelCodec("regression", None, float(values.mean()), float(values.std() or 1.0))
 
@@ -72,12 +104,48 @@ class TaskData:
         return [r for s in self.sites.values() for r in s[part]]
 
 
+def own_tests(test: list, train: list) -> list:
+    """Multi-task data: the test records of the tasks ``train`` covers (a site's model has no
+    trained head for the others); single-task data: all of ``test``."""
+    tasks = {r.task for r in train}
+    return test if tasks == {None} else [r for r in test if r.task in tasks]
+
+
 def task_type_of(task: str) -> str:
     if task in ("scl", "classification"):
         return "classification"
     if task == "regression":
         return "regression"
-    raise FedbioError(f"unknown --task {task!r}; choose scl, classification or regression")
+    if task == "antibody":
+        return "multitask"
+    raise FedbioError(f"unknown --task {task!r}; choose scl, classification, regression or antibody")
+
+
+def read_tasks_json(split_dir: Path) -> dict:
+    """``tasks.json`` of a multi-task split: its task names and which site holds which."""
+    path = split_dir / "tasks.json"
+    if not path.is_file():
+        raise FedbioError(f"--split {split_dir} has no tasks.json (a multi-task split needs one)")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise FedbioError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(meta.get("tasks"), dict) or not meta["tasks"]:
+        raise FedbioError(f"{path}: needs a non-empty object 'tasks'")
+    return meta
+
+
+def _read(path: Path, task_type: str, classes: list[str] | None) -> list[Record]:
+    from fedbio.errors import DataError
+
+    kind = "class" if task_type == "classification" else "value"
+    records = read_records(path, kind=kind, classes=classes if kind == "class" else None)
+    if task_type == "multitask":
+        for rec in records:
+            if rec.task not in classes:
+                raise DataError(path, f"record {rec.id!r} has task {rec.task!r}, not one of the tasks "
+                                f"in tasks.json ({', '.join(classes)})", rec.line)
+    return records
 
 
 def _md5(path: Path) -> str:
@@ -88,7 +156,6 @@ def load_task(split_dir: str | Path, task: str = "scl") -> TaskData:
     """Read and validate a split folder."""
     split_dir = Path(split_dir)
     task_type = task_type_of(task)
-    kind = "class" if task_type == "classification" else "value"
     if not split_dir.is_dir():
         raise FedbioError(f"--split {split_dir} is not a folder")
     site_dirs = sorted((p for p in split_dir.glob("site-*") if p.is_dir()),
@@ -99,6 +166,8 @@ def load_task(split_dir: str | Path, task: str = "scl") -> TaskData:
     if not test_path.is_file():
         raise FedbioError(f"--split {split_dir} has no test.csv")
     classes = None
+    if task_type == "multitask":
+        classes = list(read_tasks_json(split_dir)["tasks"])
     classes_path = split_dir / "classes.json"
     if task_type == "classification" and classes_path.is_file():
         try:
@@ -114,13 +183,13 @@ def load_task(split_dir: str | Path, task: str = "scl") -> TaskData:
             path = site / f"{part}.csv"
             if not path.is_file():
                 raise FedbioError(f"{site} has no {part}.csv")
-            parts[part] = read_records(path, kind=kind, classes=classes)
+            parts[part] = _read(path, task_type, classes)
             checksums[f"{site.name}/{part}.csv"] = _md5(path)
         sites[site.name] = parts
-    test = read_records(test_path, kind=kind, classes=classes)
+    test = _read(test_path, task_type, classes)
     checksums["test.csv"] = _md5(test_path)
     hard_path = split_dir / "test_hard.csv"
-    test_hard = read_records(hard_path, kind=kind, classes=classes) if hard_path.is_file() else None
+    test_hard = _read(hard_path, task_type, classes) if hard_path.is_file() else None
     if test_hard is not None:
         checksums["test_hard.csv"] = _md5(hard_path)
     if task_type == "classification" and classes is None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from fedbio.batching import TensorData, TokenData, batches
 from fedbio.config import TrainConfig
-from fedbio.metrics import classification_scores, key_metric, regression_scores
+from fedbio.metrics import classification_scores, key_metric, multitask_scores, regression_scores
 
 
 def set_threads(tcfg: TrainConfig, concurrent: int = 1) -> int:
@@ -40,8 +40,19 @@ def _schedule(optimizer, total: int, warmup_frac: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def masked_mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the entries of ``y`` that are not NaN (multi-task targets: each
+    record has a value for its own task only); 0 when a batch has none."""
+    known = ~torch.isnan(y)
+    if not known.any():
+        return out.sum() * 0.0
+    return ((out[known] - y[known]) ** 2).mean()
+
+
 def loss_fn(task_type: str):
-    return nn.CrossEntropyLoss() if task_type == "classification" else nn.MSELoss()
+    if task_type == "classification":
+        return nn.CrossEntropyLoss()
+    return masked_mse if task_type == "multitask" else nn.MSELoss()
 
 
 @torch.no_grad()
@@ -61,15 +72,19 @@ def predict(module: nn.Module, data: TokenData | TensorData, batch_size: int = 6
     return out
 
 
-def score(module: nn.Module, data, task_type: str, codec=None, batch_size: int = 64) -> dict:
+def score(module: nn.Module, data, task_type: str, codec=None, batch_size: int = 64,
+          ci: bool = False) -> dict:
     """Metrics on a data set; regression is scored in original units via ``codec``."""
-    return scores_of(data.y.numpy(), predict(module, data, batch_size, task_type), task_type, codec)
+    return scores_of(data.y.numpy(), predict(module, data, batch_size, task_type), task_type, codec, ci)
 
 
-def scores_of(y: np.ndarray, out: np.ndarray, task_type: str, codec=None) -> dict:
-    """Metrics from targets and model outputs (as ``predict`` returns them)."""
+def scores_of(y: np.ndarray, out: np.ndarray, task_type: str, codec=None, ci: bool = False) -> dict:
+    """Metrics from targets and model outputs (as ``predict`` returns them); ``ci``: bootstrap
+    intervals where the task type has them (multi-task)."""
     if task_type == "classification":
         return classification_scores(y, out)
+    if task_type == "multitask":
+        return multitask_scores(y, out, codec.classes, codec.mean, codec.std, ci=ci)
     if codec is not None:
         y, out = codec.decode_values(y), codec.decode_values(out)
     return regression_scores(y, out)

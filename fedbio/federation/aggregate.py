@@ -76,11 +76,16 @@ class ServerOptimizer:
 
 
 def pooled_scaler(stats: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of the pooled features from per-site ``n``, ``sum``, ``sumsq`` (as central fits it)."""
-    n = float(sum(float(np.asarray(s["n"]).reshape(-1)[0]) for s in stats))
+    """Mean and std of the pooled values from per-site ``n``, ``sum``, ``sumsq`` (as central fits it).
+
+    ``n`` is one count (features) or one count per column (multi-task labels: each task has its
+    own rows); a column nobody holds gets mean 0, sd 1.
+    """
+    n = sum(np.asarray(s["n"], np.float64).reshape(-1) for s in stats)
+    n = n[0] if n.size == 1 else n
     total = sum(np.asarray(s["sum"], np.float64) for s in stats)
     sq = sum(np.asarray(s["sumsq"], np.float64) for s in stats)
-    mean = total / max(n, 1.0)
-    std = np.sqrt(np.maximum(sq / max(n, 1.0) - mean * mean, 0.0)) if n > 1 else np.zeros_like(mean)
+    mean = total / np.maximum(n, 1.0)
+    std = np.where(n > 1, np.sqrt(np.maximum(sq / np.maximum(n, 1.0) - mean * mean, 0.0)), 0.0)
     std = np.where(std > 1e-6, std, 1.0)
-    return mean.astype(np.float32), std.astype(np.float32)
+    return np.asarray(mean, np.float32), np.asarray(std, np.float32)

@@ -44,6 +44,7 @@ class FedConfig:
     min_clients: int = 0           # results a round needs to go on; 0 = every site
     task_timeout: int = 0          # seconds a round waits for a site before going on without it; 0 = forever
     heartbeat_timeout: int = 0     # seconds without a heartbeat before the server drops a site; 0 = NVFlare's
+    private_heads: bool | None = None  # task heads stay at their sites; None = yes for multi-task data
     sim_timeout: int = 0           # seconds the NVFlare simulator may run; 0 = $FEDBIO_SIM_TIMEOUT or no limit
     sim_retries: int = 1           # a simulator that ran out of time is started again this many times
     fail_sites: tuple[str, ...] = ()  # tests only: these sites raise during local training

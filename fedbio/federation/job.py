@@ -6,7 +6,7 @@
 One client per site, ``num_threads`` = number of sites (fewer would restart a worker per
 client-round), the workspace inside the run folder, and a log config that keeps the console at
 WARNING while every site's full log lands in ``RUN/nvflare/<job>/<site>/``. This module and
-``controller.py`` / ``client.py`` are the only places in fedbio that import NVFlare.
+``controller.py`` / ``client.py`` / ``filters.py`` are the only places in fedbio that import NVFlare.
 """
 
 from __future__ import annotations
@@ -18,30 +18,39 @@ from dataclasses import asdict
 from pathlib import Path
 
 from nvflare.job_config.api import FedJob
+from nvflare.job_config.defs import FilterType
 from nvflare.job_config.script_runner import ScriptRunner
 from nvflare.recipe import SimEnv
 from nvflare.recipe.spec import Recipe
 
 from fedbio.federation.config import FedConfig
 from fedbio.federation.controller import FedbioController
+from fedbio.federation.filters import KeepPrivate
 from fedbio.federation.logs import LOG_CONFIG
 from fedbio.federation.server import ServerSettings
 
 CLIENT_SCRIPT = Path(__file__).resolve().parent / "client.py"
 JOB_NAME = "fedbio"
 TASK_REQUEST_INTERVAL = 0.2  # seconds
+TASKS = ("stats", "train", "validate")  # what the controller asks of sites (see server.py)
 
 
 class FedbioRecipe(Recipe):
     """FedAvg / FedProx / FedOpt over trainable parameters only, with fedbio's client script."""
 
-    def __init__(self, settings: ServerSettings, fed: FedConfig, spec_path: str | Path):
+    def __init__(self, settings: ServerSettings, fed: FedConfig, spec_path: str | Path,
+                 private: tuple[str, ...] = ()):
         job = FedJob(name=JOB_NAME, min_clients=max(1, settings.min_clients))
         # Sites run the installed fedbio; NVFlare must not copy (shadow) its modules into the job.
         job.set_app_packages(["fedbio"])
         args = {**asdict(settings), "server_betas": list(settings.server_betas)}
         job.to_server(FedbioController(task_timeout=fed.task_timeout, **args))
         job.to_clients(ScriptRunner(script=str(CLIENT_SCRIPT), script_args=f"--config {spec_path}"))
+        # The site's last word on what leaves it: private names held back, every message audited.
+        audit_dir = Path(settings.run_dir) / "federation" / "audit"
+        # Task names listed: NVFlare 2.9 matches filter chains by exact task name ("*" matches none).
+        job.to_clients(KeepPrivate(list(private), str(audit_dir)), filter_type=FilterType.TASK_RESULT,
+                       tasks=list(TASKS))
         super().__init__(job)
         # Sites ask for their next task this often (NVFlare's default, 2 s, idles every round);
         # a site that stops sending heartbeats is dropped after heart_beat_timeout seconds.

@@ -15,6 +15,7 @@ import os
 import numpy as np
 import torch
 
+from fedbio.federation.privacy import audit, split_private
 from fedbio.federation.server import Reply, Server
 
 
@@ -22,8 +23,9 @@ def _numpy(state: dict) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in state.items()}
 
 
-def local_ask(sites: dict):
-    """An ``ask`` that calls each ``Site`` in turn, as ``client.py`` would."""
+def local_ask(sites: dict, audit_dir: str | None = None):
+    """An ``ask`` that calls each ``Site`` in turn, as ``client.py`` would; what a site sends
+    passes the same hold-back and audit as NVFlare's ``KeepPrivate`` filter applies."""
 
     def ask(task: str, params: dict, meta: dict, targets: list, rnd: int | None):
         received = {k: torch.as_tensor(v) for k, v in params.items()}
@@ -33,7 +35,10 @@ def local_ask(sites: dict):
             try:
                 if task == "train":
                     out, metrics, extra = site.train(received, meta, rnd, meta["rounds"])
-                    ok[name] = Reply(_numpy(out), metrics, {"NUM_STEPS_CURRENT_ROUND": site.n_train, **extra})
+                    out, dropped = split_private(_numpy(out), site.spec.get("private", ()))
+                    if audit_dir:
+                        audit(audit_dir, name, task, out, dropped)
+                    ok[name] = Reply(out, metrics, {"NUM_STEPS_CURRENT_ROUND": site.n_train, **extra})
                 elif task == "stats":
                     ok[name] = Reply(_numpy(site.statistics()))
                 else:
@@ -55,4 +60,5 @@ def simulate_in_loop(settings, spec_path: str, sites: list[str], threads: int | 
     if threads:
         torch.set_num_threads(threads)
     params = load_file(os.path.join(settings.run_dir, "federation", "initial.safetensors"))
-    return Server(settings, sites).run(local_ask(local), params)
+    audit_dir = os.path.join(settings.run_dir, "federation", "audit")
+    return Server(settings, sites).run(local_ask(local, audit_dir), params)

@@ -25,6 +25,7 @@ from pathlib import Path
 from fedbio.config import to_dict
 from fedbio.errors import FedbioError
 from fedbio.federation.config import ALGORITHMS, FedConfig
+from fedbio.federation.privacy import private_prefixes, split_private
 from fedbio.federation.server import ServerSettings
 from fedbio.manifest import manifest
 from fedbio.paths import atomic_dir
@@ -47,10 +48,11 @@ def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path) -> 
         "epochs_per_round": cfg.train.epochs / fed.rounds,
         "threads": cfg.train.threads or max(1, (os.cpu_count() or 1) // len(task.sites)),
         "fail_sites": list(fed.fail_sites),
+        "private": list(private_prefixes(fed.private_heads, task.task_type)),
     }
 
 
-def _initial_model(cfg: RunConfig, task: TaskData, run_dir: Path):
+def _initial_model(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path):
     """Build the model once here, write its trainable parameters as the first global model.
 
     Head mode: the common test sets are encoded here, once, into ``RUN/cache/common`` before
@@ -66,6 +68,11 @@ def _initial_model(cfg: RunConfig, task: TaskData, run_dir: Path):
     learner = Learner.build(cfg.model, cfg.data, cfg.train, task.codec(),
                             run_dir / "cache" / COMMON_CACHE, progress=False)
     params = {k: v.numpy() for k, v in trainable_state_dict(learner.model).items()}
+    private = private_prefixes(fed.private_heads, task.task_type)
+    if private and cfg.model.is_composition:
+        raise FedbioError("private heads need an encoder to share; the composition model is all head "
+                          "(use an ESM-2 or AMPLIFY model, or FedConfig(private_heads=False))")
+    params, _ = split_private(params, private)  # private parameters are never global
     path = run_dir / "federation" / "initial.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(params, str(path))
@@ -85,7 +92,10 @@ def server_settings(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Pat
         mu=fed.mu if fed.algorithm == "fedprox" else 0.0, server_optimizer=fed.server_optimizer,
         server_lr=fed.server_lr, server_momentum=fed.server_momentum, server_betas=tuple(fed.server_betas),
         server_eps=fed.server_eps, key_metric=metric, higher_is_better=sign > 0,
-        feature_stats=cfg.model.is_composition, label_stats=task.task_type == "regression")
+        feature_stats=cfg.model.is_composition,
+        # one scaler for labels that feed shared heads; private heads keep their site's own
+        label_stats=task.task_type == "regression" or (
+            task.task_type == "multitask" and not private_prefixes(fed.private_heads, task.task_type)))
 
 
 def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, progress: bool = True,
@@ -112,9 +122,13 @@ def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, prog
             print(f"federating {len(sites)} sites x {fed.rounds} rounds ({fed.algorithm}) in the NVFlare "
                   "simulator; complete site logs go to nvflare/ in the run folder", flush=True)
         try:
-            FedbioRecipe(settings, fed, spec).run(simulator(run_dir, sites, fed))
+            private = private_prefixes(fed.private_heads, task.task_type)
+            FedbioRecipe(settings, fed, spec, private).run(simulator(run_dir, sites, fed))
         except RuntimeError as err:
-            raise FedbioError(f"the NVFlare simulation failed: {err}") from None
+            from fedbio.federation.watch import log_tails
+
+            raise FedbioError(f"the NVFlare simulation failed: {err}\nLast log lines:\n"
+                              f"{log_tails(run_dir / 'nvflare')}") from None
         path = spec.parent / "server" / "history.json"
         if not path.is_file():
             raise FedbioError(f"the NVFlare simulation wrote no history; see {run_dir / 'nvflare'}")
@@ -148,6 +162,29 @@ def _deliver(learner, history: dict, task: TaskData, run_dir: Path) -> tuple[dic
     return test, hard
 
 
+def _site_test_scores(history: dict, part: str = "test") -> dict | None:
+    """Private heads: the common test set scored by each site's own model (global trunk + its
+    head, after the last round) on its own tasks, merged per task (``combine_task_scores``)."""
+    from fedbio.metrics import combine_task_scores
+
+    rows = []
+    prefix = f"local_{part}_"
+    for info in history["rounds"][-1]["sites"].values():
+        flat = {k[len(prefix):]: v for k, v in info.get("metrics", {}).items() if k.startswith(prefix)}
+        per: dict = {}
+        for key, value in flat.items():
+            if "." in key:
+                name, metric = key.rsplit(".", 1)
+                per.setdefault(name, {})[metric] = value
+        if per:
+            rows.append({"per_task": per, "mse_std": flat.get("mse_std", float("nan"))})
+    if not rows:
+        return None
+    out = combine_task_scores(rows)
+    out["scored_by"] = "each site, with its own model (global trunk + private head), on its own tasks"
+    return out
+
+
 def _save_model(learner, history: dict, run_dir: Path) -> None:
     import torch
     from safetensors.torch import load_file
@@ -159,7 +196,9 @@ def _save_model(learner, history: dict, run_dir: Path) -> None:
         learner.model.mean.copy_(torch.tensor(shared["feature_mean"]))
         learner.model.std.copy_(torch.tensor(shared["feature_std"]))
     if "label_mean" in shared:
-        learner.codec.mean, learner.codec.std = shared["label_mean"][0], shared["label_std"][0]
+        multi = learner.codec.task_type == "multitask"
+        learner.codec.mean = list(shared["label_mean"]) if multi else shared["label_mean"][0]
+        learner.codec.std = list(shared["label_std"]) if multi else shared["label_std"][0]
     load_trainable_state_dict(learner.model, load_file(str(run_dir / "federation" / "server" / "global.safetensors")))
     learner.save(run_dir / "model")
 
@@ -193,6 +232,7 @@ def _write_tensorboard(history: dict, run_dir: Path) -> None:
 def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: dict,
                       test: dict, test_hard: dict | None, engine: str = "nvflare") -> dict:
     """``metrics.json`` content from the server's history (same schema as ``fedbio.run``)."""
+    private = private_prefixes(fed.private_heads, task.task_type)
     last = history["rounds"][-1]
     per_site, failed_sites = {}, {}
     for site in history["sites"]:
@@ -235,7 +275,9 @@ def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: d
             "epochs_per_round": cfg.train.epochs / fed.rounds, "sites": history["sites"],
             "min_clients": history["needed"], "selected_round": history["selected_round"],
             "selection": "best sample-weighted mean over sites of the global model's validation score",
-            "test_scored_by": "the coordinator, on the common test sets (no site involved)",
+            "test_scored_by": ("each site's own model on its own tasks (heads are private)" if private
+                               else "the coordinator, on the common test sets (no site involved)"),
+            "private": list(private),
             "engine": engine,
             "exchanged": history["exchanged"],
             "shared_statistics": {"names": sorted(history.get("shared", {})),
@@ -271,9 +313,12 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         config = {**to_dict(cfg), "federation": to_dict(fed)}
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")
-        learner = _initial_model(cfg, task, tmp)
+        learner = _initial_model(cfg, fed, task, tmp)
         history = federate(cfg, fed, task, tmp, progress, engine)
-        test, hard = _deliver(learner, history, task, tmp)
+        if private_prefixes(fed.private_heads, task.task_type):  # no global head to score with
+            test, hard = _site_test_scores(history), _site_test_scores(history, "test_hard")
+        else:
+            test, hard = _deliver(learner, history, task, tmp)
         _write_tensorboard(history, tmp)
         metrics = federated_metrics(cfg, fed, task, history, test, hard, engine)
         metrics["wall_seconds"] = round(time.time() - start, 2)

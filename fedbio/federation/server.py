@@ -101,7 +101,8 @@ class Server:
         if not rows:
             return {}
         weights = np.array([m["valid_n"] for m in rows], float)
-        keys = [k for k in rows[0] if k.startswith("valid_") and k != "valid_n"]
+        keys = [k for k in rows[0] if k.startswith("valid_") and k != "valid_n"
+                and all(k in m for m in rows)]  # multi-task sites each report their own tasks
         out = {k[len("valid_"):]: float(np.dot(weights, [m.get(k, np.nan) for m in rows]) / weights.sum())
                for k in keys}
         out["n"] = int(weights.sum())

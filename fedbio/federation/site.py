@@ -18,7 +18,7 @@ from fedbio.config import DataConfig, ModelConfig, TrainConfig, from_dict
 from fedbio.data import read_records
 from fedbio.learner import Learner
 from fedbio.models.classifier import load_trainable_state_dict, trainable_state_dict
-from fedbio.tasks import LabelCodec
+from fedbio.tasks import LabelCodec, own_tests, task_statistics
 
 COMMON_CACHE = "common"  # RUN/cache/common: embeddings of the common (public) test sets
 
@@ -45,7 +45,14 @@ class Site:
         self.records["test"] = read_records(split / "test.csv", kind=kind, classes=classes)
         if (split / "test_hard.csv").is_file():
             self.records["test_hard"] = read_records(split / "test_hard.csv", kind=kind, classes=classes)
-        codec = LabelCodec(spec["task_type"], classes)
+        if spec["task_type"] == "multitask":
+            # labels standardised with this site's own training rows: its heads are its own
+            codec = LabelCodec("multitask", classes, *task_statistics(self.records["train"], classes))
+            for part in ("test", "test_hard"):  # scored on the tasks it trains a head for
+                if part in self.records:
+                    self.records[part] = own_tests(self.records[part], self.records["train"])
+        else:
+            codec = LabelCodec(spec["task_type"], classes)
         cache = Path(spec["run_dir"]) / "cache"
         # the site's own records stay in its own folder; the public common test sets are encoded
         # once, by the coordinator, into the shared one (see runner._initial_model)
@@ -92,6 +99,13 @@ class Site:
             y = torch.tensor([float(r.label) for r in self.records["train"]], dtype=torch.float64)
             out.update(label_n=torch.tensor([float(len(y))], dtype=torch.float64),
                        label_sum=y.sum(0, keepdim=True), label_sumsq=(y * y).sum(0, keepdim=True))
+        elif self.learner.codec.task_type == "multitask":  # per task: shared heads need one scale
+            tasks = self.learner.codec.classes
+            values = [torch.tensor([float(r.label) for r in self.records["train"] if r.task == t],
+                                   dtype=torch.float64) for t in tasks]
+            out.update(label_n=torch.tensor([float(len(v)) for v in values], dtype=torch.float64),
+                       label_sum=torch.stack([v.sum() for v in values]),
+                       label_sumsq=torch.stack([(v * v).sum() for v in values]))
         return out
 
     def _apply(self, params: dict, meta: dict) -> None:
@@ -100,10 +114,15 @@ class Site:
             with torch.no_grad():
                 self.learner.model.mean.copy_(torch.tensor(meta["feature_mean"]))
                 self.learner.model.std.copy_(torch.tensor(meta["feature_std"]))
-        if "label_mean" in meta and self.learner.codec.mean != meta["label_mean"][0]:
-            self.learner.codec.mean, self.learner.codec.std = meta["label_mean"][0], meta["label_std"][0]
-            for part, data in self.inputs.items():
-                data.y = self.learner.codec.encode(self.records[part])
+        codec = self.learner.codec
+        if "label_mean" in meta:
+            multi = codec.task_type == "multitask"
+            mean = list(meta["label_mean"]) if multi else meta["label_mean"][0]
+            std = list(meta["label_std"]) if multi else meta["label_std"][0]
+            if codec.mean != mean or codec.std != std:
+                codec.mean, codec.std = mean, std
+                for part, data in self.inputs.items():
+                    data.y = codec.encode(self.records[part])
         load_trainable_state_dict(self.learner.model, params)
 
     # -- tasks ------------------------------------------------------------------------------------
@@ -128,7 +147,10 @@ class Site:
         if rnd == rounds:  # the site's own model after the last round, scored where it lives
             for part in ("valid", "test", "test_hard"):
                 if part in self.records:
-                    metrics.update(scalars(self.learner.score(self.data(part)), f"local_{part}_"))
+                    scores = self.learner.score(self.data(part), ci=part != "valid")
+                    metrics.update(scalars(scores, f"local_{part}_"))
+            if self.spec.get("private"):  # its private head makes it the site's model: kept here
+                self.learner.save(Path(self.spec["run_dir"]) / "sites" / self.name / "model")
         return trainable_state_dict(self.learner.model), metrics, {"curve": curve}
 
     def evaluate(self, params: dict, meta: dict) -> dict[str, float]:

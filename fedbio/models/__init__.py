@@ -1,9 +1,13 @@
-"""Models: ESM-2 encoders, heads, the composition baseline, and saving/loading them.
+"""Models: ESM-2 and AMPLIFY encoders, heads, the composition baseline, and saving/loading them.
 
-- ``presets``      named ESM-2 shapes (``PRESETS``) and their ``EsmConfig``
-- ``tokenizer``    the shipped 33-token vocabulary, ``load_tokenizer`` and a fast ``encode``
+- ``presets``      named shapes (``PRESETS``: esm2-*, amplify-*) and their configs
+                   (``encoder_config``, ``esm_config``, ``amplify_config``)
+- ``tokenizer``    the shipped 33-token ESM vocabulary, ``load_tokenizer`` and a fast ``encode``
+- ``amplify``      AMPLIFY in plain PyTorch: ``AmplifyConfig``, ``Amplify``, ``AmplifyTokenizer``
+                   (27 tokens), the published folder layout (``save_amplify``,
+                   ``amplify_from_folder``)
 - ``weights``      finding pretrained weights offline, ``download_weights`` when online
-- ``backbone``     ``Backbone`` (the encoder) and ``load_backbone``
+- ``backbone``     ``Backbone`` (the encoder, either family) and ``load_backbone``
 - ``heads``        ``residue_mask``, ``mean_pool``, ``MLPHead``
 - ``composition``  420 composition features and a linear model on them
 - ``classifier``   ``build_model`` and the parameters federated sites exchange
@@ -13,6 +17,13 @@ Plain PyTorch: nothing here imports NVFlare, and transformers/peft are imported 
 encoder is actually built.
 """
 
+from fedbio.models.amplify import (
+    Amplify,
+    AmplifyConfig,
+    AmplifyTokenizer,
+    amplify_from_folder,
+    save_amplify,
+)
 from fedbio.models.backbone import Backbone, load_backbone
 from fedbio.models.classifier import (
     SequenceModel,
@@ -22,23 +33,36 @@ from fedbio.models.classifier import (
 )
 from fedbio.models.composition import CompositionModel, composition_features
 from fedbio.models.heads import MLPHead, mean_pool, residue_mask
-from fedbio.models.presets import PRESETS, ModelPreset, esm_config, get_preset
+from fedbio.models.presets import (
+    PRESETS,
+    ModelPreset,
+    amplify_config,
+    encoder_config,
+    esm_config,
+    get_preset,
+)
 from fedbio.models.saving import load_model, save_model
 from fedbio.models.tokenizer import encode, load_tokenizer
 from fedbio.models.weights import WeightsNotFound, download_weights, find_local_weights
 
 __all__ = [
     "PRESETS",
+    "Amplify",
+    "AmplifyConfig",
+    "AmplifyTokenizer",
     "Backbone",
     "CompositionModel",
     "MLPHead",
     "ModelPreset",
     "SequenceModel",
     "WeightsNotFound",
+    "amplify_config",
+    "amplify_from_folder",
     "build_model",
     "composition_features",
     "download_weights",
     "encode",
+    "encoder_config",
     "esm_config",
     "find_local_weights",
     "get_preset",
@@ -48,6 +72,7 @@ __all__ = [
     "load_trainable_state_dict",
     "mean_pool",
     "residue_mask",
+    "save_amplify",
     "save_model",
     "trainable_state_dict",
 ]

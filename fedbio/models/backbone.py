@@ -1,9 +1,13 @@
-"""The ESM-2 encoder (``Backbone``) and ``load_backbone``, which finds or builds one.
+"""The encoder (``Backbone``) and ``load_backbone``, which finds or builds one.
 
-``load_backbone`` accepts a preset name (``esm2-tiny`` is random init; ``esm2-8m`` and larger load
-pretrained weights, see ``fedbio.models.weights``) or a folder saved with ``save_pretrained`` of
-an ``EsmModel``, ``EsmForMaskedLM`` or ``EsmForSequenceClassification``. transformers is imported
-inside functions: ``import fedbio.models`` stays cheap for processes that never build an encoder.
+Two families sit behind one interface: ESM-2 (a ``transformers.EsmModel``) and AMPLIFY (the plain
+PyTorch ``fedbio.models.amplify.Amplify``). ``load_backbone`` accepts a preset name (``esm2-tiny``
+and ``amplify-tiny`` are random init; the others load pretrained weights, see
+``fedbio.models.weights``) or a folder: one saved with ``save_pretrained`` of an ``EsmModel``,
+``EsmForMaskedLM`` or ``EsmForSequenceClassification``, or one in AMPLIFY's published layout
+(``config.json`` with ``model_type`` "AMPLIFY" and ``model.safetensors``). transformers is
+imported inside functions: ``import fedbio.models`` stays cheap for processes that never build an
+ESM encoder.
 """
 
 from __future__ import annotations
@@ -17,38 +21,84 @@ import torch
 from torch import nn
 
 from fedbio.errors import FedbioError
-from fedbio.models.presets import PRESETS, esm_config
+from fedbio.models.amplify import LORA_TARGETS as AMPLIFY_LORA_TARGETS
+from fedbio.models.amplify import MODEL_TYPE as AMPLIFY_MODEL_TYPE
+from fedbio.models.amplify import (
+    Amplify,
+    AmplifyConfig,
+    AmplifyTokenizer,
+    amplify_from_folder,
+    random_amplify,
+)
+from fedbio.models.presets import PRESETS, amplify_config, esm_config
 from fedbio.models.tokenizer import load_tokenizer
 from fedbio.models.weights import has_weights, resolve_weights
 
 if TYPE_CHECKING:
     from transformers import EsmConfig, EsmTokenizer
 
+ESM_LORA_TARGETS = ["query", "key", "value"]
+# config.json model_type -> family
+FAMILIES = {"esm": "esm2", AMPLIFY_MODEL_TYPE: "amplify"}
+
 
 class Backbone(nn.Module):
-    """An ``EsmModel`` without pooler; ``forward`` gives the final hidden states [B, L, H]."""
+    """An encoder; ``forward`` gives the final hidden states [B, L, H].
 
-    def __init__(self, esm: nn.Module, name: str):
+    Wraps an ``EsmModel`` without pooler (``family`` "esm2", held as ``.esm``) or an ``Amplify``
+    (``family`` "amplify", held as ``.amplify``); ``.model`` is whichever it is. The attribute is
+    named after the family so parameter names read ``backbone.esm.*`` / ``backbone.amplify.*``.
+    ``lora_targets`` names the attention projections LoRA adapts; ``unused_modules`` are the parts
+    no sequence task sends a gradient to (ESM's contact head, AMPLIFY's final norm and decoder),
+    kept frozen.
+    """
+
+    def __init__(self, model: nn.Module, name: str):
         super().__init__()
-        self.esm = esm
+        if isinstance(model, Amplify):
+            self.family = "amplify"
+            self.amplify = model
+            self.lora_targets = list(AMPLIFY_LORA_TARGETS)
+        else:
+            self.family = "esm2"
+            self.esm = model
+            self.lora_targets = list(ESM_LORA_TARGETS)
         self.name = name
-        self.hidden_size = int(esm.config.hidden_size)
-        self.pad_token_id = int(esm.config.pad_token_id)
-        # The contact head never sees a gradient from sequence tasks; trainable, it would break
+        self.hidden_size = int(model.config.hidden_size)
+        self.pad_token_id = int(model.config.pad_token_id)
+        # Parts that never see a gradient from sequence tasks; trainable, they would break
         # optimisers and privacy engines that expect a gradient for every trainable parameter.
-        contact = getattr(esm, "contact_head", None)
-        if contact is not None:
-            contact.requires_grad_(False)
+        self.freeze_unused()
 
     @property
-    def config(self) -> EsmConfig:
-        """The encoder's ``transformers.EsmConfig``."""
-        return self.esm.config
+    def model(self) -> nn.Module:
+        """The wrapped encoder (``EsmModel`` or ``Amplify``)."""
+        return self.amplify if self.family == "amplify" else self.esm
+
+    @property
+    def config(self) -> EsmConfig | AmplifyConfig:
+        """The encoder's config (``transformers.EsmConfig`` or ``AmplifyConfig``; both have
+        ``to_dict()``)."""
+        return self.model.config
+
+    def unused_modules(self) -> list[nn.Module]:
+        """Submodules that ``forward`` never uses."""
+        if self.family == "amplify":
+            return self.amplify.unused_modules()
+        contact = getattr(self.esm, "contact_head", None)
+        return [] if contact is None else [contact]
+
+    def freeze_unused(self) -> None:
+        """``requires_grad_(False)`` on ``unused_modules``."""
+        for module in self.unused_modules():
+            module.requires_grad_(False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Final hidden states ``last_hidden_state`` [batch, length, hidden]."""
+        """Final hidden states [batch, length, hidden] (ESM: ``last_hidden_state``)."""
         if attention_mask is None:
             attention_mask = (input_ids != self.pad_token_id).long()
+        if self.family == "amplify":
+            return self.amplify(input_ids, attention_mask)
         return self.esm(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
@@ -77,11 +127,13 @@ def _float32_kwargs() -> dict[str, Any]:
     return {"dtype": torch.float32} if major >= 5 else {"torch_dtype": torch.float32}
 
 
-def random_backbone(config: EsmConfig, name: str, seed: int = 0) -> Backbone:
+def random_backbone(config: EsmConfig | AmplifyConfig, name: str, seed: int = 0) -> Backbone:
     """A randomly initialised encoder of ``config``'s shape; same seed, same weights.
 
     The global torch RNG is left as it was.
     """
+    if isinstance(config, AmplifyConfig):
+        return Backbone(random_amplify(config, seed), name)
     from transformers import EsmModel
 
     with torch.random.fork_rng(devices=[]):
@@ -91,12 +143,29 @@ def random_backbone(config: EsmConfig, name: str, seed: int = 0) -> Backbone:
     return Backbone(esm.float(), name)
 
 
+def random_backbone_from_dict(config: dict, name: str, seed: int = 0) -> tuple[Any, Backbone]:
+    """Tokenizer and random encoder of a saved config dict (``Backbone.config.to_dict()``);
+    its ``model_type`` says the family."""
+    if config.get("model_type") == AMPLIFY_MODEL_TYPE:
+        return AmplifyTokenizer(), random_backbone(AmplifyConfig.from_dict(config), name, seed)
+    from transformers import EsmConfig
+
+    return load_tokenizer(), random_backbone(EsmConfig.from_dict(config), name, seed)
+
+
+def tokenizer_for(family: str, vocab_file: str | Path | None = None) -> Any:
+    """The tokenizer of ``family`` ("esm2" or "amplify") from ``vocab_file`` (default: shipped)."""
+    return AmplifyTokenizer(vocab_file) if family == "amplify" else load_tokenizer(vocab_file)
+
+
 def backbone_from_folder(folder: str | Path, name: str | None = None) -> Backbone:
-    """The encoder weights of a Hugging Face ESM checkpoint folder (any ESM head is dropped)."""
+    """The encoder weights of a checkpoint folder: Hugging Face ESM (any ESM head is dropped)
+    or AMPLIFY's published layout (its decoder is kept, frozen, so the folder round-trips)."""
+    folder = Path(folder)
+    if _folder_family(folder)[0] == "amplify":
+        return Backbone(amplify_from_folder(folder), name or folder.name)
     from transformers import EsmModel
 
-    folder = Path(folder)
-    _check_esm_folder(folder)
     try:
         with _quiet_transformers():
             esm = EsmModel.from_pretrained(
@@ -108,21 +177,29 @@ def backbone_from_folder(folder: str | Path, name: str | None = None) -> Backbon
     return Backbone(esm, name or folder.name)
 
 
-def _check_esm_folder(folder: Path) -> dict:
+def _folder_family(folder: Path) -> tuple[str, dict]:
+    """The family ("esm2" or "amplify") and config.json of a checkpoint folder."""
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise FedbioError(f"{folder} has no config.json; save the model with save_pretrained")
-    config = json.loads(config_file.read_text())
-    if config.get("model_type") != "esm":
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as err:
+        raise FedbioError(f"{config_file}: cannot read it as JSON ({err})") from None
+    family = FAMILIES.get(config.get("model_type")) if isinstance(config, dict) else None
+    if family is None:
+        model_type = config.get("model_type") if isinstance(config, dict) else None
         raise FedbioError(
-            f"{folder} holds a {config.get('model_type')!r} model; fedbio loads ESM models only"
+            f"{config_file}: model_type {model_type!r}; fedbio loads ESM ('esm') and AMPLIFY "
+            f"('{AMPLIFY_MODEL_TYPE}') models only"
         )
-    return config
+    return family, config
 
 
-def _folder_tokenizer(folder: Path) -> EsmTokenizer:
+def _folder_tokenizer(folder: Path, family: str = "esm2") -> Any:
+    """The folder's own ``vocab.txt`` if it has one, else the family's shipped vocabulary."""
     vocab = folder / "vocab.txt"
-    return load_tokenizer(vocab if vocab.is_file() else None)
+    return tokenizer_for(family, vocab if vocab.is_file() else None)
 
 
 def load_backbone(
@@ -131,32 +208,42 @@ def load_backbone(
     weights_dir: str | None = None,
     seed: int = 0,
     random_init: bool = False,
-) -> tuple[EsmTokenizer, Backbone]:
+) -> tuple[EsmTokenizer | AmplifyTokenizer, Backbone]:
     """The tokenizer and encoder named by a preset or a checkpoint folder.
 
-    ``esm2-tiny``, and any preset with ``random_init=True``, is built from ``seed``. Pretrained
-    presets are searched in ``weights_dir``, ``$FEDBIO_WEIGHTS``, the Hugging Face cache, then
-    the hub; failing all, ``WeightsNotFound`` says how to get them. A folder is loaded with
-    ``EsmModel.from_pretrained`` (with ``random_init``, only its shape is used).
+    ``esm2-tiny`` and ``amplify-tiny``, and any preset with ``random_init=True``, are built from
+    ``seed``. Pretrained presets are searched in ``weights_dir``, ``$FEDBIO_WEIGHTS``, the Hugging
+    Face cache, then the hub; failing all, ``WeightsNotFound`` says how to get them. A folder's
+    ``config.json`` says its family: ESM folders are loaded with ``EsmModel.from_pretrained``,
+    AMPLIFY folders with ``amplify_from_folder`` (with ``random_init``, only the shape is used).
+    The tokenizer is an ``EsmTokenizer`` or an ``AmplifyTokenizer``.
     """
     name = str(name_or_path)
     if name in PRESETS:
         preset = PRESETS[name]
         if random_init or not preset.pretrained:
+            if preset.family == "amplify":
+                return AmplifyTokenizer(), random_backbone(amplify_config(preset), name, seed)
             return load_tokenizer(), random_backbone(esm_config(preset), name, seed)
         folder = resolve_weights(name, weights_dir)
-        return _folder_tokenizer(folder), backbone_from_folder(folder, name)
+        family = _folder_family(folder)[0]
+        if family != preset.family:
+            raise FedbioError(f"{folder} holds an {family} model, not {name}'s {preset.family}")
+        return _folder_tokenizer(folder, family), backbone_from_folder(folder, name)
 
     folder = Path(name).expanduser()
     if folder.is_dir():
-        config = _check_esm_folder(folder)
-        tokenizer = _folder_tokenizer(folder)
+        family, config = _folder_family(folder)
+        tokenizer = _folder_tokenizer(folder, family)
         if len(tokenizer) != config.get("vocab_size"):
             raise FedbioError(
                 f"{folder}: tokenizer has {len(tokenizer)} tokens but the model expects "
                 f"{config.get('vocab_size')}"
             )
         if random_init:
+            if family == "amplify":
+                arch = AmplifyConfig.from_dict(config, source=folder / "config.json")
+                return tokenizer, random_backbone(arch, name, seed)
             from transformers import EsmConfig
 
             return tokenizer, random_backbone(EsmConfig.from_pretrained(str(folder)), name, seed)

@@ -1,8 +1,9 @@
-"""The sequence model fedbio trains: ESM-2 encoder -> mean over residues -> MLP head.
+"""The sequence model fedbio trains: encoder (ESM-2 or AMPLIFY) -> mean over residues -> MLP head.
 
 ``build_model(cfg, n_outputs)`` turns a ``ModelConfig`` into a model (or the composition
-baseline). Tuning modes: ``head`` freezes the encoder, ``lora`` adds LoRA adapters to
-query/key/value and freezes the rest of the encoder, ``full`` trains everything.
+baseline). Tuning modes: ``head`` freezes the encoder, ``lora`` adds LoRA adapters to the
+attention's query/key/value projections and freezes the rest of the encoder, ``full`` trains
+everything the encoder's forward uses.
 ``trainable_state_dict`` / ``load_trainable_state_dict`` move exactly the learnable parameters,
 under names that are the same in every process built from the same config: what sites exchange.
 """
@@ -16,35 +17,35 @@ from torch import nn
 
 from fedbio.config import TUNING_MODES, ModelConfig
 from fedbio.errors import FedbioError
-from fedbio.models.backbone import load_backbone, random_backbone
+from fedbio.models.backbone import load_backbone, random_backbone_from_dict
 from fedbio.models.composition import CompositionModel
-from fedbio.models.heads import MLPHead, mean_pool, residue_mask
-from fedbio.models.tokenizer import load_tokenizer
+from fedbio.models.heads import MLPHead, MultiTaskHead, mean_pool, residue_mask
 
 if TYPE_CHECKING:
     from transformers import EsmTokenizer
-
-LORA_TARGETS = ["query", "key", "value"]
 
 
 class SequenceModel(nn.Module):
     """Encoder + mean pooling over residue tokens + ``MLPHead``.
 
     Every constructor argument is plain data and kept as a same-named attribute, so the model can
-    be rebuilt from them (job exporters do exactly that). ``esm_config`` (an ``EsmConfig`` dict)
-    builds a random encoder of that shape instead of loading ``name``: used by ``load_model``,
-    which then loads the saved tensors.
+    be rebuilt from them (job exporters do exactly that). ``encoder_config`` (the encoder's
+    ``config.to_dict()``, ESM-2 or AMPLIFY; ``esm_config`` is the older ESM-only name) builds a
+    random encoder of that shape instead of loading ``name``: used by ``load_model``, which then
+    loads the saved tensors.
     """
 
     @classmethod
     def from_config(cls, cfg, n_outputs: int, seed: int = 0,
-                    esm_config: dict | None = None) -> SequenceModel:
-        """Build from a ``ModelConfig`` (``esm_config``: rebuild a saved architecture, no weights)."""
+                    esm_config: dict | None = None, targets: list[str] | None = None,
+                    encoder_config: dict | None = None) -> SequenceModel:
+        """Build from a ``ModelConfig`` (``encoder_config``, or the older ``esm_config``: rebuild
+        a saved architecture, no weights)."""
         return cls(name=cfg.name, n_outputs=n_outputs, tuning=cfg.tuning,
                    head_hidden=cfg.head_hidden, dropout=cfg.dropout, lora_r=cfg.lora_r,
                    lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                   weights_dir=None if esm_config else cfg.weights_dir, seed=seed,
-                   esm_config=esm_config)
+                   weights_dir=None if (esm_config or encoder_config) else cfg.weights_dir,
+                   seed=seed, esm_config=esm_config, targets=targets, encoder_config=encoder_config)
 
     def __init__(
         self,
@@ -59,6 +60,8 @@ class SequenceModel(nn.Module):
         weights_dir: str | None = None,
         seed: int = 0,
         esm_config: dict | None = None,
+        targets: list[str] | None = None,
+        encoder_config: dict | None = None,
     ):
         super().__init__()
         if tuning not in TUNING_MODES:
@@ -74,18 +77,23 @@ class SequenceModel(nn.Module):
         self.weights_dir = weights_dir
         self.seed = seed
         self.esm_config = esm_config
+        self.targets = list(targets) if targets else None  # multi-task: one head per task name
+        if self.targets:
+            n_outputs = self.n_outputs = len(self.targets)
 
-        if esm_config is not None:
-            from transformers import EsmConfig
-
-            self.tokenizer = load_tokenizer()
-            self.backbone = random_backbone(EsmConfig.from_dict(esm_config), name, seed)
+        # encoder_config: any family's config dict (its model_type says which); esm_config: the
+        # older ESM-only name for the same thing.
+        self.encoder_config = encoder_config
+        arch = encoder_config if encoder_config is not None else esm_config
+        if arch is not None:
+            self.tokenizer, self.backbone = random_backbone_from_dict(arch, name, seed)
         else:
             self.tokenizer, self.backbone = load_backbone(name, weights_dir=weights_dir, seed=seed)
         # Head and adapters drawn from their own seeded stream: every site starts identical.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
-            self.head = MLPHead(self.backbone.hidden_size, n_outputs, head_hidden, dropout)
+            self.head = (MultiTaskHead(self.backbone.hidden_size, targets, head_hidden, dropout) if targets
+                         else MLPHead(self.backbone.hidden_size, n_outputs, head_hidden, dropout))
             if tuning == "lora":
                 self._add_lora()
         self._set_trainable()
@@ -97,11 +105,11 @@ class SequenceModel(nn.Module):
             r=self.lora_r,
             lora_alpha=self.lora_alpha,
             lora_dropout=self.lora_dropout,
-            target_modules=LORA_TARGETS,
+            target_modules=self.backbone.lora_targets,  # ESM: query/key/value; AMPLIFY: q/k/v
             bias="none",
         )
         # Injected in place (no PeftModel wrapper), so parameter names stay short and stable.
-        inject_adapter_in_model(config, self.backbone.esm)
+        inject_adapter_in_model(config, self.backbone.model)
 
     def _set_trainable(self) -> None:
         for pname, param in self.backbone.named_parameters():
@@ -111,9 +119,7 @@ class SequenceModel(nn.Module):
                 param.requires_grad_("lora_" in pname)
             else:
                 param.requires_grad_(False)
-        contact = getattr(self.backbone.esm, "contact_head", None)
-        if contact is not None:
-            contact.requires_grad_(False)
+        self.backbone.freeze_unused()  # ESM's contact head, AMPLIFY's final norm and decoder
         self.head.requires_grad_(True)
 
     def train(self, mode: bool = True) -> SequenceModel:
@@ -138,9 +144,12 @@ class SequenceModel(nn.Module):
 
 
 def build_model(
-    cfg: ModelConfig, n_outputs: int, seed: int = 0
+    cfg: ModelConfig, n_outputs: int, seed: int = 0, targets: list[str] | None = None
 ) -> tuple[EsmTokenizer | None, nn.Module]:
-    """The tokenizer and model a ``ModelConfig`` describes; the tokenizer is None for composition."""
+    """The tokenizer and model a ``ModelConfig`` describes; the tokenizer is None for composition.
+
+    ``targets`` (task names) gives a multi-task model: one head per task, ``head.heads.<task>``.
+    """
     if cfg.is_composition:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
@@ -149,7 +158,7 @@ def build_model(
         raise FedbioError(
             f"model backend {cfg.backend!r} is not available in this environment; use backend 'hf'"
         )
-    model = SequenceModel.from_config(cfg, n_outputs, seed=seed)
+    model = SequenceModel.from_config(cfg, n_outputs, seed=seed, targets=targets)
     return model.tokenizer, model
 
 

@@ -61,3 +61,27 @@ class MLPHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, in_dim] -> [batch, n_out]."""
         return self.net(x)
+
+
+class MultiTaskHead(nn.Module):
+    """One ``MLPHead`` with a single output per task: [batch, in_dim] -> [batch, n_tasks].
+
+    Parameters are named ``heads.<task>.net...``, so a federation can keep any task's head (or
+    all of them) at its site by name. Output column ``j`` is task ``tasks[j]``.
+    """
+
+    def __init__(self, in_dim: int, tasks: list[str], hidden: int = 256, dropout: float = 0.1):
+        super().__init__()
+        bad = [t for t in tasks if not t or "." in t]
+        if bad or len(set(tasks)) != len(tasks):
+            raise ValueError(f"task names must be unique, non-empty and without dots: {tasks}")
+        self.in_dim = in_dim
+        self.tasks = list(tasks)
+        self.n_out = len(tasks)
+        self.hidden = hidden
+        self.dropout = dropout
+        self.heads = nn.ModuleDict({t: MLPHead(in_dim, 1, hidden, dropout) for t in tasks})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, in_dim] -> [batch, n_tasks]."""
+        return torch.cat([self.heads[t](x) for t in self.tasks], dim=-1)

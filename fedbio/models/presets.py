@@ -1,8 +1,10 @@
-"""The named ESM-2 shapes fedbio knows (``PRESETS``) and the ``EsmConfig`` for each.
+"""The named encoder shapes fedbio knows (``PRESETS``) and the config for each.
 
-``esm2-tiny`` is a random-init model small enough to train on two CPU cores; the others are
-Meta's published ESM-2 checkpoints (the ones BioNeMo's ESM-2nv converts). ``esm_config`` gives the
-architecture of any preset, so a random model of a real shape can be built for benchmarks.
+Two families: ``esm2`` (``esm2-tiny``, random init, small enough to train on two CPU cores, and
+Meta's published ESM-2 checkpoints, the ones BioNeMo's ESM-2nv converts) and ``amplify``
+(``amplify-tiny``, random init, and chandar-lab's AMPLIFY 120M / 350M). ``encoder_config`` gives
+the architecture of any preset (``esm_config`` / ``amplify_config`` per family), so a random
+model of a real shape can be built for benchmarks.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from fedbio.errors import FedbioError
 if TYPE_CHECKING:
     from transformers import EsmConfig
 
+    from fedbio.models.amplify import AmplifyConfig
+
 # Vocabulary facts shared by every ESM-2 checkpoint (see esm_vocab.txt).
 VOCAB_SIZE = 33
 CLS_ID, PAD_ID, EOS_ID, UNK_ID, MASK_ID = 0, 1, 2, 3, 32
@@ -22,7 +26,11 @@ CLS_ID, PAD_ID, EOS_ID, UNK_ID, MASK_ID = 0, 1, 2, 3, 32
 
 @dataclass(frozen=True)
 class ModelPreset:
-    """One ESM-2 shape; ``hf_id`` is None for shapes that only exist as random init."""
+    """One encoder shape; ``hf_id`` is None for shapes that only exist as random init.
+
+    ``family`` is "esm2" or "amplify"; ``ffn_size`` is the config's ``intermediate_size``
+    (for AMPLIFY, SwiGLU then uses 2/3 of it, rounded up to a multiple of 8).
+    """
 
     name: str
     family: str = "esm2"
@@ -38,6 +46,10 @@ def _esm2(name: str, hf_id: str, layers: int, hidden: int, heads: int) -> ModelP
     return ModelPreset(name, "esm2", hf_id, layers, hidden, heads, 4 * hidden, pretrained=True)
 
 
+def _amplify(name: str, hf_id: str, layers: int, hidden: int, heads: int) -> ModelPreset:
+    return ModelPreset(name, "amplify", hf_id, layers, hidden, heads, 4 * hidden, pretrained=True)
+
+
 PRESETS: dict[str, ModelPreset] = {
     p.name: p
     for p in (
@@ -47,6 +59,9 @@ PRESETS: dict[str, ModelPreset] = {
         _esm2("esm2-150m", "facebook/esm2_t30_150M_UR50D", 30, 640, 20),
         _esm2("esm2-650m", "facebook/esm2_t33_650M_UR50D", 33, 1280, 20),
         _esm2("esm2-3b", "facebook/esm2_t36_3B_UR50D", 36, 2560, 40),
+        ModelPreset("amplify-tiny", "amplify", None, 4, 128, 4, 512, pretrained=False),
+        _amplify("amplify-120m", "chandar-lab/AMPLIFY_120M", 24, 640, 10),
+        _amplify("amplify-350m", "chandar-lab/AMPLIFY_350M", 32, 960, 15),
     )
 }
 
@@ -71,6 +86,8 @@ def esm_config(preset: ModelPreset | str, max_position: int = 1026) -> EsmConfig
 
     if isinstance(preset, str):
         preset = get_preset(preset)
+    if preset.family != "esm2":
+        raise FedbioError(f"{preset.name} is an {preset.family} model; use encoder_config")
     return EsmConfig(
         vocab_size=VOCAB_SIZE,
         hidden_size=preset.hidden_size,
@@ -88,3 +105,28 @@ def esm_config(preset: ModelPreset | str, max_position: int = 1026) -> EsmConfig
         mask_token_id=MASK_ID,
         eos_token_id=EOS_ID,
     )
+
+
+def amplify_config(preset: ModelPreset | str) -> AmplifyConfig:
+    """An ``AmplifyConfig`` with the preset's shape and the published AMPLIFY conventions
+    (RMSNorm eps 1e-5, SwiGLU, no biases, no dropout, 27 tokens, at most 2048 tokens)."""
+    from fedbio.models.amplify import AmplifyConfig
+
+    if isinstance(preset, str):
+        preset = get_preset(preset)
+    if preset.family != "amplify":
+        raise FedbioError(f"{preset.name} is an {preset.family} model; use encoder_config")
+    return AmplifyConfig(
+        hidden_size=preset.hidden_size,
+        num_hidden_layers=preset.num_layers,
+        num_attention_heads=preset.num_heads,
+        intermediate_size=preset.ffn_size,
+    )
+
+
+def encoder_config(preset: ModelPreset | str) -> EsmConfig | AmplifyConfig:
+    """The architecture of any preset: an ``EsmConfig`` or an ``AmplifyConfig`` (both have
+    ``to_dict()``, which ``SequenceModel(encoder_config=...)`` accepts)."""
+    if isinstance(preset, str):
+        preset = get_preset(preset)
+    return amplify_config(preset) if preset.family == "amplify" else esm_config(preset)

@@ -1,8 +1,9 @@
 """Saving a trained model to a folder and loading it back (safetensors + JSON, never pickle).
 
 A saved folder holds ``model.safetensors`` (the full state dict, buffers included, e.g. the
-composition scaler), ``fedbio_model.json`` (the ``ModelConfig``, output count, label names, task
-and the encoder's ``EsmConfig``) and, for encoder models, the tokenizer's ``vocab.txt``. Loading
+composition scaler), ``fedbio_model.json`` (the ``ModelConfig``, output count, label names, task,
+the encoder's ``family`` and its config as ``encoder_config``, for ESM-2 also under the older key
+``esm_config``) and, for encoder models, the tokenizer's ``vocab.txt``. Loading
 needs none of the original pretrained weights: the architecture is rebuilt from the saved config
 and every tensor comes from the folder.
 """
@@ -18,9 +19,9 @@ from torch import nn
 import fedbio
 from fedbio.config import ModelConfig, from_dict, to_dict
 from fedbio.errors import FedbioError
+from fedbio.models.backbone import tokenizer_for
 from fedbio.models.classifier import SequenceModel
 from fedbio.models.composition import CompositionModel
-from fedbio.models.tokenizer import load_tokenizer
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "fedbio_model.json"
@@ -64,7 +65,10 @@ def save_model(
         "labels": labels,
     }
     if isinstance(model, SequenceModel):
-        meta["esm_config"] = model.backbone.config.to_dict()
+        meta["family"] = model.backbone.family
+        meta["encoder_config"] = model.backbone.config.to_dict()
+        if model.backbone.family == "esm2":  # the key fedbio read before AMPLIFY was added
+            meta["esm_config"] = meta["encoder_config"]
         model.tokenizer.save_vocabulary(str(folder), None)
     # contiguous copies: safetensors refuses views and shared storage
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
@@ -97,9 +101,13 @@ def load_model(folder: str | Path) -> tuple[Any, nn.Module, dict]:
     if meta.get("kind") == "composition":
         tokenizer, model = None, CompositionModel(n_outputs)
     else:
-        model = SequenceModel.from_config(cfg, n_outputs, esm_config=meta["esm_config"])
+        targets = meta["labels"] if meta.get("task") == "multitask" else None
+        arch = meta.get("encoder_config") or meta.get("esm_config")
+        if not isinstance(arch, dict):
+            raise FedbioError(f"{folder / META_FILE} has no encoder_config to rebuild the encoder")
+        model = SequenceModel.from_config(cfg, n_outputs, encoder_config=arch, targets=targets)
         if (folder / VOCAB_FILE).is_file():
-            model.tokenizer = load_tokenizer(folder / VOCAB_FILE)
+            model.tokenizer = tokenizer_for(model.backbone.family, folder / VOCAB_FILE)
         tokenizer = model.tokenizer
     _load_tensors(model, load_file(str(folder / WEIGHTS_FILE)), folder)
     model.eval()

@@ -1,10 +1,11 @@
-"""Where pretrained ESM-2 weights come from: carried folders, the Hugging Face cache, the hub.
+"""Where pretrained weights (ESM-2, AMPLIFY) come from: carried folders, the HF cache, the hub.
 
 Search order for a preset such as ``esm2-8m``: the ``weights_dir`` argument (``--weights-dir``),
 then ``$FEDBIO_WEIGHTS``, each holding ``esm2-8m/``, ``esm2_t6_8M_UR50D/``,
 ``facebook/esm2_t6_8M_UR50D/`` or a copied hub cache; then the local Hugging Face cache; then,
 only if nothing is local and the machine is online, a download from the hub. Anything else ends
-in one ``WeightsNotFound`` line naming the two fixes, never a stack of HTTP errors.
+in one ``WeightsNotFound`` line naming the two fixes, never a stack of HTTP errors. AMPLIFY
+presets are found the same way (``amplify-120m/``, ``AMPLIFY_120M/``, ``chandar-lab/AMPLIFY_120M/``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class WeightsNotFound(FedbioError):
             f"Hugging Face cache, and the hub is unreachable: on a machine that is online run "
             f"`fedbio weights download {name} [--to DIR]`, or carry such a DIR to this machine "
             f"and pass `--weights-dir DIR` (or set FEDBIO_WEIGHTS=DIR); "
-            f"esm2-tiny needs no weights"
+            f"esm2-tiny and amplify-tiny need no weights"
         )
 
 
@@ -94,10 +95,15 @@ def _cached_snapshot(hf_id: str, cache_dir: Path) -> Path | None:
     return None
 
 
+_MODEL_TYPES = {"esm2": "esm", "amplify": "AMPLIFY"}  # preset family -> config.json model_type
+
+
 def _same_shape(folder: Path, preset: ModelPreset) -> bool:
     try:
         cfg = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
+        return False
+    if not isinstance(cfg, dict) or cfg.get("model_type") != _MODEL_TYPES.get(preset.family):
         return False
     return (cfg.get("num_hidden_layers"), cfg.get("hidden_size")) == (
         preset.num_layers,
@@ -108,7 +114,8 @@ def _same_shape(folder: Path, preset: ModelPreset) -> bool:
 def find_local_weights(name: str, weights_dir: str | Path | None = None) -> Path | None:
     """The folder holding pretrained weights for preset ``name`` on this machine, or None.
 
-    Never touches the network. Random-init presets (``esm2-tiny``) always give None.
+    Never touches the network. Random-init presets (``esm2-tiny``, ``amplify-tiny``) always
+    give None.
     """
     preset = get_preset(name)
     if not preset.pretrained or preset.hf_id is None:

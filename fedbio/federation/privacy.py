@@ -1,0 +1,56 @@
+"""What stays at a site: private parameters (the task heads of a multi-task federation).
+
+With ``FedConfig.private_heads`` (the default for multi-task data), every parameter under
+``head.`` stays where it was trained: the server's first model has none, the NVFlare filter
+``fedbio.federation.filters.KeepPrivate`` removes them from whatever a site sends, and the
+server refuses a reply whose names differ from its own model's. Each site then trains the shared
+trunk with its own head. Every outgoing message's parameter names are appended to
+``RUN/federation/audit/<site>.jsonl`` by the same filter, so what left a site can be read back.
+
+Plain Python: nothing here imports NVFlare (the plain loop engine uses the same functions).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HEAD_PREFIX = "head."
+
+
+def private_prefixes(private_heads: bool | None, task_type: str) -> tuple[str, ...]:
+    """The name prefixes that never leave a site: heads, when asked or (None) for multi-task data."""
+    keep = (task_type == "multitask") if private_heads is None else private_heads
+    return (HEAD_PREFIX,) if keep else ()
+
+
+def is_private(name: str, prefixes) -> bool:
+    return any(name.startswith(p) for p in prefixes)
+
+
+def split_private(params: dict, prefixes) -> tuple[dict, list[str]]:
+    """``params`` without the private names, and the names removed."""
+    if not prefixes or not params:
+        return dict(params or {}), []
+    kept = {k: v for k, v in params.items() if not is_private(k, prefixes)}
+    return kept, sorted(set(params) - set(kept))
+
+
+def audit(folder: str | Path, site: str, task: str, params: dict, dropped: list[str]) -> None:
+    """Append one line to ``folder/<site>.jsonl``: the names and sizes that left, what was held back."""
+    import numpy as np
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = {"task": task, "sent": sorted(params), "values": int(sum(np.size(v) for v in params.values())),
+             "held_back": dropped}
+    with open(folder / f"{site}.jsonl", "a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+
+
+def read_audit(folder: str | Path) -> dict[str, list[dict]]:
+    """Every site's audit lines, by site."""
+    out = {}
+    for path in sorted(Path(folder).glob("*.jsonl")):
+        out[path.stem] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return out
