@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from fedbio.errors import FedbioError
 
@@ -40,6 +41,18 @@ def _split_config(args):
     return SplitConfig(sites=args.sites, alpha=args.alpha, seed=args.seed, pool=args.pool,
                        partition=args.partition, valid_fraction=args.valid_fraction,
                        min_site_size=args.min_site_size)
+
+
+def _device_arguments(p: argparse.ArgumentParser, default: str | None) -> None:
+    """--device, --precision and --trust-remote-code (fedbio.device, fedbio.models.backbone)."""
+    keep = "the profile's: auto" if default is None else default
+    p.add_argument("--device", default=default,
+                   help=f"auto | cpu | cuda | cuda:N (default: {keep})")
+    p.add_argument("--precision", default=default,
+                   help=f"auto | 32 | bf16-mixed (CUDA only; default: {keep})")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow checkpoints whose config.json has an auto_map (e.g. NVIDIA's "
+                        "TransformerEngine ESM-2): RUNS PYTHON CODE SHIPPED WITH THE CHECKPOINT")
 
 
 def cmd_split(args) -> int:
@@ -75,7 +88,9 @@ def cmd_run(args) -> int:
 
     cfg = plan(task=args.task, mode=args.mode, profile=args.profile, seed=args.seed,
                split=args.split, model=args.model, tuning=args.tuning, epochs=args.epochs,
-               weights_dir=args.weights_dir, setup=args.setup, source=args.source)
+               weights_dir=args.weights_dir, setup=args.setup, source=args.source,
+               backend=args.backend, device=args.device, precision=args.precision,
+               trust_remote_code=True if args.trust_remote_code else None)
     print(f"profile: {cfg.profile} ({cfg.profile_reason})")
     print(f"model: {cfg.model.name}" + ("" if cfg.model.is_composition else f", tuning {cfg.model.tuning}")
           + f"; {cfg.train.epochs:g} epochs; mode {cfg.mode}; seed {cfg.seed}")
@@ -95,14 +110,18 @@ def cmd_run(args) -> int:
     else:
         metrics = run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)
     print_metrics(metrics)
-    print(f"wrote {args.out}/ (config.json, manifest.json, metrics.json, model/, tb/)")
+    wrote = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(args.out).iterdir()
+                   if p.name in {"config.json", "manifest.json", "metrics.json", "model", "sites", "tb"})
+    print(f"wrote {args.out}/ ({', '.join(wrote)})")
     return 0
 
 
 def cmd_predict(args) -> int:
     from fedbio.predict import predict_file
 
-    n = predict_file(args.model, args.fasta, args.out, overwrite=args.overwrite)
+    n = predict_file(args.model, args.fasta, args.out, overwrite=args.overwrite,
+                     device=args.device, precision=args.precision,
+                     trust_remote_code=args.trust_remote_code)
     print(f"wrote {n} predictions to {args.out}")
     return 0
 
@@ -164,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-lr", type=float, default=None, help="FedOpt server step size")
     p.add_argument("--min-clients", type=int, default=0, help="sites a round needs (0 = all)")
     p.add_argument("--weights-dir", default=None, help="folder of pretrained weights (else $FEDBIO_WEIGHTS)")
+    p.add_argument("--backend", default=None, choices=("auto", "hf", "bionemo"),
+                   help="model backend (default: the profile's, hf)")
+    _device_arguments(p, default=None)
     p.add_argument("--out", required=True, help="run folder (refused if non-empty)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -174,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fasta", required=True, help="FASTA or CSV of sequences (labels optional)")
     p.add_argument("--out", required=True, help="CSV to write")
     p.add_argument("--overwrite", action="store_true")
+    _device_arguments(p, default="auto")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("weights", help="fetch pretrained weights for offline use")

@@ -20,7 +20,8 @@ CROP_POLICIES = ("ends", "start")
 @dataclass
 class ModelConfig:
     name: str = "esm2-tiny"      # preset name (fedbio.models.PRESETS), a local folder, or "composition"
-    backend: str = "hf"          # "hf" (Hugging Face / PyTorch); the container adds "bionemo"
+    backend: str = "hf"          # hf (Hugging Face / PyTorch) | bionemo (BioNeMo container) | auto
+                                 # (bionemo on a CUDA machine with BioNeMo, else hf): fedbio.bionemo.backend
     tuning: str = "full"         # head: frozen encoder + cached embeddings; lora; full
     head_hidden: int = 256       # BioNeMo's ESM-2nv head: Linear(h, 256) -> ReLU -> Dropout -> Linear
     dropout: float = 0.1
@@ -28,6 +29,10 @@ class ModelConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     weights_dir: str | None = None  # where pretrained weights were carried (else $FEDBIO_WEIGHTS)
+    trust_remote_code: bool = False  # load a checkpoint whose config.json has ``auto_map`` (e.g.
+                                 # NVIDIA's TransformerEngine ESM-2, nvidia/esm2_t33_650M_UR50D):
+                                 # this RUNS PYTHON CODE SHIPPED WITH THE CHECKPOINT; only for
+                                 # checkpoints whose code you trust
 
     @property
     def is_composition(self) -> bool:
@@ -55,6 +60,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0             # torch threads per process; 0 = cores / concurrent processes
     bucket_size: int = 0         # length buckets hold batch_size * this many sequences; 0 = 50
+    device: str = "auto"         # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
+    precision: str = "auto"      # auto (bf16-mixed on a bf16 GPU, else 32) | 32 | bf16-mixed
+                                 # (CUDA only; refused on a CPU): see fedbio.device
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

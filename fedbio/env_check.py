@@ -74,12 +74,14 @@ def check_environment() -> dict[str, Any]:
     gpu_memory_gb, bf16, bionemo, nvflare, transformers, fedbio, backend (what ``auto``
     resolves to: "bionemo" or "hf"), backend_reason, profile (what ``auto`` picks),
     profile_reason, profile_env ($FEDBIO_PROFILE or None), profile_session (what a notebook
-    or ``fedbio run`` without ``--profile`` uses), machine (a short description).
+    or ``fedbio run`` without ``--profile`` uses), backend_session / device / precision /
+    runtime_reason (what that session profile runs on here: ``fedbio.profiles.runtime``, the
+    resolvers ``Learner.build`` and the trainer use), machine (a short description).
     """
     import torch
 
     from fedbio.bionemo.backend import bionemo_available, resolve_backend
-    from fedbio.profiles import resolve_profile
+    from fedbio.profiles import resolve_profile, runtime
 
     cuda = bool(torch.cuda.is_available())
     env: dict[str, Any] = {
@@ -110,6 +112,9 @@ def check_environment() -> dict[str, Any]:
     env["profile_env"] = os.environ.get("FEDBIO_PROFILE") or None
     session = resolve_profile(None)
     env["profile_session"] = session.name
+    ran = runtime(session)
+    env["backend_session"], env["device"] = ran["backend"], ran["device"]
+    env["precision"], env["runtime_reason"] = ran["precision"], ran["reason"]
     env["machine"] = machine_label(env)
     return env
 
@@ -122,6 +127,7 @@ LABELS = (
     ("transformers", "transformers"), ("fedbio", "fedbio"),
     ("backend", "backend `auto` picks"), ("profile", "profile `auto` picks"),
     ("profile_env", "FEDBIO_PROFILE"), ("profile_session", "profile used here"),
+    ("backend_session", "backend it runs on"), ("device", "device"), ("precision", "precision"),
 )
 
 
@@ -145,6 +151,9 @@ def environment_table(env: dict[str, Any] | None = None):
         "backend": env["backend_reason"],
         "profile": env["profile_reason"],
         "profile_env": "" if env["profile_env"] else "unset: notebooks use `auto`",
+        "backend_session": "ModelConfig.backend (profiles keep hf; --backend auto|bionemo)",
+        "device": env.get("runtime_reason", ""),
+        "precision": "TrainConfig.precision auto: bf16-mixed on a bf16 GPU, else 32",
     }
     rows = [{"check": label, "value": _shown(env.get(key)), "note": notes.get(key, "")}
             for key, label in LABELS]
@@ -171,8 +180,9 @@ def machine_rate(env: dict[str, Any]) -> dict[str, Any]:
     """Effective model FLOP/s of a fedbio run here, and the per-batch overhead."""
     if env.get("cuda"):
         peak, known = gpu_peak_tflops(env.get("gpu"))
-        if not env.get("bf16"):
-            peak /= 2  # fp32/TF32 or fp16 paths: roughly half the bf16 rate
+        bf16 = env["precision"] == "bf16-mixed" if env.get("precision") else env.get("bf16")
+        if not bf16:
+            peak /= 2  # float32 (TF32) training: roughly half the bf16 rate
         return {"kind": "gpu", "flops": peak * 1e12 * GPU_EFFICIENCY,
                 "step_overhead": GPU_STEP_OVERHEAD_S, "known": known}
     cores = min(int(env.get("cpu_cores") or 1), 32)
@@ -308,6 +318,10 @@ def with_machine(env: dict[str, Any], **changes: Any) -> dict[str, Any]:
     out = dict(env, **changes)
     if out.get("cuda") and "profile" not in changes:
         out["profile"] = "reference"  # what `auto` picks on any CUDA machine
+    if "precision" not in changes:  # what precision `auto` resolves to on that machine
+        out["precision"] = "bf16-mixed" if out.get("cuda") and out.get("bf16") else "32"
+    if "device" not in changes:
+        out["device"] = "cuda" if out.get("cuda") else "cpu"
     out["machine"] = machine_label(out)
     return out
 

@@ -11,7 +11,8 @@ On a CUDA machine it
    on the same GPU, in the same run (not a datasheet number);
 2. runs training steps (forward, backward, fused AdamW) of randomly initialised models of the
    ``esm2-8m`` and ``esm2-650m`` shapes (fedbio's Hugging Face backend, full tuning, the MLP
-   head, bf16 autocast over fp32 master weights), on batches of ``batch x seq_len`` random
+   head, bf16 autocast over fp32 master weights: the trainer's ``bf16-mixed`` from
+   ``fedbio.device``, forward under autocast, loss in float32), on batches of ``batch x seq_len`` random
    residues with no padding, and reports tokens/s, proteins/s and MFU.
 
 Model FLOPs per training step (the PaLM / Megatron convention, forward + backward = 3 x forward)::
@@ -171,25 +172,31 @@ def train_throughput(preset: str, batch: int, seq_len: int = SEQ_LEN, steps: int
     import torch
 
     from fedbio.bench import random_model
+    from fedbio.device import placement, to_device
     from fedbio.models.presets import CLS_ID, EOS_ID
 
+    # The trainer's own device/precision handling (fedbio.device): bf16-mixed autocast on CUDA,
+    # forward under autocast, loss in float32, fused AdamW.
+    place = placement(device="cuda", precision="bf16-mixed")
     torch.manual_seed(seed)
-    model = random_model(preset, N_OUTPUTS, "full", seed).cuda().train()
+    model = random_model(preset, N_OUTPUTS, "full", seed).to(place.device).train()
     n_params = counted_params(model)
     shape = Shape.of(preset)
     tokens = seq_len + 2
-    ids = torch.randint(4, 24, (batch, tokens), device="cuda")  # the 20 standard residues
+    ids = torch.randint(4, 24, (batch, tokens))  # the 20 standard residues
     ids[:, 0], ids[:, -1] = CLS_ID, EOS_ID
     mask = torch.ones_like(ids)
-    y = torch.randint(0, N_OUTPUTS, (batch,), device="cuda")
+    y = torch.randint(0, N_OUTPUTS, (batch,))
+    ids, mask, y = to_device((ids, mask, y), place.device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
                                   fused=True)
     criterion = torch.nn.CrossEntropyLoss()
     forward = torch.compile(model) if compile_model else model
 
     def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = criterion(forward(ids, mask).float(), y)
+        with place.autocast():
+            out = forward(ids, mask)
+        loss = criterion(out.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -202,6 +209,7 @@ def train_throughput(preset: str, batch: int, seq_len: int = SEQ_LEN, steps: int
     out = {"model": f"{preset} shape, random init", "preset": preset, "params_counted": n_params,
            "layers": shape.layers, "hidden": shape.hidden, "batch": batch, "seq_len": tokens,
            "steps": steps, "warmup": warmup, "compiled": compile_model, "seconds": seconds,
+           "device": str(place.device), "precision": place.precision,
            "step_seconds": step_s, "tokens_per_s": batch * tokens / step_s,
            "proteins_per_s": batch / step_s, "model_flops_per_step": flops,
            "model_tflops_per_s": flops / step_s / 1e12,

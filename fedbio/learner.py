@@ -6,13 +6,18 @@
 
 In ``head`` mode the frozen encoder runs once per record set and the pooled embeddings are cached
 on disk (keyed by model, crop and sequences), so every later epoch or round trains the head only.
+
+``Learner.build`` resolves ``ModelConfig.backend`` (``fedbio.bionemo.backend.model_backend``): ``hf``
+gives this class, ``bionemo`` a ``fedbio.bionemo.learner.BioNemoLearner`` with the same methods.
+The model lives on ``TrainConfig.device`` (``fedbio.device``); cached embeddings are float32 on
+the CPU whatever the device, so a cache written on a GPU serves a CPU run and back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +27,8 @@ from torch import nn
 from fedbio.batching import TensorData, TokenData, batches, tokenize
 from fedbio.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from fedbio.data import Record
+from fedbio.device import Placement, placement_for, to_device
+from fedbio.device import placement as resolve_placement
 from fedbio.tasks import LabelCodec
 from fedbio.trainer import fit, predict, score
 
@@ -36,16 +43,37 @@ class Learner:
     model: nn.Module
     cache_dir: Path | None = None
     progress: bool = True
+    place: Placement | None = field(default=None, repr=False)  # None: from train_cfg when needed
+
+    backend = "hf"
 
     @classmethod
     def build(cls, model_cfg: ModelConfig, data_cfg: DataConfig, train_cfg: TrainConfig,
-              codec: LabelCodec, cache_dir: str | Path | None = None, progress: bool = True) -> Learner:
+              codec: LabelCodec, cache_dir: str | Path | None = None, progress: bool = True):
+        """The learner ``model_cfg.backend`` asks for: this class for ``hf``, a
+        ``BioNemoLearner`` for ``bionemo`` (``auto`` resolves as ``model_backend`` says)."""
+        from fedbio.bionemo.backend import model_backend
+
+        if model_backend(model_cfg) == "bionemo":
+            from fedbio.bionemo.learner import BioNemoLearner
+
+            return BioNemoLearner.build(model_cfg, data_cfg, train_cfg, codec, cache_dir, progress)
         from fedbio.models import build_model
 
+        place = resolve_placement(train_cfg)  # a bad device/precision fails before the model is built
         torch.manual_seed(train_cfg.seed)
-        tokenizer, model = build_model(model_cfg, codec.n_outputs, seed=train_cfg.seed, targets=codec.targets)
+        tokenizer, model = build_model(model_cfg, codec.n_outputs, seed=train_cfg.seed,
+                                       targets=codec.targets, backend="hf")
+        model.to(place.device)
         return cls(model_cfg, data_cfg, train_cfg, codec, tokenizer, model,
-                   Path(cache_dir) if cache_dir else None, progress)
+                   Path(cache_dir) if cache_dir else None, progress, place)
+
+    @property
+    def placement(self) -> Placement:
+        """Where the model runs and in which precision (``TrainConfig.device``/``.precision``)."""
+        if self.place is None:
+            self.place = resolve_placement(self.train_cfg)
+        return self.place
 
     # -- what is trained ----------------------------------------------------------------------
     @property
@@ -74,6 +102,8 @@ class Learner:
     def _cache_key(self, seqs: list[str]) -> str:
         ident = {"model": self.model_cfg.name, "seed": self.train_cfg.seed,
                  "max_length": self.data_cfg.max_length, "crop": self.data_cfg.crop}
+        if self.placement.precision != "32":  # bf16 embeddings differ a little: their own cache
+            ident["precision"] = self.placement.precision
         digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode())
         for s in seqs:
             digest.update(s.encode() + b"\n")
@@ -88,7 +118,9 @@ class Learner:
                 from safetensors.torch import load_file
 
                 return load_file(path)["embeddings"]
-        out = embed(self.model, tokens, self.train_cfg.batch_size, self.progress)
+        place = self.placement
+        out = embed(self.model, tokens, self.train_cfg.batch_size, self.progress,
+                    device=place.device, precision=place.precision)
         if path is not None:
             from safetensors.torch import save_file
 
@@ -104,11 +136,28 @@ class Learner:
                    codec=self.codec, progress=self.progress, **kwargs)
 
     def score(self, data, ci: bool = False) -> dict:
-        return score(self.module, data, self.codec.task_type, self.codec, ci=ci)
+        place = self.placement
+        return score(self.module, data, self.codec.task_type, self.codec, ci=ci,
+                     device=place.device, precision=place.precision)
 
     def outputs(self, data):
         """Probabilities (classification) or standardised values (regression), in data order."""
-        return predict(self.module, data, task_type=self.codec.task_type)
+        place = self.placement
+        return predict(self.module, data, task_type=self.codec.task_type, device=place.device,
+                       precision=place.precision)
+
+    # -- what sites exchange ------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """CPU copies of the parameters that train, by name (``trainable_state_dict``)."""
+        from fedbio.models import trainable_state_dict
+
+        return trainable_state_dict(self.model)
+
+    def load_trainable_state(self, state: dict) -> list[str]:
+        """Load exchanged parameters (``load_trainable_state_dict``); returns names kept local."""
+        from fedbio.models import load_trainable_state_dict
+
+        return load_trainable_state_dict(self.model, state)
 
     def save(self, folder: str | Path) -> Path:
         from fedbio.models import save_model
@@ -122,8 +171,13 @@ class Learner:
 
 
 @torch.no_grad()
-def embed(model: nn.Module, tokens: TokenData, batch_size: int = 32, progress: bool = True) -> torch.Tensor:
-    """Pooled encoder embeddings of every sequence (length-sorted batches, original order kept)."""
+def embed(model: nn.Module, tokens: TokenData, batch_size: int = 32, progress: bool = True, *,
+          device=None, precision: str | None = None) -> torch.Tensor:
+    """Pooled encoder embeddings of every sequence (length-sorted batches, original order kept),
+    float32 on the CPU. ``device`` (default: where ``model`` is) and ``precision`` (default
+    ``auto``) as in ``fedbio.device``; the model is moved there."""
+    place = placement_for(model, device, precision)
+    model.to(place.device)
     model.eval()
     out = None
     bar = None
@@ -131,8 +185,10 @@ def embed(model: nn.Module, tokens: TokenData, batch_size: int = 32, progress: b
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(tokens), desc="encode", unit="seq", leave=False, mininterval=1.0)
-    for (ids, mask), _, idx in batches(tokens, batch_size, rng=None):
-        pooled = model.embed(ids, mask).float()
+    for inputs, _, idx in batches(tokens, batch_size, rng=None):
+        with place.autocast():
+            pooled = model.embed(*to_device(inputs, place.device))
+        pooled = pooled.float().cpu()
         if out is None:
             out = torch.zeros(len(tokens), pooled.shape[-1])
         out[torch.as_tensor(np.asarray(idx))] = pooled

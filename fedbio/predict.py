@@ -22,8 +22,10 @@ from fedbio.errors import FedbioError
 from fedbio.tasks import LabelCodec
 
 
-def load_predictor(folder: str | Path):
-    """(learner-like objects) for a saved model folder: tokenizer, model, codec, data config."""
+def load_predictor(folder: str | Path, trust_remote_code: bool = False):
+    """(learner-like objects) for a saved model folder: tokenizer, model, codec, data config.
+
+    ``trust_remote_code``: see ``fedbio.models.load_model`` (remote-code encoders only)."""
     from fedbio.models import load_model
 
     folder = Path(folder)
@@ -33,7 +35,7 @@ def load_predictor(folder: str | Path):
     meta = json.loads(meta_path.read_text())
     codec = LabelCodec(**meta["codec"])
     data_cfg = from_dict(DataConfig, meta["data"])
-    tokenizer, model, model_meta = load_model(folder)
+    tokenizer, model, model_meta = load_model(folder, trust_remote_code=trust_remote_code)
     return tokenizer, model, codec, data_cfg, model_meta
 
 
@@ -43,15 +45,24 @@ def _unlabelled(path: Path):
 
 
 def predict_file(model_dir: str | Path, fasta: str | Path, out: str | Path,
-                 overwrite: bool = False, batch_size: int = 32) -> int:
+                 overwrite: bool = False, batch_size: int = 32, device: str = "auto",
+                 precision: str = "auto", trust_remote_code: bool = False) -> int:
+    """Predict every record of ``fasta`` with the saved model; returns the number of records.
+
+    ``device``/``precision`` as ``TrainConfig``'s (``fedbio.device``): the model and each batch
+    go to the device, outputs come back float32 on the CPU.
+    """
     from fedbio.batching import TensorData, tokenize
     from fedbio.config import ModelConfig
+    from fedbio.device import placement
     from fedbio.trainer import predict
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise FedbioError(f"--out {out} exists; pass --overwrite to replace it")
-    tokenizer, model, codec, data_cfg, model_meta = load_predictor(model_dir)
+    place = placement(device=device, precision=precision)  # bad values fail before any loading
+    tokenizer, model, codec, data_cfg, model_meta = load_predictor(model_dir, trust_remote_code)
+    model.to(place.device)
     records = _unlabelled(Path(fasta))
     dummy = torch.zeros(len(records), dtype=torch.long)
     model_cfg = from_dict(ModelConfig, model_meta.get("model_config", {}))
@@ -61,7 +72,8 @@ def predict_file(model_dir: str | Path, fasta: str | Path, out: str | Path,
         data = TensorData(torch.from_numpy(composition_features([r.sequence for r in records])), dummy)
     else:
         data = tokenize([r.sequence for r in records], dummy, tokenizer, data_cfg.max_length, data_cfg.crop)
-    outputs = predict(model, data, batch_size, codec.task_type)
+    outputs = predict(model, data, batch_size, codec.task_type, device=place.device,
+                      precision=place.precision)
     write_predictions(out, records, outputs, codec)
     return len(records)
 

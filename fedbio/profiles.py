@@ -7,7 +7,11 @@
                max length 512, MLP hidden 256, dropout 0.1.
     auto       CUDA -> reference; real weights present locally -> laptop; otherwise quick.
 
-Choose with ``--profile`` or ``FEDBIO_PROFILE``.
+Choose with ``--profile`` or ``FEDBIO_PROFILE``. Every profile keeps ``ModelConfig.backend`` "hf"
+and ``TrainConfig.device`` / ``.precision`` "auto": on a CUDA GPU the model trains there, in
+bf16-mixed where the GPU has bfloat16; on a CPU in float32. ``runtime(profile)`` says what that
+resolves to here (the same resolvers ``Learner.build`` uses); ``--backend``, ``--device``,
+``--precision`` override it.
 """
 
 from __future__ import annotations
@@ -90,6 +94,19 @@ def resolve_profile(name: str | None = None, weights_dir: str | None = None) -> 
                        *_laptop(found))
     return Profile("quick", "auto: no GPU and no pretrained weights found locally "
                    "(FEDBIO_WEIGHTS, --weights-dir, Hugging Face cache)", *_quick())
+
+
+def runtime(profile: Profile) -> dict[str, str]:
+    """What ``profile`` runs on here: ``backend`` (``model_backend``), ``device`` and
+    ``precision`` (``fedbio.device.placement``) and a one-line ``reason``; the same resolvers
+    ``Learner.build`` and the trainer call, so this is what a run does."""
+    from fedbio.bionemo.backend import model_backend
+    from fedbio.device import placement
+
+    backend = model_backend(profile.model)
+    place = placement(profile.train)
+    return {"backend": backend, "device": str(place.device), "precision": place.precision,
+            "reason": f"backend {profile.model.backend} -> {backend}; {place.reason}"}
 
 
 def with_seed(profile: Profile, seed: int) -> Profile:

@@ -20,7 +20,9 @@ LOWER_IS_BETTER = {"rmse"}
 
 
 def tasks_of(metrics: dict) -> list[str]:
-    return list(metrics["test"]["per_task"])
+    """The run's tasks in the split's order (``tasks.json``), those that were scored."""
+    per = metrics["test"]["per_task"]
+    return [t for t in metrics.get("classes") or [] if t in per] or list(per)
 
 
 def task_table(runs: Mapping[str, dict], metric: str = "rmse", digits: int = 3):

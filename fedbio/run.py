@@ -50,12 +50,14 @@ ANTIBODY_MAX_LENGTH = 300  # VH + (G4S)3 + VL of every shipped antibody fits: no
 def plan(task: str = "scl", mode: str = "central", profile: str | None = None, seed: int = 0,
          split: str | None = None, model: str | None = None, tuning: str | None = None,
          epochs: float | None = None, weights_dir: str | None = None, setup: str | None = None,
-         source: str | None = None) -> RunConfig:
+         source: str | None = None, backend: str | None = None, device: str | None = None,
+         precision: str | None = None, trust_remote_code: bool | None = None) -> RunConfig:
     """Resolve the profile and the user's overrides into one ``RunConfig``.
 
     ``task="antibody"`` (multi-task regression on antibody developability) keeps whole
     sequences (``max_length`` 300) and defaults to ``amplify-tiny``; ``setup`` and ``source``
-    choose how its tasks are spread over sites and which table they come from.
+    choose how its tasks are spread over sites and which table they come from. ``backend``,
+    ``device``, ``precision`` and ``trust_remote_code`` override the profile's (None keeps them).
     """
     prof: Profile = resolve_profile(profile, weights_dir)
     model_cfg, train_cfg = prof.model, prof.train
@@ -67,7 +69,15 @@ def plan(task: str = "scl", mode: str = "central", profile: str | None = None, s
         model_cfg = replace(model_cfg, tuning=tuning)
     if weights_dir:
         model_cfg = replace(model_cfg, weights_dir=weights_dir)
+    if backend is not None:
+        model_cfg = replace(model_cfg, backend=backend)
+    if trust_remote_code is not None:
+        model_cfg = replace(model_cfg, trust_remote_code=bool(trust_remote_code))
     train_cfg = replace(train_cfg, seed=seed, epochs=epochs if epochs is not None else train_cfg.epochs)
+    if device is not None:
+        train_cfg = replace(train_cfg, device=device)
+    if precision is not None:
+        train_cfg = replace(train_cfg, precision=precision)
     data_cfg = replace(prof.data, task=task, split=split)
     if task == "antibody":
         from fedbio.config import SETUPS
@@ -78,6 +88,10 @@ def plan(task: str = "scl", mode: str = "central", profile: str | None = None, s
                            setup=setup or data_cfg.setup, source=source or data_cfg.source)
         if not model and not prof.model.is_composition and prof.name == "quick":
             model_cfg = replace(model_cfg, name="amplify-tiny")
+        if not tuning and model_cfg.tuning == "head":
+            # private heads on a frozen encoder would leave nothing to federate; every mode
+            # uses the same tuning so that local, central and federated runs compare
+            model_cfg = replace(model_cfg, tuning="lora")
     return RunConfig(task, mode, seed, model_cfg, data_cfg, train_cfg, prof.name, prof.reason)
 
 
@@ -202,6 +216,10 @@ def run(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool
     return metrics
 
 
+_NEW_MODEL_DEFAULTS = {"trust_remote_code": False}
+_NEW_TRAIN_DEFAULTS = {"device": "auto", "precision": "auto"}
+
+
 def run_key(cfg: RunConfig, extra: dict | None = None) -> str:
     """A short hash of everything that decides a run's result (configuration, seed, shipped data)."""
     import hashlib
@@ -210,15 +228,29 @@ def run_key(cfg: RunConfig, extra: dict | None = None) -> str:
     extra = {k: to_dict(v) if is_dataclass(v) else v for k, v in (extra or {}).items()}
     payload = {"config": to_dict(cfg), "extra": extra}
     if not cfg.data.split:
-        payload["data"] = [hashlib.md5(shipped(f).read_bytes()).hexdigest()
-                           for f in ("scl/deeploc_valtest.fasta", "scl/deeploc_setHARD.fasta")]
+        files = (("antibody/wittrup2017.csv", "antibody/marks2021humanization_immunogenicity.csv",
+                  "antibody/tap.tab") if cfg.task == "antibody"
+                 else ("scl/deeploc_valtest.fasta", "scl/deeploc_setHARD.fasta"))
+        payload["data"] = [hashlib.md5(shipped(f).read_bytes()).hexdigest() for f in files]
     else:
         split = Path(cfg.data.split)
         payload["data"] = {p.relative_to(split).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
                            for p in sorted(split.rglob("*.csv"))}
     payload["config"].pop("profile_reason", None)
+    # Settings added later are left out while at their defaults, so earlier runs keep their key.
+    for part, defaults in (("model", _NEW_MODEL_DEFAULTS), ("train", _NEW_TRAIN_DEFAULTS)):
+        for key, value in defaults.items():
+            if payload["config"][part].get(key) == value:
+                payload["config"][part].pop(key)
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha1(blob).hexdigest()[:10]
+
+
+def run_folder(cfg: RunConfig, root: str | Path, **kwargs) -> Path:
+    """The folder ``cached_run`` uses for ``cfg`` (and the runner's keyword arguments)."""
+    model = Path(cfg.model.name).name if not cfg.model.is_composition else "composition"
+    task = "" if cfg.task == "scl" else f"{cfg.task}-"
+    return Path(root) / f"{task}{cfg.mode}-{model}-seed{cfg.seed}-{run_key(cfg, kwargs or None)}"
 
 
 def cached_run(cfg: RunConfig, root: str | Path, progress: bool = True, runner=None, **kwargs) -> dict:
@@ -227,8 +259,7 @@ def cached_run(cfg: RunConfig, root: str | Path, progress: bool = True, runner=N
     The folder is named ``<mode>-<model>-seed<k>-<hash>``, so notebooks never train the same
     thing twice and a changed setting gives a new folder.
     """
-    model = Path(cfg.model.name).name if not cfg.model.is_composition else "composition"
-    out = Path(root) / f"{cfg.mode}-{model}-seed{cfg.seed}-{run_key(cfg, kwargs or None)}"
+    out = run_folder(cfg, root, **kwargs)
     if (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
     runner = runner or run

@@ -5,6 +5,12 @@
 ``module`` is whatever is trained: the whole sequence model (``lora``/``full``), only its head on
 cached embeddings (``head``), or the composition model. The federated client calls the same
 ``fit`` for each round's local work (``prox`` adds FedProx's proximal term).
+
+Device and precision come from ``TrainConfig.device`` / ``.precision`` (``fedbio.device``): the
+module is moved there, every batch follows it, and ``bf16-mixed`` runs the forward pass under
+``torch.autocast(device_type="cuda", dtype=torch.bfloat16)``. Losses are computed and outputs
+returned in float32 on the CPU. On the CPU (``32``) nothing changes: the same operations in the
+same order, so the same numbers.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from torch import nn
 
 from fedbio.batching import TensorData, TokenData, batches
 from fedbio.config import TrainConfig
+from fedbio.device import placement, placement_for, to_device
 from fedbio.metrics import classification_scores, key_metric, multitask_scores, regression_scores
 
 
@@ -57,25 +64,34 @@ def loss_fn(task_type: str):
 
 @torch.no_grad()
 def predict(module: nn.Module, data: TokenData | TensorData, batch_size: int = 64,
-            task_type: str = "classification") -> np.ndarray:
-    """Probabilities (classification) or raw outputs (regression), in the data's order."""
+            task_type: str = "classification", *, device=None, precision: str | None = None) -> np.ndarray:
+    """Probabilities (classification) or raw outputs (regression), in the data's order.
+
+    ``device`` (default: where ``module`` is) and ``precision`` (default ``auto``) as in
+    ``fedbio.device``; the result is float32 numpy on the CPU either way.
+    """
+    place = placement_for(module, device, precision)
+    module.to(place.device)
     was_training = module.training
     module.eval()
     out = None
     for inputs, _, idx in batches(data, batch_size, rng=None):
-        y = module(*inputs)
+        with place.autocast():
+            y = module(*to_device(inputs, place.device))
+        y = y.float()
         y = torch.softmax(y, dim=-1) if task_type == "classification" else y
         if out is None:
             out = np.zeros((len(data), y.shape[-1]), np.float32)
-        out[idx] = y.float().numpy()
+        out[idx] = y.cpu().numpy()
     module.train(was_training)
     return out
 
 
 def score(module: nn.Module, data, task_type: str, codec=None, batch_size: int = 64,
-          ci: bool = False) -> dict:
+          ci: bool = False, *, device=None, precision: str | None = None) -> dict:
     """Metrics on a data set; regression is scored in original units via ``codec``."""
-    return scores_of(data.y.numpy(), predict(module, data, batch_size, task_type), task_type, codec, ci)
+    outputs = predict(module, data, batch_size, task_type, device=device, precision=precision)
+    return scores_of(data.y.numpy(), outputs, task_type, codec, ci)
 
 
 def scores_of(y: np.ndarray, out: np.ndarray, task_type: str, codec=None, ci: bool = False) -> dict:
@@ -101,11 +117,15 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
     """Train ``module`` in place for ``epochs`` passes; keep the epoch best on ``valid``.
 
     Returns one dict per epoch (train loss, validation scores). ``prox=(mu, global_params)``
-    adds FedProx's ``mu/2 * ||w - w_global||^2``. Fractional epochs stop part-way.
+    adds FedProx's ``mu/2 * ||w - w_global||^2``. Fractional epochs stop part-way. The module
+    is moved to ``tcfg``'s device (and stays there); see the module docstring for precision.
     """
+    place = placement(tcfg)
+    module.to(place.device)
     rng = np.random.default_rng(tcfg.seed + step_offset)
     params = _trainable(module)
-    optimizer = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    fused = {"fused": True} if place.is_cuda else {}  # one kernel per step on GPUs; CPU unchanged
+    optimizer = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, **fused)
     steps_per_epoch = math.ceil(len(train) / tcfg.batch_size)
     total = max(1, int(round(epochs * steps_per_epoch)))
     scheduler = _schedule(optimizer, total, tcfg.warmup_frac)
@@ -113,6 +133,8 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
     metric, sign = key_metric(task_type)
     best, best_state, history, step = -math.inf, None, [], 0
     named = dict(module.named_parameters()) if prox else {}
+    if prox is not None:  # the global weights, where the local ones are
+        prox = (prox[0], {k: torch.as_tensor(v).to(place.device) for k, v in prox[1].items()})
     bar = _bar(total, tag, progress)
     module.train()
     for epoch in range(1, math.ceil(epochs) + 1):
@@ -120,7 +142,10 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
         for inputs, y, _ in batches(train, tcfg.batch_size, rng, bucket_size=tcfg.bucket_size or 50):
             if step >= total:
                 break
-            loss = criterion(module(*inputs), y)
+            inputs, y = to_device(inputs, place.device), y.to(place.device, non_blocking=True)
+            with place.autocast():
+                out = module(*inputs)
+            loss = criterion(out.float(), y)
             if prox is not None:
                 mu, ref = prox
                 loss = loss + mu / 2 * sum(((named[k] - v) ** 2).sum() for k, v in ref.items()
@@ -138,11 +163,12 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         row = {"epoch": epoch + step_offset, "train_loss": float(np.mean(losses)) if losses else None}
         if valid is not None and len(valid):
-            scores = score(module, valid, task_type, codec)
+            scores = score(module, valid, task_type, codec, device=place.device,
+                           precision=place.precision)
             row.update({f"valid_{k}": v for k, v in scores.items() if isinstance(v, float)})
             value = sign * scores[metric]
             if select and value > best:
-                best, best_state = value, copy.deepcopy(module.state_dict())
+                best, best_state = value, _snapshot(module)
         history.append(row)
         if writer is not None:
             for key, value in row.items():
@@ -153,6 +179,12 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
     if best_state is not None:
         module.load_state_dict(best_state)
     return history
+
+
+def _snapshot(module: nn.Module) -> dict:
+    """A copy of ``module.state_dict()`` (on the CPU, so a GPU holds one model, not two)."""
+    return {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+            for k, v in module.state_dict().items()}
 
 
 def _bar(total: int, tag: str, progress: bool):

@@ -191,3 +191,27 @@ def test_alltasks_with_shared_heads_pools_label_scales(tmp_path):
     assert shared["label_mean"] == pytest.approx(central.mean, rel=1e-5)
     assert shared["label_std"] == pytest.approx(central.std, rel=1e-4)
     assert set(m["test"]["per_task"]) == set(TASKS)
+
+
+def test_report_and_predict_for_multitask_runs(ab_split, tmp_path, capsys):
+    from fedbio.cli import main
+    from fedbio.report_tasks import task_table
+
+    runs = {}
+    for seed in (0, 1):
+        out = tmp_path / f"local{seed}"
+        runs[seed] = run(replace(_cfg("local", ab_split), seed=seed), out, progress=False)
+    table = task_table({"local": runs[0]}, "rmse")
+    assert list(table.index) == TASKS and table.loc["thermostability", "n test"] == 27
+    assert main(["report", str(tmp_path / "local0"), str(tmp_path / "local1"), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "results.md").read_text()
+    assert "RMSE (original units of each task)" in text and " ± " in text and "thermostability" in text
+    assert (tmp_path / "rep" / "tasks.png").stat().st_size > 0
+
+    # predict with one site's model on unlabelled antibodies: one column per task
+    inp = tmp_path / "new.csv"
+    inp.write_text("id,sequence\nab1,EVQLVESGGGLVQPGGSLRLSCAASGFTFSGGGGSGGGGSGGGGSDIQMTQSPSSLSASVGDRVTITC\n")
+    assert main(["predict", "--model", str(tmp_path / "local0" / "site-expression" / "model"),
+                 "--fasta", str(inp), "--out", str(tmp_path / "p.csv")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert len(rows) == 1 and set(TASKS) <= set(rows[0]) and math.isfinite(float(rows[0]["expression"]))

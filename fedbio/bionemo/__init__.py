@@ -13,6 +13,11 @@ Pure functions that translate between fedbio and BioNeMo's NeMo2 ESM-2 fine-tuni
                exchange (wrapper prefixes stripped, TransformerEngine ``_extra_state`` dropped,
                only what trains)
 - ``metrics``  ``read_metrics``: checkpoints and TensorBoard scalars from BioNeMo's result folder
+- ``weights``  ``read_checkpoint_weights`` / ``write_checkpoint_weights``: a NeMo2 checkpoint's
+               tensors with plain PyTorch (torch.distributed.checkpoint), for the exchange
+- ``learner``  ``BioNemoLearner``: ``fedbio.learner.Learner``'s methods on top of ``infer_esm2`` /
+               ``finetune_esm2`` (what ``Learner.build`` returns for backend ``bionemo``); not
+               imported here (it imports torch)
 
 Importing this package never imports BioNeMo (nor NVFlare): every BioNeMo import happens inside
 the one function that needs it, so all of it is unit-tested on a CPU machine without BioNeMo.
@@ -27,7 +32,7 @@ from fedbio.bionemo.args import (
     num_steps,
     to_argv,
 )
-from fedbio.bionemo.backend import BACKENDS, bionemo_available, resolve_backend
+from fedbio.bionemo.backend import BACKENDS, bionemo_available, model_backend, resolve_backend
 from fedbio.bionemo.csvio import read_bionemo_csv, write_bionemo_csv
 from fedbio.bionemo.exchange import from_exchange, split_prefix, to_exchange, wrapper_prefix
 from fedbio.bionemo.metrics import read_metrics
@@ -40,6 +45,7 @@ __all__ = [
     "finetune_args",
     "from_exchange",
     "load_checkpoint",
+    "model_backend",
     "num_steps",
     "read_bionemo_csv",
     "read_metrics",

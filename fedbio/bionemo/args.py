@@ -231,3 +231,78 @@ def to_argv(args: dict[str, Any], *, classes: bool = False) -> list[str]:
             raise FedbioError(f"class names cannot be written comma-separated: {bad}")
         argv += ["--classes", ",".join(names)]
     return argv
+
+
+# Options of ``infer_esm2`` (bionemo.esm2.scripts.infer_esm2.get_parser, BioNeMo 2.5-2.7).
+INFER_ESM2_OPTIONS = frozenset({
+    "checkpoint_path", "data_path", "results_path", "precision", "num_gpus", "num_nodes",
+    "micro_batch_size", "pipeline_model_parallel_size", "tensor_model_parallel_size",
+    "prediction_interval", "include_hiddens", "include_input_ids", "include_embeddings",
+    "include_logits", "config_class", "lora_checkpoint_path",
+})
+# What ``infer_esm2 --prediction-interval epoch`` writes into --results-path (rank 0, one GPU).
+PREDICTIONS_FILE = "predictions__rank_0.pt"
+
+
+def infer_args(
+    checkpoint: str | Path,
+    data_csv: str | Path,
+    results_dir: str | Path,
+    *,
+    embeddings: bool = False,
+    fine_tuned: bool = False,
+    lora_checkpoint: str | Path | None = None,
+    micro_batch_size: int = 64,
+    precision: str = "bf16-mixed",
+    num_gpus: int = 1,
+) -> dict[str, Any]:
+    """``infer_esm2``'s arguments, keyed by option name in snake_case (``to_argv`` writes them).
+
+    ``embeddings=True``: the pretrained encoder's pooled embeddings (``--include-embeddings``;
+    BioNeMo's ``embeddings`` output, one row per CSV row, in order). ``fine_tuned=True``: the
+    task head's outputs of a ``finetune_esm2`` checkpoint (``--config-class
+    ESM2FineTuneSeqConfig``; ``classification_output`` / ``regression_output``), with the LoRA
+    adapters of ``lora_checkpoint`` on top of ``checkpoint`` when given. Results land in
+    ``results_dir/predictions__rank_0.pt`` (``PREDICTIONS_FILE``).
+    """
+    if not (embeddings or fine_tuned):
+        raise FedbioError("infer_args: ask for embeddings, the fine-tuned head's outputs, or both")
+    if str(precision) not in PRECISIONS:
+        raise FedbioError(f"unknown precision {precision!r}; BioNeMo takes {', '.join(PRECISIONS)}")
+    if micro_batch_size < 1 or num_gpus < 1:
+        raise FedbioError("micro batch size and GPU count must be positive")
+    return {
+        "checkpoint_path": str(checkpoint),
+        "data_path": str(data_csv),
+        "results_path": str(results_dir),
+        "precision": str(precision),
+        "num_gpus": int(num_gpus),
+        "micro_batch_size": int(micro_batch_size),
+        "prediction_interval": "epoch",
+        "include_embeddings": bool(embeddings),
+        "config_class": "ESM2FineTuneSeqConfig" if fine_tuned else "ESM2Config",
+        "lora_checkpoint_path": str(lora_checkpoint) if lora_checkpoint else None,
+    }
+
+
+def to_infer_argv(args: dict[str, Any]) -> list[str]:
+    """The command line (after ``infer_esm2``) for ``infer_args``'s dict."""
+    unknown = sorted(set(args) - INFER_ESM2_OPTIONS)
+    if unknown:
+        raise FedbioError(f"not infer_esm2 options: {', '.join(unknown)}")
+    argv: list[str] = []
+    for key, value in args.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
+
+
+def bionemo_precision(precision: str) -> str:
+    """fedbio's resolved precision (``fedbio.device``: ``32`` or ``bf16-mixed``) as BioNeMo's."""
+    if precision in ("32", "fp32"):
+        return "fp32"
+    if precision == "bf16-mixed":
+        return "bf16-mixed"
+    raise FedbioError(f"unknown precision {precision!r}; fedbio resolves to '32' or 'bf16-mixed'")

@@ -3,6 +3,7 @@
     resolve_backend("auto")     # "bionemo" on a CUDA machine with BioNeMo's ESM-2, else "hf"
     resolve_backend("bionemo")  # "bionemo", or a FedbioError saying what is missing
     bionemo_available()         # (True/False, why)
+    model_backend(model_cfg)    # what a ModelConfig runs on here (Learner.build, build_model)
 
 BioNeMo is looked up with ``importlib.util.find_spec("bionemo.esm2")``: nothing of it is
 imported here (only the ``bionemo`` namespace package is located, as ``find_spec`` must).
@@ -65,3 +66,28 @@ def resolve_backend(name: str = "auto") -> str:
     if not ok:
         raise FedbioError(f"backend 'bionemo' is not available here ({why}): {CONTAINER_HINT}")
     return "bionemo"
+
+
+def model_backend(model_cfg) -> str:
+    """``hf`` or ``bionemo``: the backend that runs this ``ModelConfig`` here.
+
+    ``cfg.backend`` goes through ``resolve_backend``, so ``bionemo`` where BioNeMo cannot run is
+    the same FedbioError everywhere (``build_model``, ``Learner.build``, ``env_check``). ``auto``
+    only picks ``bionemo`` for a model BioNeMo has a checkpoint for (``esm2-8m``, ``esm2-650m``,
+    ``esm2-3b``): the composition baseline, ``esm2-tiny``, AMPLIFY and local folders stay on
+    ``hf``. Asking for ``bionemo`` with such a model is a FedbioError.
+    """
+    from fedbio.bionemo.args import CHECKPOINT_TAGS
+
+    asked = (getattr(model_cfg, "backend", None) or "auto").strip().lower()
+    if asked not in BACKENDS:
+        raise FedbioError(f"unknown backend {asked!r}; choose one of {', '.join(BACKENDS)}")
+    has_checkpoint = not model_cfg.is_composition and model_cfg.name in CHECKPOINT_TAGS
+    if asked == "auto" and not has_checkpoint:
+        return "hf"
+    backend = resolve_backend(asked)
+    if backend == "bionemo" and not has_checkpoint:
+        what = "the composition model" if model_cfg.is_composition else f"model {model_cfg.name!r}"
+        raise FedbioError(f"backend 'bionemo' cannot run {what}: BioNeMo has ESM-2nv checkpoints "
+                          f"for {', '.join(CHECKPOINT_TAGS)} only; use backend 'hf' (or 'auto')")
+    return backend

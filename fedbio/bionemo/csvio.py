@@ -110,3 +110,30 @@ def read_bionemo_csv(path: str | Path, classes: Sequence[str] | None = None,
     if not records:
         raise DataError(path, "file holds no records")
     return records
+
+
+def write_sequences_csv(sequences: Iterable[str], path: str | Path, *,
+                        max_length: int | None = None, crop: str = "ends") -> Path:
+    """Write a ``sequences`` CSV (no labels) for ``infer_esm2``, cropped as fedbio crops.
+
+    Every sequence is checked as in ``write_bionemo_csv``; the file is written whole or not at all.
+    """
+    if max_length is not None:
+        from fedbio.batching import crop as crop_sequence
+    path = Path(path)
+    rows = []
+    for index, seq in enumerate(sequences):
+        seq = str(seq).strip().upper()
+        if not seq or not set(seq) <= PROTEIN_ALPHABET:
+            raise DataError(path, f"record {index + 1}: not a protein sequence ({seq[:20]!r})")
+        rows.append((crop_sequence(seq, max_length, crop) if max_length is not None else seq,))
+    if not rows:
+        raise FedbioError(f"no sequences to write to {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(HEADER[:1])
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path

@@ -73,6 +73,9 @@ def _initial_model(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path
         raise FedbioError("private heads need an encoder to share; the composition model is all head "
                           "(use an ESM-2 or AMPLIFY model, or FedConfig(private_heads=False))")
     params, _ = split_private(params, private)  # private parameters are never global
+    if not params:
+        raise FedbioError(f"with private heads and tuning {cfg.model.tuning!r} nothing is left to "
+                          "federate (the encoder is frozen); use --tuning lora or full")
     path = run_dir / "federation" / "initial.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(params, str(path))
@@ -140,6 +143,20 @@ def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, prog
     return history
 
 
+def nest_tasks(flat: dict) -> dict:
+    """Flat multi-task scalars (``"<task>.rmse"``) gathered under ``per_task`` again."""
+    out, per = {}, {}
+    for key, value in flat.items():
+        if "." in key:
+            name, metric = key.rsplit(".", 1)
+            per.setdefault(name, {})[metric] = value
+        else:
+            out[key] = value
+    if per:
+        out["per_task"] = per
+    return out
+
+
 def _split_scores(metrics: dict, part: str) -> dict | None:
     """``{"test_accuracy": .., "test_hard_accuracy": ..}`` -> the scores of one part."""
     other = "test_hard_" if part == "test" else None
@@ -149,7 +166,7 @@ def _split_scores(metrics: dict, part: str) -> dict | None:
         return None
     if "n" in out:
         out["n"] = int(out["n"])
-    return out
+    return nest_tasks(out)
 
 
 def _deliver(learner, history: dict, task: TaskData, run_dir: Path) -> tuple[dict, dict | None]:
@@ -171,13 +188,9 @@ def _site_test_scores(history: dict, part: str = "test") -> dict | None:
     prefix = f"local_{part}_"
     for info in history["rounds"][-1]["sites"].values():
         flat = {k[len(prefix):]: v for k, v in info.get("metrics", {}).items() if k.startswith(prefix)}
-        per: dict = {}
-        for key, value in flat.items():
-            if "." in key:
-                name, metric = key.rsplit(".", 1)
-                per.setdefault(name, {})[metric] = value
-        if per:
-            rows.append({"per_task": per, "mse_std": flat.get("mse_std", float("nan"))})
+        nested = nest_tasks(flat)
+        if "per_task" in nested:
+            rows.append({"per_task": nested["per_task"], "mse_std": nested.get("mse_std", float("nan"))})
     if not rows:
         return None
     out = combine_task_scores(rows)

@@ -8,11 +8,25 @@ and ``amplify-tiny`` are random init; the others load pretrained weights, see
 (``config.json`` with ``model_type`` "AMPLIFY" and ``model.safetensors``). transformers is
 imported inside functions: ``import fedbio.models`` stays cheap for processes that never build an
 ESM encoder.
+
+A third kind, ``remote``, is opt-in: a folder or Hugging Face hub id whose ``config.json`` has an
+``auto_map`` and a ``model_type`` fedbio does not implement itself, such as NVIDIA's
+TransformerEngine ESM-2 (``nvidia/esm2_t6_8M_UR50D``, ``nvidia/esm2_t33_650M_UR50D``, model_type
+"nv_esm"). It loads with ``transformers.AutoModel.from_pretrained(..., trust_remote_code=True)``,
+which imports and runs the Python files shipped with the checkpoint, so fedbio does it only with
+``ModelConfig.trust_remote_code=True`` (``--trust-remote-code``); without it such a checkpoint is
+a FedbioError that says so, before any of its code is downloaded or run. The remote model must
+take ``input_ids``/``attention_mask`` and return ``last_hidden_state`` [B, L, H], and use ESM's
+33-token vocabulary (or ship a ``vocab.txt`` of its own). NVIDIA's TransformerEngine models build
+their layers on CUDA and need TransformerEngine (the BioNeMo / NGC PyTorch containers have it);
+they fuse query/key/value into one projection, so ``lora`` is refused for them (use ``head`` or
+``full``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +54,26 @@ if TYPE_CHECKING:
 ESM_LORA_TARGETS = ["query", "key", "value"]
 # config.json model_type -> family
 FAMILIES = {"esm": "esm2", AMPLIFY_MODEL_TYPE: "amplify"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name on the Hugging Face hub
+REMOTE = "remote"  # family of checkpoints loaded with trust_remote_code (see the module docstring)
+
+
+def is_remote_config(config: dict) -> bool:
+    """True for a config.json fedbio cannot build itself but its ``auto_map`` can (remote code)."""
+    return (isinstance(config, dict) and config.get("model_type") not in FAMILIES
+            and isinstance(config.get("auto_map"), dict) and "AutoModel" in config["auto_map"])
+
+
+def remote_code_refusal(source: str | Path, config: dict) -> FedbioError:
+    """The error for a remote-code checkpoint loaded without the opt-in."""
+    target = config.get("auto_map", {}).get("AutoModel", "?")
+    return FedbioError(
+        f"{source}: config.json has model_type {config.get('model_type')!r} and an auto_map "
+        f"(AutoModel -> {target}): loading it runs Python code shipped with the checkpoint. "
+        "Only if you trust that code, opt in with ModelConfig(trust_remote_code=True) "
+        "(`--trust-remote-code` on the command line); otherwise use an ESM-2 or AMPLIFY "
+        "checkpoint fedbio loads itself (e.g. facebook/esm2_t33_650M_UR50D, preset esm2-650m)"
+    )
 
 
 class Backbone(nn.Module):
@@ -53,12 +87,17 @@ class Backbone(nn.Module):
     kept frozen.
     """
 
-    def __init__(self, model: nn.Module, name: str):
+    def __init__(self, model: nn.Module, name: str, family: str | None = None):
         super().__init__()
         if isinstance(model, Amplify):
             self.family = "amplify"
             self.amplify = model
             self.lora_targets = list(AMPLIFY_LORA_TARGETS)
+        elif family == REMOTE:  # trust_remote_code checkpoints, held as .remote
+            self.family = REMOTE
+            self.remote = model
+            names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+            self.lora_targets = list(ESM_LORA_TARGETS) if set(ESM_LORA_TARGETS) <= names else []
         else:
             self.family = "esm2"
             self.esm = model
@@ -72,7 +111,9 @@ class Backbone(nn.Module):
 
     @property
     def model(self) -> nn.Module:
-        """The wrapped encoder (``EsmModel`` or ``Amplify``)."""
+        """The wrapped encoder (``EsmModel``, ``Amplify``, or a remote-code model)."""
+        if self.family == REMOTE:
+            return self.remote
         return self.amplify if self.family == "amplify" else self.esm
 
     @property
@@ -85,8 +126,9 @@ class Backbone(nn.Module):
         """Submodules that ``forward`` never uses."""
         if self.family == "amplify":
             return self.amplify.unused_modules()
-        contact = getattr(self.esm, "contact_head", None)
-        return [] if contact is None else [contact]
+        model = self.model  # ESM, or a remote ESM-like model: contact head and pooler unused
+        return [m for m in (getattr(model, "contact_head", None), getattr(model, "pooler", None))
+                if isinstance(m, nn.Module)]
 
     def freeze_unused(self) -> None:
         """``requires_grad_(False)`` on ``unused_modules``."""
@@ -99,7 +141,8 @@ class Backbone(nn.Module):
             attention_mask = (input_ids != self.pad_token_id).long()
         if self.family == "amplify":
             return self.amplify(input_ids, attention_mask)
-        return self.esm(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
 @contextmanager
@@ -143,9 +186,19 @@ def random_backbone(config: EsmConfig | AmplifyConfig, name: str, seed: int = 0)
     return Backbone(esm.float(), name)
 
 
-def random_backbone_from_dict(config: dict, name: str, seed: int = 0) -> tuple[Any, Backbone]:
+def random_backbone_from_dict(config: dict, name: str, seed: int = 0,
+                              trust_remote_code: bool = False) -> tuple[Any, Backbone]:
     """Tokenizer and random encoder of a saved config dict (``Backbone.config.to_dict()``);
-    its ``model_type`` says the family."""
+    its ``model_type`` says the family.
+
+    A remote-code config cannot be built from the dict alone (its code lives with the original
+    checkpoint): with ``trust_remote_code`` the encoder is loaded from ``name`` (the original
+    folder or hub id; the caller then replaces every tensor), without it is a FedbioError.
+    """
+    if is_remote_config(config):
+        if not trust_remote_code:
+            raise remote_code_refusal(name, config)
+        return load_backbone(name, seed=seed, trust_remote_code=True)
     if config.get("model_type") == AMPLIFY_MODEL_TYPE:
         return AmplifyTokenizer(), random_backbone(AmplifyConfig.from_dict(config), name, seed)
     from transformers import EsmConfig
@@ -158,11 +211,52 @@ def tokenizer_for(family: str, vocab_file: str | Path | None = None) -> Any:
     return AmplifyTokenizer(vocab_file) if family == "amplify" else load_tokenizer(vocab_file)
 
 
-def backbone_from_folder(folder: str | Path, name: str | None = None) -> Backbone:
-    """The encoder weights of a checkpoint folder: Hugging Face ESM (any ESM head is dropped)
-    or AMPLIFY's published layout (its decoder is kept, frozen, so the folder round-trips)."""
+def _first(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+
+
+def remote_backbone(folder: str | Path, name: str | None = None, seed: int = 0,
+                    random_init: bool = False) -> Backbone:
+    """A remote-code encoder (``AutoModel`` with ``trust_remote_code=True``) from a local folder.
+
+    Callers check the opt-in first (``_folder_family``); this function runs the folder's code.
+    ``random_init`` builds the architecture only (``AutoModel.from_config``, seeded).
+    """
+    from transformers import AutoConfig, AutoModel
+
     folder = Path(folder)
-    if _folder_family(folder)[0] == "amplify":
+    try:
+        with _quiet_transformers():
+            if random_init:
+                config = AutoConfig.from_pretrained(str(folder), trust_remote_code=True,
+                                                    local_files_only=True)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    model = AutoModel.from_config(config, trust_remote_code=True, **_float32_kwargs())
+            else:
+                kwargs = dict(trust_remote_code=True, local_files_only=True, **_float32_kwargs())
+                try:  # ESM-style models take add_pooling_layer; the pooler is never used
+                    model = AutoModel.from_pretrained(str(folder), add_pooling_layer=False, **kwargs)
+                except TypeError:
+                    model = AutoModel.from_pretrained(str(folder), **kwargs)
+    except ImportError as err:  # e.g. transformer_engine missing outside NVIDIA's containers
+        raise FedbioError(f"cannot load the remote-code model in {folder}: its code needs a "
+                          f"package that is not installed ({_first(err)})") from None
+    except (OSError, ValueError, RuntimeError, TypeError, AttributeError) as err:
+        raise FedbioError(f"cannot load the remote-code model in {folder}: {_first(err)}") from None
+    return Backbone(model.float(), name or folder.name, family=REMOTE)
+
+
+def backbone_from_folder(folder: str | Path, name: str | None = None,
+                         trust_remote_code: bool = False) -> Backbone:
+    """The encoder weights of a checkpoint folder: Hugging Face ESM (any ESM head is dropped),
+    AMPLIFY's published layout (its decoder is kept, frozen, so the folder round-trips) or,
+    with ``trust_remote_code``, a remote-code model (see the module docstring)."""
+    folder = Path(folder)
+    family = _folder_family(folder, trust_remote_code)[0]
+    if family == REMOTE:
+        return remote_backbone(folder, name)
+    if family == "amplify":
         return Backbone(amplify_from_folder(folder), name or folder.name)
     from transformers import EsmModel
 
@@ -172,13 +266,12 @@ def backbone_from_folder(folder: str | Path, name: str | None = None) -> Backbon
                 str(folder), add_pooling_layer=False, local_files_only=True, **_float32_kwargs()
             )
     except (OSError, ValueError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise FedbioError(f"cannot load an ESM encoder from {folder}: {first}") from None
+        raise FedbioError(f"cannot load an ESM encoder from {folder}: {_first(err)}") from None
     return Backbone(esm, name or folder.name)
 
 
-def _folder_family(folder: Path) -> tuple[str, dict]:
-    """The family ("esm2" or "amplify") and config.json of a checkpoint folder."""
+def _folder_family(folder: Path, trust_remote_code: bool = False) -> tuple[str, dict]:
+    """The family ("esm2", "amplify" or, opted in, "remote") and config.json of a folder."""
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise FedbioError(f"{folder} has no config.json; save the model with save_pretrained")
@@ -187,11 +280,16 @@ def _folder_family(folder: Path) -> tuple[str, dict]:
     except (OSError, ValueError) as err:
         raise FedbioError(f"{config_file}: cannot read it as JSON ({err})") from None
     family = FAMILIES.get(config.get("model_type")) if isinstance(config, dict) else None
+    if family is None and is_remote_config(config):
+        if not trust_remote_code:
+            raise remote_code_refusal(folder, config)
+        return REMOTE, config
     if family is None:
         model_type = config.get("model_type") if isinstance(config, dict) else None
         raise FedbioError(
             f"{config_file}: model_type {model_type!r}; fedbio loads ESM ('esm') and AMPLIFY "
-            f"('{AMPLIFY_MODEL_TYPE}') models only"
+            f"('{AMPLIFY_MODEL_TYPE}') models, and remote-code checkpoints (an auto_map in "
+            "config.json) with trust_remote_code"
         )
     return family, config
 
@@ -208,6 +306,7 @@ def load_backbone(
     weights_dir: str | None = None,
     seed: int = 0,
     random_init: bool = False,
+    trust_remote_code: bool = False,
 ) -> tuple[EsmTokenizer | AmplifyTokenizer, Backbone]:
     """The tokenizer and encoder named by a preset or a checkpoint folder.
 
@@ -216,6 +315,8 @@ def load_backbone(
     Face cache, then the hub; failing all, ``WeightsNotFound`` says how to get them. A folder's
     ``config.json`` says its family: ESM folders are loaded with ``EsmModel.from_pretrained``,
     AMPLIFY folders with ``amplify_from_folder`` (with ``random_init``, only the shape is used).
+    A Hugging Face hub id (``org/name``) that is neither is fetched (cache first) and loaded as a
+    folder. Remote-code checkpoints need ``trust_remote_code`` (module docstring).
     The tokenizer is an ``EsmTokenizer`` or an ``AmplifyTokenizer``.
     """
     name = str(name_or_path)
@@ -232,8 +333,12 @@ def load_backbone(
         return _folder_tokenizer(folder, family), backbone_from_folder(folder, name)
 
     folder = Path(name).expanduser()
+    if not folder.is_dir() and HUB_ID.match(name):
+        from fedbio.models.weights import hub_checkpoint
+
+        folder = hub_checkpoint(name, trust_remote_code=trust_remote_code)
     if folder.is_dir():
-        family, config = _folder_family(folder)
+        family, config = _folder_family(folder, trust_remote_code)
         tokenizer = _folder_tokenizer(folder, family)
         if len(tokenizer) != config.get("vocab_size"):
             raise FedbioError(
@@ -241,6 +346,8 @@ def load_backbone(
                 f"{config.get('vocab_size')}"
             )
         if random_init:
+            if family == REMOTE:
+                return tokenizer, remote_backbone(folder, name, seed, random_init=True)
             if family == "amplify":
                 arch = AmplifyConfig.from_dict(config, source=folder / "config.json")
                 return tokenizer, random_backbone(arch, name, seed)
@@ -249,7 +356,7 @@ def load_backbone(
             return tokenizer, random_backbone(EsmConfig.from_pretrained(str(folder)), name, seed)
         if not has_weights(folder):
             raise FedbioError(f"{folder} has a config.json but no model.safetensors")
-        return tokenizer, backbone_from_folder(folder, name)
+        return tokenizer, backbone_from_folder(folder, name, trust_remote_code)
 
     raise FedbioError(
         f"unknown model {name!r}: not a preset ({', '.join(PRESETS)}) nor an existing folder"

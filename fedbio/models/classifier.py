@@ -45,7 +45,8 @@ class SequenceModel(nn.Module):
                    head_hidden=cfg.head_hidden, dropout=cfg.dropout, lora_r=cfg.lora_r,
                    lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                    weights_dir=None if (esm_config or encoder_config) else cfg.weights_dir,
-                   seed=seed, esm_config=esm_config, targets=targets, encoder_config=encoder_config)
+                   seed=seed, esm_config=esm_config, targets=targets, encoder_config=encoder_config,
+                   trust_remote_code=bool(getattr(cfg, "trust_remote_code", False)))
 
     def __init__(
         self,
@@ -62,6 +63,7 @@ class SequenceModel(nn.Module):
         esm_config: dict | None = None,
         targets: list[str] | None = None,
         encoder_config: dict | None = None,
+        trust_remote_code: bool = False,
     ):
         super().__init__()
         if tuning not in TUNING_MODES:
@@ -78,6 +80,7 @@ class SequenceModel(nn.Module):
         self.seed = seed
         self.esm_config = esm_config
         self.targets = list(targets) if targets else None  # multi-task: one head per task name
+        self.trust_remote_code = bool(trust_remote_code)  # see fedbio.models.backbone
         if self.targets:
             n_outputs = self.n_outputs = len(self.targets)
 
@@ -86,9 +89,11 @@ class SequenceModel(nn.Module):
         self.encoder_config = encoder_config
         arch = encoder_config if encoder_config is not None else esm_config
         if arch is not None:
-            self.tokenizer, self.backbone = random_backbone_from_dict(arch, name, seed)
+            self.tokenizer, self.backbone = random_backbone_from_dict(arch, name, seed,
+                                                                      self.trust_remote_code)
         else:
-            self.tokenizer, self.backbone = load_backbone(name, weights_dir=weights_dir, seed=seed)
+            self.tokenizer, self.backbone = load_backbone(name, weights_dir=weights_dir, seed=seed,
+                                                          trust_remote_code=self.trust_remote_code)
         # Head and adapters drawn from their own seeded stream: every site starts identical.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
@@ -101,6 +106,11 @@ class SequenceModel(nn.Module):
     def _add_lora(self) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
+        if not self.backbone.lora_targets:
+            raise FedbioError(
+                f"tuning 'lora' needs separate query/key/value projections, and the encoder of "
+                f"{self.name} has none (TransformerEngine fuses them into one); use tuning "
+                "'head' or 'full'")
         config = LoraConfig(
             r=self.lora_r,
             lora_alpha=self.lora_alpha,
@@ -144,20 +154,29 @@ class SequenceModel(nn.Module):
 
 
 def build_model(
-    cfg: ModelConfig, n_outputs: int, seed: int = 0, targets: list[str] | None = None
+    cfg: ModelConfig, n_outputs: int, seed: int = 0, targets: list[str] | None = None,
+    backend: str | None = None,
 ) -> tuple[EsmTokenizer | None, nn.Module]:
     """The tokenizer and model a ``ModelConfig`` describes; the tokenizer is None for composition.
 
     ``targets`` (task names) gives a multi-task model: one head per task, ``head.heads.<task>``.
+    ``cfg.backend`` is resolved with ``fedbio.bionemo.backend.model_backend`` (``backend``, when
+    given, is the already-resolved answer): only ``hf`` builds a PyTorch model here; ``bionemo``
+    is a ``BioNemoLearner`` (``fedbio.learner.Learner.build``), and a FedbioError here.
     """
+    if backend is None:
+        from fedbio.bionemo.backend import model_backend
+
+        backend = model_backend(cfg)
+    if backend != "hf":
+        raise FedbioError(
+            f"backend {backend!r} trains through BioNeMo's own scripts, not a PyTorch module: "
+            "build it with fedbio.learner.Learner.build (a BioNemoLearner), or use backend 'hf'"
+        )
     if cfg.is_composition:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
             return None, CompositionModel(n_outputs)
-    if cfg.backend != "hf":
-        raise FedbioError(
-            f"model backend {cfg.backend!r} is not available in this environment; use backend 'hf'"
-        )
     model = SequenceModel.from_config(cfg, n_outputs, seed=seed, targets=targets)
     return model.tokenizer, model
 

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 import fedbio
@@ -69,9 +70,14 @@ def save_model(
         meta["encoder_config"] = model.backbone.config.to_dict()
         if model.backbone.family == "esm2":  # the key fedbio read before AMPLIFY was added
             meta["esm_config"] = meta["encoder_config"]
+        if model.backbone.family == "remote":  # load_model must see it needs the remote code
+            meta["encoder_config"].setdefault(
+                "auto_map", getattr(model.backbone.config, "auto_map", None) or {"AutoModel": "?"})
         model.tokenizer.save_vocabulary(str(folder), None)
     # contiguous copies: safetensors refuses views and shared storage
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    # (non-tensor entries, e.g. TransformerEngine's extra state in some versions, are not weights)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()
+               if isinstance(v, torch.Tensor)}
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return folder
@@ -81,22 +87,36 @@ def _load_tensors(model: nn.Module, tensors: dict, folder: Path) -> None:
     result = model.load_state_dict(tensors, strict=False)
     # Rotary inv_freq buffers are recomputed from the config and named differently across
     # transformers versions; every other mismatch means the folder does not fit its own config.
-    missing = [k for k in result.missing_keys if not k.endswith("inv_freq")]
-    unexpected = [k for k in result.unexpected_keys if not k.endswith("inv_freq")]
+    # TransformerEngine's ``_extra_state`` (FP8 metadata, not weights) may be absent as well.
+    skip = ("inv_freq", "_extra_state")
+    missing = [k for k in result.missing_keys if not k.endswith(skip)]
+    unexpected = [k for k in result.unexpected_keys if not k.endswith(skip)]
     if missing or unexpected:
         names = ", ".join((missing + unexpected)[:5])
         raise FedbioError(f"{folder / WEIGHTS_FILE} does not match {META_FILE}: {names}")
 
 
-def load_model(folder: str | Path) -> tuple[Any, nn.Module, dict]:
-    """Rebuild a model written by ``save_model``: ``(tokenizer or None, model in eval mode, meta)``."""
+def load_model(folder: str | Path, trust_remote_code: bool = False) -> tuple[Any, nn.Module, dict]:
+    """Rebuild a model written by ``save_model``: ``(tokenizer or None, model in eval mode, meta)``.
+
+    A model whose encoder came from a remote-code checkpoint (``ModelConfig.trust_remote_code``)
+    is rebuilt from that checkpoint's code, which must still be reachable (its folder, or the
+    Hugging Face cache), and only with ``trust_remote_code=True`` here: the flag saved in the
+    folder is not enough, since a model folder may come from someone else.
+    """
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    if not (folder / META_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+    meta = json.loads((folder / META_FILE).read_text()) if (folder / META_FILE).is_file() else None
+    bionemo = meta is not None and str(meta.get("kind", "")).startswith("bionemo")
+    if meta is None or not (bionemo or (folder / WEIGHTS_FILE).is_file()):
         raise FedbioError(f"{folder} is not a saved fedbio model (needs {META_FILE} and {WEIGHTS_FILE})")
-    meta = json.loads((folder / META_FILE).read_text())
+    if bionemo:
+        raise FedbioError(f"{folder} holds a model trained with backend 'bionemo' "
+                          f"({meta['kind']}): predicting with it needs BioNeMo's encoder; load "
+                          "it with fedbio.bionemo.learner.BioNemoLearner inside the container")
     cfg = from_dict(ModelConfig, meta["model_config"])
+    cfg.trust_remote_code = bool(trust_remote_code)  # the caller's opt-in, never the file's
     n_outputs = int(meta["n_outputs"])
     if meta.get("kind") == "composition":
         tokenizer, model = None, CompositionModel(n_outputs)

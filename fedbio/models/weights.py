@@ -187,3 +187,71 @@ def resolve_weights(name: str, weights_dir: str | Path | None = None) -> Path:
         except _HubUnreachable:
             pass  # the single WeightsNotFound below says what to do
     raise WeightsNotFound(name, preset.hf_id)
+
+
+def _auto_map_modules(config: dict) -> set[str]:
+    """The Python files (module names) a config.json's ``auto_map`` points into."""
+    out = set()
+    for ref in (config.get("auto_map") or {}).values():
+        for item in ref if isinstance(ref, (list, tuple)) else [ref]:
+            if isinstance(item, str) and "." in item:
+                out.add(item.split("--")[-1].rsplit(".", 1)[0])
+    return out
+
+
+def hub_checkpoint(repo_id: str, trust_remote_code: bool = False) -> Path:
+    """A local folder holding hub model ``repo_id`` (``org/name``): the Hugging Face cache
+    first, then (online only) a download of configs, safetensors, vocabulary and, for an opted-in
+    remote-code model, its Python files.
+
+    Only ``config.json`` is fetched before deciding: a remote-code model (``auto_map``, see
+    ``fedbio.models.backbone``) without ``trust_remote_code`` is refused before its code is
+    downloaded. Never pickled weights.
+    """
+    from fedbio.models.backbone import is_remote_config, remote_code_refusal
+
+    cache = hf_cache_dir()
+    hint = (f"{repo_id!r} is neither a preset, an existing folder nor a model in the Hugging Face "
+            "cache")
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(repo_id, "config.json", cache_dir=str(cache))
+    if isinstance(hit, str):
+        config_file = Path(hit)
+    else:
+        if hub_offline():
+            raise FedbioError(f"{hint}, and HF_HUB_OFFLINE is set; download it on a connected "
+                              "machine and carry the folder here")
+        from huggingface_hub import hf_hub_download
+
+        try:
+            config_file = Path(hf_hub_download(repo_id, "config.json", cache_dir=str(cache),
+                                               etag_timeout=HUB_TIMEOUT_S))
+        except Exception as err:  # unknown repo, no network: one line
+            raise FedbioError(f"{hint}, and the hub did not give its config.json "
+                              f"({_first_line(err)})") from None
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as err:
+        raise FedbioError(f"{config_file}: cannot read it as JSON ({err})") from None
+    remote = is_remote_config(config)
+    if remote and not trust_remote_code:
+        raise remote_code_refusal(repo_id, config)
+    snapshot = config_file.parent
+    code = {f"{m}.py" for m in _auto_map_modules(config)} if remote else set()
+    if has_weights(snapshot) and all((snapshot / f).is_file() for f in code):
+        return snapshot
+    if hub_offline():
+        raise FedbioError(f"{repo_id}: the Hugging Face cache holds its config.json but not its "
+                          "weights (or code), and HF_HUB_OFFLINE is set")
+    from huggingface_hub import snapshot_download
+
+    patterns = ALLOW_PATTERNS + sorted(code)
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=str(cache),
+                                        etag_timeout=HUB_TIMEOUT_S))
+    except Exception as err:
+        raise FedbioError(f"download of {repo_id} failed ({_first_line(err)})") from None
+    if not has_weights(folder):
+        raise FedbioError(f"{repo_id} was downloaded to {folder} but holds no safetensors weights")
+    return folder
