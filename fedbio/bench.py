@@ -17,7 +17,10 @@ the table's rows under ``checks``). What is measured:
    the time to build the cache is reported on its own;
 3. encoding throughput of an esm2-8m-shaped random model at the laptop profile's crop (512):
    sequences/s and residues/s, eval mode, no gradients;
-4. peak RSS of a short quick-profile central run (``fedbio run --profile quick``) in a subprocess.
+4. peak RSS of a short quick-profile central run (``fedbio run --profile quick``) in a subprocess;
+5. encoder families at one shape: training tokens/s of ``amplify-tiny`` (plain PyTorch, fused
+   ``scaled_dot_product_attention``) vs ``esm2-tiny`` (transformers' ESM) on the shipped antibodies
+   (VH + linker + VL, about 245 residues, uncropped), both 4 x 128 with 4 heads, interleaved.
 
 Models are randomly initialised (nothing is downloaded): speed and memory depend on the shape,
 not on the weights. Timings are wall-clock and move with whatever else the machine is doing;
@@ -65,14 +68,16 @@ class Sizes:
     encode_seqs: int
     rss_records: int | None  # records of a subset split for the RSS run; None: the default split
     rss_epochs: float
+    family_seqs: int = 32  # antibodies per family loop (measure 5)
 
 
 SMALL = Sizes("small", pad_seqs=96, pad_seqs_long=32, pad_batch_long=8, pad_rounds=3,
               cache_model="esm2-8m", cache_crop=128, cache_seqs=192,
-              encode_model="esm2-8m", encode_seqs=32, rss_records=240, rss_epochs=1)
+              encode_model="esm2-8m", encode_seqs=32, rss_records=240, rss_epochs=1, family_seqs=32)
 FULL = Sizes("full", pad_seqs=320, pad_seqs_long=160, pad_batch_long=32, pad_rounds=3,
              cache_model="esm2-8m", cache_crop=512, cache_seqs=256,
-             encode_model="esm2-8m", encode_seqs=256, rss_records=None, rss_epochs=1)
+             encode_model="esm2-8m", encode_seqs=256, rss_records=None, rss_epochs=1, family_seqs=128)
+FAMILIES = ("amplify-tiny", "esm2-tiny")
 
 
 # -- set-up ------------------------------------------------------------------------------------
@@ -129,13 +134,14 @@ def load_shipped() -> Shipped:
 
 def random_model(preset: str, n_outputs: int, tuning: str, seed: int = SEED):
     """A ``SequenceModel`` of ``preset``'s shape with random weights (nothing is loaded)."""
-    from fedbio.models import SequenceModel, esm_config
+    from fedbio.models import SequenceModel
+    from fedbio.models.presets import encoder_config
     from fedbio.profiles import resolve_profile
 
     mcfg = resolve_profile("quick").model
     return SequenceModel(name=preset, n_outputs=n_outputs, tuning=tuning,
                          head_hidden=mcfg.head_hidden, dropout=mcfg.dropout, seed=seed,
-                         esm_config=esm_config(preset).to_dict())
+                         encoder_config=encoder_config(preset).to_dict())
 
 
 def laptop_crop() -> int:
@@ -401,6 +407,43 @@ def bench_rss(sizes: Sizes, seed: int = SEED) -> dict:
 
 
 # -- all of it ---------------------------------------------------------------------------------
+# -- 5. encoder families ----------------------------------------------------------------------
+def bench_families(sizes: Sizes, seed: int = SEED, batch_size: int = 16) -> dict:
+    """Measure 5: the same training steps on the same antibodies through AMPLIFY and ESM-2
+    encoders of one shape, batch by batch in turn; each batch counts its fastest pass."""
+    import torch
+
+    from fedbio.antibody import load_antibody_table
+    from fedbio.batching import batches, tokenize
+
+    seqs = load_antibody_table("jain")["sequence"].tolist()[:sizes.family_seqs]
+    y = torch.zeros(len(seqs), dtype=torch.long)
+    models, plans, opts = {}, {}, {}
+    for name in FAMILIES:
+        models[name] = random_model(name, 2, "full", seed)
+        tokens = tokenize(seqs, y, models[name].tokenizer, 300)
+        plans[name] = list(batches(tokens, batch_size, _rng(seed)))
+        opts[name] = torch.optim.AdamW(models[name].parameters(), lr=1e-4)
+    criterion = torch.nn.CrossEntropyLoss()
+    times = {name: [math.inf] * len(plans[name]) for name in FAMILIES}
+    for rnd in range(sizes.pad_rounds + 1):  # the first pass warms up, untimed
+        for i in range(len(plans[FAMILIES[0]])):
+            for name in FAMILIES:
+                (ids, mask), target, _ = plans[name][i]
+                took = _train_step(models[name].train(), opts[name], criterion, ids, mask, target)
+                if rnd:
+                    times[name][i] = min(times[name][i], took)
+    out = {"seqs": len(seqs), "batch_size": batch_size, "rounds": sizes.pad_rounds,
+           "median_length": int(statistics.median(len(s) for s in seqs))}
+    for name in FAMILIES:
+        real = sum(int(mask.sum()) for (_, mask), _, _ in plans[name])
+        params = sum(p.numel() for p in models[name].backbone.parameters())
+        out[name] = {"encoder_parameters": params, "seconds": sum(times[name]),
+                     "real_tokens_per_s": real / sum(times[name])}
+    out["speedup"] = _ratio(out["amplify-tiny"]["real_tokens_per_s"], out["esm2-tiny"]["real_tokens_per_s"])
+    return out
+
+
 def run_bench(sizes: Sizes = SMALL, threads: int | None = None, seed: int = SEED,
               log: Callable[[str], None] | None = None) -> dict:
     """Every measure, one after the other, in this process (RSS in a child); a JSON-ready dict."""
@@ -414,13 +457,15 @@ def run_bench(sizes: Sizes = SMALL, threads: int | None = None, seed: int = SEED
     result: dict[str, Any] = {"size": sizes.name, "sizes": asdict(sizes), "threads": n,
                               "seed": seed, "torch": torch.__version__,
                               "records": len(data.seqs)}
-    stages = {"padding": ("1/4 padding: training steps, bucketed vs unbucketed",
+    stages = {"padding": ("1/5 padding: training steps, bucketed vs unbucketed",
                           lambda: bench_padding(data, sizes, seed)),
-              "head_cache": ("2/4 head mode: cached embeddings vs re-encoding",
+              "head_cache": ("2/5 head mode: cached embeddings vs re-encoding",
                              lambda: bench_cache(data, sizes, seed)),
-              "encode": ("3/4 encoding throughput", lambda: bench_encode(data, sizes, seed)),
-              "peak_rss": ("4/4 peak RSS of a quick-profile run (subprocess)",
-                           lambda: bench_rss(sizes, seed))}
+              "encode": ("3/5 encoding throughput", lambda: bench_encode(data, sizes, seed)),
+              "peak_rss": ("4/5 peak RSS of a quick-profile run (subprocess)",
+                           lambda: bench_rss(sizes, seed)),
+              "families": ("5/5 AMPLIFY vs ESM-2 encoder at one shape, antibody inputs",
+                           lambda: bench_families(sizes, seed))}
     run_stages(result, stages, say)
     result["checks"] = checks(result)
     result["wall_seconds"] = time.perf_counter() - start
@@ -481,6 +526,13 @@ def checks(result: dict) -> list[dict]:
     rows.append({"measure": f"peak RSS, quick run ({data})",
                  "value": f"{r['peak_rss_gb']:.2f} GB", "goal": f"< {RSS_GOAL_GB:g} GB",
                  "ok": r["peak_rss_gb"] < RSS_GOAL_GB})
+    f = result.get("families")
+    if f:
+        rows.append({"measure": f"train real tok/s, antibodies (median {f['median_length']} res): "
+                                "amplify-tiny / esm2-tiny",
+                     "value": f"{_rate(f['amplify-tiny']['real_tokens_per_s'])} / "
+                              f"{_rate(f['esm2-tiny']['real_tokens_per_s'])} ({f['speedup']:.2f}x)",
+                     "goal": "-", "ok": None})
     return rows
 
 

@@ -16,7 +16,7 @@ from fedbio.bench import Sizes, register
 # Tiny models and a handful of sequences: every code path of the benchmark, in seconds.
 TINY = Sizes("tiny", pad_seqs=8, pad_seqs_long=8, pad_batch_long=4, pad_rounds=2,
              cache_model="esm2-tiny", cache_crop=32, cache_seqs=8,
-             encode_model="esm2-tiny", encode_seqs=4, rss_records=60, rss_epochs=0.5)
+             encode_model="esm2-tiny", encode_seqs=4, rss_records=60, rss_epochs=0.5, family_seqs=8)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +56,7 @@ def test_bench_train_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
     assert "measure" in printed and "peak RSS" in printed and "tiny benchmark" in printed
 
     result = json.loads(out.read_text())
-    assert {"size", "threads", "padding", "head_cache", "encode", "peak_rss", "checks",
+    assert {"size", "threads", "padding", "head_cache", "encode", "peak_rss", "families", "checks",
             "stage_seconds", "wall_seconds"} <= set(result)
     assert result["size"] == "tiny" and result["threads"] == 1
 
@@ -95,7 +95,14 @@ def test_bench_train_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
 
     rows = result["checks"]
     assert all(set(r) == {"measure", "value", "goal", "ok"} for r in rows)
-    assert len(rows) == 8
+    assert len(rows) == 9
+
+    fam = result["families"]
+    for name in ("amplify-tiny", "esm2-tiny"):
+        assert fam[name]["real_tokens_per_s"] > 0 and fam[name]["encoder_parameters"] > 100_000
+    assert fam["speedup"] == pytest.approx(fam["amplify-tiny"]["real_tokens_per_s"]
+                                           / fam["esm2-tiny"]["real_tokens_per_s"])
+    assert fam["median_length"] > 200  # whole antibodies, uncropped
 
 
 def test_peak_rss_counts_the_child_not_this_process(tmp_path):

@@ -482,7 +482,11 @@ def test_label_order_and_global_columns():
 
 
 def test_checkpoint_weights_are_checked(tmp_path):
-    from fedbio.bionemo.weights import model_weights, read_checkpoint_weights, write_checkpoint_weights
+    from fedbio.bionemo.weights import (
+        model_weights,
+        read_checkpoint_weights,
+        write_checkpoint_weights,
+    )
 
     base = _dcp(tmp_path / "ckpt", {"module.a.w": torch.zeros(2), "optimizer.x": torch.zeros(2)})
     assert sorted(model_weights(read_checkpoint_weights(base))) == ["module.a.w"]

@@ -142,7 +142,7 @@ def test_multitask_federation_keeps_heads_at_their_sites(ab_split, tmp_path):
     # what left each site, as the NVFlare filter at the site recorded it
     audit = read_audit(out / "federation" / "audit")
     assert sorted(audit) == sorted(f"site-{t}" for t in TASKS)
-    for site, lines in audit.items():
+    for lines in audit.values():
         train = [entry for entry in lines if entry["task"] == "train"]
         assert len(train) == 2
         for entry in train:
@@ -215,3 +215,21 @@ def test_report_and_predict_for_multitask_runs(ab_split, tmp_path, capsys):
                  "--fasta", str(inp), "--out", str(tmp_path / "p.csv")]) == 0
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert len(rows) == 1 and set(TASKS) <= set(rows[0]) and math.isfinite(float(rows[0]["expression"]))
+
+
+def test_amplify_runs_the_localisation_task_too(small_split, tmp_path):
+    """Model and task are independent choices: AMPLIFY on the 10-class localisation task."""
+    cfg = plan(task="scl", mode="central", profile="quick", model="amplify-tiny", epochs=1,
+               split=str(small_split))
+    cfg = replace(cfg, data=replace(cfg.data, max_length=32))
+    m = run(cfg, tmp_path / "scl", progress=False)
+    assert m["model"] == "amplify-tiny" and m["task_type"] == "classification"
+    assert 0.0 <= m["test"]["accuracy"] <= 1.0 and m["test"]["n"] == 60
+
+
+def test_private_heads_on_a_frozen_encoder_are_refused(ab_split, tmp_path):
+    cfg = _cfg("fedavg", ab_split)
+    cfg = replace(cfg, model=replace(cfg.model, tuning="head"))
+    with pytest.raises(FedbioError, match="nothing is left to federate"):
+        run_federated(cfg, FedConfig(rounds=1), out=tmp_path / "head", progress=False)
+    assert not (tmp_path / "head").exists()

@@ -63,19 +63,22 @@ def _initial_model(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path
 
     from fedbio.federation.site import COMMON_CACHE
     from fedbio.learner import Learner
-    from fedbio.models.classifier import trainable_state_dict
 
     learner = Learner.build(cfg.model, cfg.data, cfg.train, task.codec(),
                             run_dir / "cache" / COMMON_CACHE, progress=False)
-    params = {k: v.numpy() for k, v in trainable_state_dict(learner.model).items()}
+    params = {k: v.numpy() for k, v in learner.trainable_state().items()}
     private = private_prefixes(fed.private_heads, task.task_type)
     if private and cfg.model.is_composition:
         raise FedbioError("private heads need an encoder to share; the composition model is all head "
                           "(use an ESM-2 or AMPLIFY model, or FedConfig(private_heads=False))")
     params, _ = split_private(params, private)  # private parameters are never global
-    if not params:
+    if not params and private:
         raise FedbioError(f"with private heads and tuning {cfg.model.tuning!r} nothing is left to "
                           "federate (the encoder is frozen); use --tuning lora or full")
+    if not params:
+        raise FedbioError(f"model {cfg.model.name!r} ({cfg.model.backend} backend, tuning "
+                          f"{cfg.model.tuning!r}) has no parameters to exchange before its first fit; "
+                          "federate it in head mode")
     path = run_dir / "federation" / "initial.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(params, str(path))
@@ -202,7 +205,6 @@ def _save_model(learner, history: dict, run_dir: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from fedbio.models.classifier import load_trainable_state_dict
 
     shared = history.get("shared", {})
     if "feature_mean" in shared:
@@ -212,7 +214,7 @@ def _save_model(learner, history: dict, run_dir: Path) -> None:
         multi = learner.codec.task_type == "multitask"
         learner.codec.mean = list(shared["label_mean"]) if multi else shared["label_mean"][0]
         learner.codec.std = list(shared["label_std"]) if multi else shared["label_std"][0]
-    load_trainable_state_dict(learner.model, load_file(str(run_dir / "federation" / "server" / "global.safetensors")))
+    learner.load_trainable_state(load_file(str(run_dir / "federation" / "server" / "global.safetensors")))
     learner.save(run_dir / "model")
 
 

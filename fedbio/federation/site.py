@@ -3,7 +3,7 @@
 ``fedbio/federation/client.py`` (the NVFlare client script) calls these methods; nothing here
 imports NVFlare. A site reads only its own ``train``/``valid`` files and the common test sets,
 trains with the same ``Learner.fit`` as a local run, and returns trainable parameters
-(``trainable_state_dict``) and scalar scores, never records, embeddings or buffers.
+(``Learner.trainable_state``) and scalar scores, never records, embeddings or buffers.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import torch
 from fedbio.config import DataConfig, ModelConfig, TrainConfig, from_dict
 from fedbio.data import read_records
 from fedbio.learner import Learner
-from fedbio.models.classifier import load_trainable_state_dict, trainable_state_dict
 from fedbio.tasks import LabelCodec, own_tests, task_statistics
 
 COMMON_CACHE = "common"  # RUN/cache/common: embeddings of the common (public) test sets
@@ -123,7 +122,7 @@ class Site:
                 codec.mean, codec.std = mean, std
                 for part, data in self.inputs.items():
                     data.y = codec.encode(self.records[part])
-        load_trainable_state_dict(self.learner.model, params)
+        self.learner.load_trainable_state(params)
 
     # -- tasks ------------------------------------------------------------------------------------
     def train(self, params: dict, meta: dict, rnd: int, rounds: int) -> tuple[dict, dict, dict]:
@@ -151,7 +150,7 @@ class Site:
                     metrics.update(scalars(scores, f"local_{part}_"))
             if self.spec.get("private"):  # its private head makes it the site's model: kept here
                 self.learner.save(Path(self.spec["run_dir"]) / "sites" / self.name / "model")
-        return trainable_state_dict(self.learner.model), metrics, {"curve": curve}
+        return self.learner.trainable_state(), metrics, {"curve": curve}
 
     def evaluate(self, params: dict, meta: dict) -> dict[str, float]:
         """Scores of a global model on the site's validation split."""
