@@ -48,3 +48,17 @@ def tiny_esm_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt") / "tiny-esm"
     EsmForMaskedLM(config).save_pretrained(folder)
     return folder
+
+
+def batch(tokenizer, seqs):
+    """Right-padded ids and attention mask, as the training code builds them."""
+    import torch
+
+    from fedbio.models import encode
+
+    ids = [encode(tokenizer, s) for s in seqs]
+    width = max(map(len, ids))
+    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+    for row, seq_ids in enumerate(ids):
+        input_ids[row, : len(seq_ids)] = torch.tensor(seq_ids)
+    return input_ids, (input_ids != tokenizer.pad_token_id).long()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import batch
 
 from fedbio.config import ModelConfig
 from fedbio.errors import FedbioError
@@ -47,16 +48,6 @@ def small_config(**changes) -> AmplifyConfig:
     """Smaller than amplify-tiny, for layout tests."""
     fields = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
     return AmplifyConfig(**{**fields, **changes})
-
-
-def batch(tokenizer, seqs):
-    """Right-padded ids and attention mask, as the training code builds them."""
-    ids = [encode(tokenizer, s) for s in seqs]
-    width = max(map(len, ids))
-    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
-    for row, seq_ids in enumerate(ids):
-        input_ids[row, : len(seq_ids)] = torch.tensor(seq_ids)
-    return input_ids, (input_ids != tokenizer.pad_token_id).long()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import batch
 
 from fedbio.config import ModelConfig
 from fedbio.errors import FedbioError
@@ -50,16 +51,6 @@ def tiny_config():
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, layer_norm_eps=1e-5,
         max_position_embeddings=1026,
     )
-
-
-def batch(tokenizer, seqs):
-    """Right-padded ids and attention mask, as the training code builds them."""
-    ids = [encode(tokenizer, s) for s in seqs]
-    width = max(map(len, ids))
-    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
-    for row, seq_ids in enumerate(ids):
-        input_ids[row, : len(seq_ids)] = torch.tensor(seq_ids)
-    return input_ids, (input_ids != tokenizer.pad_token_id).long()
 
 
 @pytest.fixture(scope="module")
