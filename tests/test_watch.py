@@ -54,3 +54,24 @@ def test_sim_settings_are_validated():
         FedConfig(sim_timeout=-1).validate(3)
     with pytest.raises(FedbioError, match="sim_retries"):
         FedConfig(sim_retries=-1).validate(3)
+
+
+def test_the_child_starts_without_python_code_between_fork_and_exec(tmp_path, monkeypatch):
+    """``preexec_fn`` runs Python in the forked child and can deadlock a process that has threads
+    (torch's, tqdm's); NVFlare's own launcher passes ``preexec_fn=os.setsid``. The watchdog asks
+    for a new session the safe way (``start_new_session``), and closes the child's stdin."""
+    import subprocess
+
+    import fedbio.federation.watch as watch
+
+    seen = {}
+    real = subprocess.Popen
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(watch.subprocess, "Popen", spy)
+    assert run_watched(_python("pass"), tmp_path / "ws", tmp_path / "done", timeout=30) == 0
+    assert seen.get("start_new_session") is True and "preexec_fn" not in seen
+    assert seen.get("stdin") == subprocess.DEVNULL

@@ -1,8 +1,11 @@
 """Run the NVFlare simulator as a watched child process: a time limit, a retry, and diagnostics.
 
-NVFlare's own ``SimEnv`` waits for its simulator process forever. A simulator that stalls (at
-start-up, or in its shutdown after the job is done) would then hang a notebook or a test run
-without a word. ``run_watched`` starts the same simulator command in its own process group and
+NVFlare's own ``SimEnv`` waits for its simulator process forever, and starts it with
+``preexec_fn=os.setsid``: Python code in the forked child, which can deadlock before ``exec`` when
+the parent has other threads (torch's, tqdm's), as a notebook or a test session always has. A
+simulator that stalls (at start-up, or in its shutdown after the job is done) would then hang a
+notebook or a test run without a word. ``run_watched`` starts the same simulator command in its
+own session the safe way (``start_new_session``, done in C, no Python between fork and exec) and
 
 - stops it after ``timeout`` seconds (0 = no limit) and starts it again from scratch, up to
   ``retries`` times; the stalled attempt's workspace is kept beside the new one for its logs;
