@@ -52,7 +52,8 @@ class Placement:
         return autocast(self.device, self.precision)
 
 
-def _cuda_available() -> bool:
+def cuda_available() -> bool:
+    """``torch.cuda.is_available()``; a broken CUDA install counts as none."""
     try:
         return bool(torch.cuda.is_available())
     except Exception:  # pragma: no cover - a broken CUDA install counts as none
@@ -87,12 +88,12 @@ def resolve_device(name: str | torch.device | None = "auto", field: str = "devic
         name = str(name)
     text = (name or "auto").strip().lower()
     if text == "auto":
-        return torch.device("cuda" if _cuda_available() else "cpu")
+        return torch.device("cuda" if cuda_available() else "cpu")
     if text == "cpu":
         return torch.device("cpu")
     match = _CUDA_N.match(text)
     if text == "cuda" or match:
-        if not _cuda_available():
+        if not cuda_available():
             raise FedbioError(f"{field} {name!r} asks for a CUDA GPU, and this machine has none "
                               f"({_no_cuda_why()}); use {field} 'auto' or 'cpu'")
         if match:
@@ -134,7 +135,7 @@ def placement(train_cfg: Any = None, *, device: str | torch.device | None = None
     if dev.type == "cuda":
         why = f"{asked} -> {dev} ({torch.cuda.get_device_name(dev)}), {prec}"
     else:
-        why = f"{asked} -> cpu, {prec}" + ("" if _cuda_available() else " (no CUDA GPU here)")
+        why = f"{asked} -> cpu, {prec}" + ("" if cuda_available() else " (no CUDA GPU here)")
     return Placement(dev, prec, why)
 
 

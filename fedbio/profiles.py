@@ -59,15 +59,6 @@ def composition_train(seed: int = 0) -> TrainConfig:
                        grad_clip=0.0, seed=seed)
 
 
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:  # pragma: no cover - a broken CUDA install counts as none
-        return False
-
-
 def resolve_profile(name: str | None = None, weights_dir: str | None = None) -> Profile:
     """The profile asked for (argument, else ``$FEDBIO_PROFILE``, else ``auto``) and why."""
     asked = name or os.environ.get("FEDBIO_PROFILE") or "auto"
@@ -87,7 +78,9 @@ def resolve_profile(name: str | None = None, weights_dir: str | None = None) -> 
                               "run `fedbio weights download esm2-8m` when online, or point "
                               "--weights-dir / FEDBIO_WEIGHTS at weights carried here")
         return Profile("laptop", f"asked for by {source}; using {found} weights", *_laptop(found))
-    if _cuda():
+    from fedbio.device import cuda_available
+
+    if cuda_available():
         return Profile("reference", "auto: a CUDA GPU is available", *_reference())
     if found:
         return Profile("laptop", f"auto: no GPU, but {found} weights are present locally",

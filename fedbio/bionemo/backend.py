@@ -20,15 +20,6 @@ CONTAINER_HINT = ("run fedbio inside the BioNeMo container on a GPU machine: `do
                   "from the repository root (see docker/README.md), or use backend 'hf'")
 
 
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:  # pragma: no cover - a broken CUDA install counts as none
-        return False
-
-
 def _bionemo_esm2() -> bool:
     """True when ``bionemo.esm2`` can be imported (located, not imported)."""
     try:
@@ -39,7 +30,9 @@ def _bionemo_esm2() -> bool:
 
 def bionemo_available() -> tuple[bool, str]:
     """Whether the ``bionemo`` backend can run here, and a one-line reason."""
-    cuda, esm2 = _cuda(), _bionemo_esm2()
+    from fedbio.device import cuda_available
+
+    cuda, esm2 = cuda_available(), _bionemo_esm2()
     if cuda and esm2:
         return True, "a CUDA GPU and BioNeMo's ESM-2 (bionemo.esm2) are both present"
     missing = [what for what, ok in (("a CUDA GPU", cuda),
