@@ -84,14 +84,7 @@ def write_bionemo_csv(records: Iterable[Any], path: str | Path, classes: Sequenc
         rows.append((seq, label))
     if not rows:
         raise FedbioError(f"no records to write to {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(HEADER)
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
+    return _write_whole(path, HEADER, rows)
 
 
 def read_bionemo_csv(path: str | Path, classes: Sequence[str] | None = None,
@@ -129,11 +122,16 @@ def write_sequences_csv(sequences: Iterable[str], path: str | Path, *,
         rows.append((crop_sequence(seq, max_length, crop) if max_length is not None else seq,))
     if not rows:
         raise FedbioError(f"no sequences to write to {path}")
+    return _write_whole(path, HEADER[:1], rows)
+
+
+def _write_whole(path: Path, header, rows: list[tuple]) -> Path:
+    """Write ``header`` and ``rows`` to ``path`` through a temporary file: whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(HEADER[:1])
+        writer.writerow(header)
         writer.writerows(rows)
     os.replace(tmp, path)
     return path
