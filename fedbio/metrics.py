@@ -104,7 +104,6 @@ def multitask_scores(y_std: np.ndarray, out_std: np.ndarray, tasks: list[str],
     """
     y_std, out_std = np.asarray(y_std, float), np.asarray(out_std, float)
     mean, std = np.asarray(mean, float), np.asarray(std, float)
-    out: dict = {}
     per, mse = {}, []
     for j, task in enumerate(tasks):
         rows = ~np.isnan(y_std[:, j])
@@ -118,8 +117,13 @@ def multitask_scores(y_std: np.ndarray, out_std: np.ndarray, tasks: list[str],
             per[task]["rmse_lo"], per[task]["rmse_hi"] = bootstrap_interval(truth, pred, rmse)
             per[task]["spearman_lo"], per[task]["spearman_hi"] = bootstrap_interval(truth, pred, spearman)
         mse.append(float(np.mean((y_std[rows, j] - out_std[rows, j]) ** 2)))
-        for key, value in per[task].items():
-            out[f"{task}.{key}"] = value
+    return _task_summary(per, mse)
+
+
+def _task_summary(per: dict[str, dict], mse: list[float]) -> dict:
+    """Per-task scores flattened as ``<task>.<metric>``, with the overall ``mse_std`` (mean of
+    ``mse``), mean ``pearson`` / ``spearman`` over tasks, total ``n`` and ``per_task``."""
+    out: dict = {f"{task}.{key}": value for task, scores in per.items() for key, value in scores.items()}
     out["mse_std"] = float(np.mean(mse)) if mse else float("nan")
     for key in ("pearson", "spearman"):
         values = [p[key] for p in per.values() if np.isfinite(p[key])]
@@ -136,23 +140,14 @@ def combine_task_scores(rows: list[dict]) -> dict:
     for row in rows:
         for task, scores in row.get("per_task", {}).items():
             per.setdefault(task, []).append(scores)
-    out: dict = {}
     merged = {}
     for task, group in per.items():
         keys = [k for k in group[0] if k not in ("n", "models") and all(k in g for g in group)]
         merged[task] = {k: float(np.mean([g[k] for g in group])) for k in keys}
         merged[task]["n"] = int(group[0]["n"])
         merged[task]["models"] = len(group)
-        for key, value in merged[task].items():
-            out[f"{task}.{key}"] = value
     mse = [r["mse_std"] for r in rows if np.isfinite(r.get("mse_std", np.nan))]
-    out["mse_std"] = float(np.mean(mse)) if mse else float("nan")
-    for key in ("pearson", "spearman"):
-        values = [m[key] for m in merged.values() if np.isfinite(m[key])]
-        out[key] = float(np.mean(values)) if values else float("nan")
-    out["n"] = int(sum(m["n"] for m in merged.values()))
-    out["per_task"] = merged
-    return out
+    return _task_summary(merged, mse)
 
 
 def key_metric(task_type: str) -> tuple[str, int]:
