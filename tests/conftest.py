@@ -62,3 +62,10 @@ def batch(tokenizer, seqs):
     for row, seq_ids in enumerate(ids):
         input_ids[row, : len(seq_ids)] = torch.tensor(seq_ids)
     return input_ids, (input_ids != tokenizer.pad_token_id).long()
+
+
+def positive_finite(x) -> bool:
+    """A measured float that makes sense as a time or a ratio."""
+    import math
+
+    return isinstance(x, float) and math.isfinite(x) and x > 0

@@ -242,19 +242,6 @@ def test_bad_folders_name_the_file_or_key(tiny_folder, tmp_path, tiny_esm_folder
 # --- the sequence model ---------------------------------------------------------------------
 
 
-def test_padding_does_not_change_the_pooled_embedding():
-    tok, model = build_model(ModelConfig(name="amplify-tiny"), 3)
-    model.eval()
-    ids, attn = batch(tok, SEQS)
-    alone_ids, alone_attn = batch(tok, SEQS[1:2])
-    with torch.no_grad():
-        together = model.embed(ids, attn)[1]
-        alone = model.embed(alone_ids, alone_attn)[0]
-        again = model.embed(ids, attn)[1]
-    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
-    assert torch.equal(together, again)
-
-
 def test_random_init_is_seeded():
     _, a = load_backbone("amplify-tiny", seed=5)
     _, b = load_backbone("amplify-tiny", seed=5)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 import pytest
 import torch
+from conftest import positive_finite
 
 from fedbio import bench
 from fedbio.bench import Sizes, register
@@ -24,9 +24,6 @@ def _parser() -> argparse.ArgumentParser:
     register(parser.add_subparsers(dest="command"))
     return parser
 
-
-def _positive_finite(x: float) -> bool:
-    return isinstance(x, float) and math.isfinite(x) and x > 0
 
 
 def test_register_parses_flags():
@@ -70,10 +67,10 @@ def test_bench_train_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
         assert timed["bucketed"]["padding_fraction"] <= timed["unbucketed"]["padding_fraction"]
         for mode in ("bucketed", "unbucketed"):
             assert p["timed"][mode]["real_tokens"] > 0
-            assert _positive_finite(p["timed"][mode]["real_tokens_per_s"])
+            assert positive_finite(p["timed"][mode]["real_tokens_per_s"])
         # both loops see the same sequences
         assert p["timed"]["bucketed"]["real_tokens"] == p["timed"]["unbucketed"]["real_tokens"]
-        assert _positive_finite(p["speedup"])
+        assert positive_finite(p["speedup"])
     # at 512 residues lengths differ a lot, so bucketing must cut padding; at the quick crop
     # nearly every sequence is cropped to the same length and there is little to cut
     long = pad["long_crop"]
@@ -82,15 +79,15 @@ def test_bench_train_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
 
     cache = result["head_cache"]
     for key in ("cache_build_s", "cached_epoch_s", "reencode_epoch_s", "speedup"):
-        assert _positive_finite(cache[key]), key
+        assert positive_finite(cache[key]), key
     assert cache["seqs"] == TINY.cache_seqs
 
     enc = result["encode"]
     assert enc["max_length"] == 512 and enc["seqs"] == TINY.encode_seqs
-    assert _positive_finite(enc["seqs_per_s"]) and _positive_finite(enc["residues_per_s"])
+    assert positive_finite(enc["seqs_per_s"]) and positive_finite(enc["residues_per_s"])
 
     rss = result["peak_rss"]
-    assert rss["returncode"] == 0 and _positive_finite(rss["peak_rss_gb"])
+    assert rss["returncode"] == 0 and positive_finite(rss["peak_rss_gb"])
     assert "--profile quick" in rss["command"]
 
     rows = result["checks"]

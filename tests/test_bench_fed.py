@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import pytest
 import torch
+from conftest import positive_finite
 
 from fedbio import bench_fed
 from fedbio.bench_fed import FedSizes, register
@@ -29,9 +29,6 @@ def _parser(register_bench=None) -> argparse.ArgumentParser:
         register(actions)
     return parser
 
-
-def _positive_finite(x) -> bool:
-    return isinstance(x, float) and math.isfinite(x) and x > 0
 
 
 def test_register_parses_flags():
@@ -97,7 +94,7 @@ def test_bench_fed_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
     assert sim["tiny"]["model"] == "esm2-tiny" and sim["tiny"]["tuning"] == "full"
     for key in ("tiny", "composition"):
         for field in ("loop_s", "nvflare_s", "ratio"):
-            assert _positive_finite(sim[key][field]), (key, field)
+            assert positive_finite(sim[key][field]), (key, field)
 
     b = result["bytes"]
     assert b["classes"] == 10
@@ -109,7 +106,7 @@ def test_bench_fed_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
     f = result["head_floor"]
     assert f["engine"] == "loop" and f["max_length"] == TINY.floor_crop
     for field in ("floor_s", "run_s", "ratio", "encode_passes"):
-        assert _positive_finite(f[field]), field
+        assert positive_finite(f[field]), field
     assert f["floor_records"] == f["records"]["train_valid"] + f["records"]["common_test"]
     encoded = dict(f["encoded_records"])
     total = encoded.pop("total")

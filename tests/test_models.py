@@ -201,8 +201,9 @@ def test_random_init_is_seeded_and_leaves_global_rng_alone():
     assert (a.hidden_size, len(a.esm.encoder.layer)) == (128, 4)
 
 
-def test_padding_does_not_change_the_pooled_embedding():
-    tok, model = build_model(ModelConfig(name="esm2-tiny"), 3)
+@pytest.mark.parametrize("name", ["esm2-tiny", "amplify-tiny"])
+def test_padding_does_not_change_the_pooled_embedding(name):
+    tok, model = build_model(ModelConfig(name=name), 3)
     model.eval()
     ids, attn = batch(tok, SEQS)
     alone_ids, alone_attn = batch(tok, SEQS[1:2])
