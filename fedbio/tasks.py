@@ -55,6 +55,15 @@ class LabelCodec:
         """Regression outputs back in original units (per task column for ``multitask``)."""
         return np.asarray(outputs, float) * np.asarray(self.std, float) + np.asarray(self.mean, float)
 
+    def set_scale(self, mean: list[float], std: list[float]) -> bool:
+        """Take a pooled label scale (one entry per task for ``multitask``, else one entry);
+        True when it differs from the current one (encoded targets must then be rebuilt)."""
+        multi = self.task_type == "multitask"
+        mean, std = (list(mean), list(std)) if multi else (mean[0], std[0])
+        changed = (self.mean, self.std) != (mean, std)
+        self.mean, self.std = mean, std
+        return changed
+
     @property
     def n_outputs(self) -> int:
         return len(self.classes) if self.task_type in ("classification", "multitask") else 1

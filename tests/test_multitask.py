@@ -233,3 +233,12 @@ def test_private_heads_on_a_frozen_encoder_are_refused(ab_split, tmp_path):
     with pytest.raises(FedbioError, match="nothing is left to federate"):
         run_federated(cfg, FedConfig(rounds=1), out=tmp_path / "head", progress=False)
     assert not (tmp_path / "head").exists()
+
+
+def test_a_pooled_label_scale_replaces_the_local_one():
+    single = LabelCodec("regression")
+    assert single.set_scale([5.0], [2.0]) and (single.mean, single.std) == (5.0, 2.0)
+    assert not single.set_scale([5.0], [2.0])
+    multi = LabelCodec("multitask", ["t1", "t2"], [0.0, 0.0], [1.0, 1.0])
+    assert multi.set_scale([1.0, 2.0], [3.0, 4.0]) and (multi.mean, multi.std) == ([1.0, 2.0], [3.0, 4.0])
+    assert not multi.set_scale([1.0, 2.0], [3.0, 4.0])

@@ -211,9 +211,7 @@ def _save_model(learner, history: dict, run_dir: Path) -> None:
         learner.model.mean.copy_(torch.tensor(shared["feature_mean"]))
         learner.model.std.copy_(torch.tensor(shared["feature_std"]))
     if "label_mean" in shared:
-        multi = learner.codec.task_type == "multitask"
-        learner.codec.mean = list(shared["label_mean"]) if multi else shared["label_mean"][0]
-        learner.codec.std = list(shared["label_std"]) if multi else shared["label_std"][0]
+        learner.codec.set_scale(shared["label_mean"], shared["label_std"])
     learner.load_trainable_state(load_file(str(run_dir / "federation" / "server" / "global.safetensors")))
     learner.save(run_dir / "model")
 

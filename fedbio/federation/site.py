@@ -114,14 +114,9 @@ class Site:
                 self.learner.model.mean.copy_(torch.tensor(meta["feature_mean"]))
                 self.learner.model.std.copy_(torch.tensor(meta["feature_std"]))
         codec = self.learner.codec
-        if "label_mean" in meta:
-            multi = codec.task_type == "multitask"
-            mean = list(meta["label_mean"]) if multi else meta["label_mean"][0]
-            std = list(meta["label_std"]) if multi else meta["label_std"][0]
-            if codec.mean != mean or codec.std != std:
-                codec.mean, codec.std = mean, std
-                for part, data in self.inputs.items():
-                    data.y = codec.encode(self.records[part])
+        if "label_mean" in meta and codec.set_scale(meta["label_mean"], meta["label_std"]):
+            for part, data in self.inputs.items():
+                data.y = codec.encode(self.records[part])
         self.learner.load_trainable_state(params)
 
     # -- tasks ------------------------------------------------------------------------------------
