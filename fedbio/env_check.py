@@ -24,6 +24,7 @@ from functools import lru_cache
 from importlib import metadata
 from typing import Any
 
+from fedbio.bench import cpu_count
 from fedbio.gpu_bench import Shape, encoder_params, forward_flops, head_params
 
 # Effective fp32 training/encoding throughput of one CPU core running fedbio's models, from
@@ -58,13 +59,6 @@ def _bionemo_version() -> str | None:
     if not _bionemo_esm2():
         return None
     return _version("bionemo-esm2") or _version("bionemo-core") or "present (version unknown)"
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def check_environment() -> dict[str, Any]:
