@@ -104,10 +104,7 @@ class Learner:
                  "max_length": self.data_cfg.max_length, "crop": self.data_cfg.crop}
         if self.placement.precision != "32":  # bf16 embeddings differ a little: their own cache
             ident["precision"] = self.placement.precision
-        digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode())
-        for s in seqs:
-            digest.update(s.encode() + b"\n")
-        return digest.hexdigest()[:20]
+        return cache_key(ident, seqs)
 
     @torch.no_grad()
     def _embeddings(self, tokens: TokenData, seqs: list[str]) -> torch.Tensor:
@@ -168,6 +165,14 @@ class Learner:
         meta = {"codec": self.codec.to_dict(), "data": to_dict(self.data_cfg)}
         (folder / "fedbio_task.json").write_text(json.dumps(meta, indent=1) + "\n")
         return folder
+
+
+def cache_key(ident: dict, seqs: list[str]) -> str:
+    """20 hex digits naming what a cache file holds: ``ident`` (settings) and the sequences."""
+    digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode())
+    for s in seqs:
+        digest.update(s.encode() + b"\n")
+    return digest.hexdigest()[:20]
 
 
 @torch.no_grad()

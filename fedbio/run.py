@@ -218,7 +218,6 @@ def run(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool
 
 _NEW_MODEL_DEFAULTS = {"trust_remote_code": False}
 _NEW_TRAIN_DEFAULTS = {"device": "auto", "precision": "auto"}
-_NEW_DATA_DEFAULTS = {"setup": "multitask", "source": "jain"}
 
 
 def run_key(cfg: RunConfig, extra: dict | None = None) -> str:
@@ -239,8 +238,7 @@ def run_key(cfg: RunConfig, extra: dict | None = None) -> str:
                            for p in sorted(split.rglob("*.csv"))}
     payload["config"].pop("profile_reason", None)
     # Settings added later are left out while at their defaults, so earlier runs keep their key.
-    for part, defaults in (("model", _NEW_MODEL_DEFAULTS), ("train", _NEW_TRAIN_DEFAULTS),
-                           ("data", _NEW_DATA_DEFAULTS)):
+    for part, defaults in (("model", _NEW_MODEL_DEFAULTS), ("train", _NEW_TRAIN_DEFAULTS)):
         for key, value in defaults.items():
             if payload["config"][part].get(key) == value:
                 payload["config"][part].pop(key)

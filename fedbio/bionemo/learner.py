@@ -42,7 +42,6 @@ so this module imports on any machine; its file formats are unit-tested with sta
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -62,6 +61,7 @@ from fedbio.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from fedbio.data import Record
 from fedbio.device import Placement, placement
 from fedbio.errors import FedbioError
+from fedbio.learner import cache_key
 from fedbio.tasks import LabelCodec
 
 EXPERIMENT = "fedbio"
@@ -330,12 +330,6 @@ class BioNemoLearner:
         return load_trainable_state_dict(store, state)
 
     # -- inputs ---------------------------------------------------------------------------------
-    def _digest(self, parts: dict, seqs: Sequence[str]) -> str:
-        digest = hashlib.sha1(json.dumps(parts, sort_keys=True).encode())
-        for s in seqs:
-            digest.update(s.encode() + b"\n")
-        return digest.hexdigest()[:20]
-
     def inputs(self, records: list[Record], fit_scaler: bool = False) -> TensorData | CsvData:
         """head: ``TensorData`` of BioNeMo embeddings; full/lora: ``CsvData``."""
         seqs = [r.sequence for r in records]
@@ -343,7 +337,7 @@ class BioNemoLearner:
             return TensorData(self._embeddings(seqs), self.codec.encode(records))
         from fedbio.bionemo.csvio import write_bionemo_csv
 
-        key = self._digest({"kind": "csv", "max_length": self.data_cfg.max_length,
+        key = cache_key({"kind": "csv", "max_length": self.data_cfg.max_length,
                             "crop": self.data_cfg.crop, "codec": self.codec.to_dict(),
                             "labels": [str(r.label) for r in records]}, seqs)
         path = self.work_dir / "data" / f"{key}.csv"
@@ -360,7 +354,7 @@ class BioNemoLearner:
         return CsvData(path, y, labels)
 
     def embedding_key(self, seqs: Sequence[str]) -> str:
-        return self._digest({"backend": "bionemo", "model": self.model_cfg.name,
+        return cache_key({"backend": "bionemo", "model": self.model_cfg.name,
                              "max_length": self.data_cfg.max_length, "crop": self.data_cfg.crop,
                              "precision": self.place.precision}, seqs)
 
