@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fedbio.data import Record, class_list, read_records
+from fedbio.data import Record, check_learnable, class_list, read_records
 from fedbio.errors import FedbioError
 
 
@@ -130,16 +131,25 @@ def task_type_of(task: str) -> str:
     raise FedbioError(f"unknown --task {task!r}; choose scl, classification, regression or antibody")
 
 
+def _read_json(path: Path):
+    """A JSON file of a split folder; not UTF-8 or not JSON is one clear error."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))   # -sig: an editor's BOM is fine
+    except UnicodeDecodeError:
+        raise FedbioError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise FedbioError(f"{path}: not valid JSON ({err})") from None
+    except OSError as err:
+        raise FedbioError(f"{path}: cannot read the file ({err.strerror or err})") from None
+
+
 def read_tasks_json(split_dir: Path) -> dict:
     """``tasks.json`` of a multi-task split: its task names and which site holds which."""
     path = split_dir / "tasks.json"
     if not path.is_file():
         raise FedbioError(f"--split {split_dir} has no tasks.json (a multi-task split needs one)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise FedbioError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(meta.get("tasks"), dict) or not meta["tasks"]:
+    meta = _read_json(path)
+    if not isinstance(meta, dict) or not isinstance(meta.get("tasks"), dict) or not meta["tasks"]:
         raise FedbioError(f"{path}: needs a non-empty object 'tasks'")
     return meta
 
@@ -155,6 +165,16 @@ def _read(path: Path, task_type: str, classes: list[str] | None) -> list[Record]
                 raise DataError(path, f"record {rec.id!r} has task {rec.task!r}, not one of the tasks "
                                 f"in tasks.json ({', '.join(classes)})", rec.line)
     return records
+
+
+def _check_class_names(path: Path, classes: object) -> None:
+    """classes.json: a non-empty list of distinct strings (a class listed twice would shift
+    every class id after it)."""
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise FedbioError(f"{path}: expected a non-empty JSON array of class names")
+    twice = [c for c, n in Counter(classes).items() if n > 1]
+    if twice:
+        raise FedbioError(f"{path}: class {twice[0]!r} is listed twice; list each class once")
 
 
 def _md5(path: Path) -> str:
@@ -179,12 +199,8 @@ def load_task(split_dir: str | Path, task: str = "scl") -> TaskData:
         classes = list(read_tasks_json(split_dir)["tasks"])
     classes_path = split_dir / "classes.json"
     if task_type == "classification" and classes_path.is_file():
-        try:
-            classes = json.loads(classes_path.read_text())
-        except json.JSONDecodeError as err:
-            raise FedbioError(f"{classes_path}: not valid JSON ({err})") from None
-        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-            raise FedbioError(f"{classes_path}: expected a JSON array of class names")
+        classes = _read_json(classes_path)
+        _check_class_names(classes_path, classes)
     sites, checksums = {}, {}
     for site in site_dirs:
         parts = {}
@@ -201,6 +217,10 @@ def load_task(split_dir: str | Path, task: str = "scl") -> TaskData:
     test_hard = _read(hard_path, task_type, classes) if hard_path.is_file() else None
     if test_hard is not None:
         checksums["test_hard.csv"] = _md5(hard_path)
+    if task_type == "classification":   # multi-task data has tasks, not classes
+        tests = [(test_path, test)] + ([(hard_path, test_hard)] if test_hard is not None else [])
+        check_learnable((r for s in sites.values() for r in s["train"]), tests,
+                        "add some of its records to a site's train.csv, or drop them from the test")
     if task_type == "classification" and classes is None:
         classes = class_list(test, *(p for s in sites.values() for p in s.values()))
     return TaskData(task, task_type, classes, sites, test, test_hard, split_dir, checksums)
