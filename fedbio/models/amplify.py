@@ -11,7 +11,8 @@ which the reference applies only on the way into its masked-language-model decod
 
 A folder in the published layout holds ``config.json`` (``model_type`` "AMPLIFY", the reference's
 field names) and ``model.safetensors`` (or a ``pytorch_model.bin``, read with
-``weights_only=True``); ``save_amplify`` writes one and ``amplify_from_folder`` reads one.
+``weights_only=True``: a pickle holding anything but tensors is refused, never unpickled);
+``save_amplify`` writes one and ``amplify_from_folder`` reads one.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedbio.errors import FedbioError
+from fedbio.models.weights import read_json_object, read_weight_files
 
 MODEL_TYPE = "AMPLIFY"
 CONFIG_FILE = "config.json"
@@ -108,8 +110,9 @@ class AmplifyConfig:
         known = {f.name for f in fields(cls)}
         try:
             return cls(**{k: v for k, v in data.items() if k in known})
-        except (TypeError, ValueError) as err:
-            raise FedbioError(f"{source}: bad AMPLIFY config ({err})") from None
+        except (TypeError, ValueError, FedbioError) as err:  # a value of the wrong type or shape
+            raise FedbioError(f"{source}: not an AMPLIFY configuration fedbio can build ({err}); "
+                              "re-save or re-download the checkpoint") from None
 
 
 # --- the encoder ----------------------------------------------------------------------------
@@ -299,12 +302,7 @@ def read_amplify_config(folder: str | Path) -> AmplifyConfig:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise FedbioError(f"{Path(folder)} has no {CONFIG_FILE}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise FedbioError(f"{path}: cannot read it as JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise FedbioError(f"{path}: expected a JSON object")
+    data = read_json_object(path, "re-save or re-download the checkpoint")
     return AmplifyConfig.from_dict(data, source=path)
 
 
@@ -321,33 +319,9 @@ def save_amplify(model: Amplify, folder: str | Path) -> Path:
 
 
 def _load_weight_files(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    single, index, pickled = folder / SAFETENSORS_FILE, folder / SAFETENSORS_INDEX, folder / PICKLE_FILE
-    try:
-        if single.is_file():
-            return load_file(str(single)), single
-        if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
-            tensors: dict[str, torch.Tensor] = {}
-            for shard in sorted(set(weight_map.values())):
-                tensors.update(load_file(str(folder / shard)))
-            return tensors, index
-        if pickled.is_file():
-            state = torch.load(str(pickled), map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-                state = state["state_dict"]
-            if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-                raise FedbioError(f"{pickled}: expected a state dict of tensors")
-            return state, pickled
-    except FedbioError:
-        raise
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
-        text = str(err).strip().splitlines()
-        reason = text[0][:200] if text else type(err).__name__
-        raise FedbioError(f"cannot read the AMPLIFY weights in {folder}: {reason}") from None
-    raise FedbioError(f"{folder} has a {CONFIG_FILE} but no {SAFETENSORS_FILE} or {PICKLE_FILE}")
+    """Every tensor in the folder and the file naming them; a damaged file or a pickle holding
+    more than tensors is one FedbioError naming the file (``fedbio.models.weights``)."""
+    return read_weight_files(folder)
 
 
 def _names(keys: list[str]) -> str:

@@ -25,7 +25,6 @@ they fuse query/key/value into one projection, so ``lora`` is refused for them (
 
 from __future__ import annotations
 
-import json
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,7 +45,12 @@ from fedbio.models.amplify import (
 )
 from fedbio.models.presets import PRESETS, amplify_config, esm_config
 from fedbio.models.tokenizer import load_tokenizer
-from fedbio.models.weights import has_weights, resolve_weights
+from fedbio.models.weights import (
+    check_weight_files,
+    has_weights,
+    read_json_object,
+    resolve_weights,
+)
 
 if TYPE_CHECKING:
     from transformers import EsmConfig, EsmTokenizer
@@ -207,12 +211,19 @@ def random_backbone_from_dict(config: dict, name: str, seed: int = 0,
 
 
 def tokenizer_for(family: str, vocab_file: str | Path | None = None) -> Any:
-    """The tokenizer of ``family`` ("esm2" or "amplify") from ``vocab_file`` (default: shipped)."""
-    return AmplifyTokenizer(vocab_file) if family == "amplify" else load_tokenizer(vocab_file)
+    """The tokenizer of ``family`` ("esm2" or "amplify") from ``vocab_file`` (default: shipped);
+    an unreadable vocabulary file is one FedbioError naming it."""
+    try:
+        return AmplifyTokenizer(vocab_file) if family == "amplify" else load_tokenizer(vocab_file)
+    except (OSError, ValueError) as err:  # binary garbage (UnicodeDecodeError), unreadable file
+        raise FedbioError(f"{vocab_file}: not a readable vocabulary ({_first(err)}); re-save or "
+                          "re-download the model") from None
 
 
 def _first(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    """An exception's text on one line (some put the reason on their second line)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return " ".join(lines)[:200] if lines else type(err).__name__
 
 
 def remote_backbone(folder: str | Path, name: str | None = None, seed: int = 0,
@@ -251,23 +262,73 @@ def backbone_from_folder(folder: str | Path, name: str | None = None,
                          trust_remote_code: bool = False) -> Backbone:
     """The encoder weights of a checkpoint folder: Hugging Face ESM (any ESM head is dropped),
     AMPLIFY's published layout (its decoder is kept, frozen, so the folder round-trips) or,
-    with ``trust_remote_code``, a remote-code model (see the module docstring)."""
+    with ``trust_remote_code``, a remote-code model (see the module docstring).
+
+    Weight files are checked before any loader reads them (``check_weight_files``): a damaged
+    file, or a ``pytorch_model.bin`` holding more than tensors, is one FedbioError naming it.
+    """
     folder = Path(folder)
     family = _folder_family(folder, trust_remote_code)[0]
-    if family == REMOTE:
-        return remote_backbone(folder, name)
     if family == "amplify":
         return Backbone(amplify_from_folder(folder), name or folder.name)
-    from transformers import EsmModel
+    state, source = check_weight_files(folder)
+    if family == REMOTE:
+        return remote_backbone(folder, name)
+    return Backbone(_esm_from_folder(folder, state, source), name or folder.name)
+
+
+# Encoder tensors an ESM checkpoint may lack without being wrong: recomputed buffers, the unused
+# pooler and contact head (a checkpoint saved from a bare EsmModel has no ``esm.`` prefix either).
+_ESM_OPTIONAL = ("inv_freq", "position_ids", "_extra_state")
+_ESM_OPTIONAL_PARTS = ("pooler.", "contact_head.")
+
+
+def _esm_config(folder: Path) -> EsmConfig:
+    """The ``EsmConfig`` of ``folder/config.json``, checked by building the encoder on the meta
+    device (no memory, no initialisation): a bad value is one FedbioError naming config.json."""
+    from transformers import EsmConfig, EsmModel
 
     try:
         with _quiet_transformers():
-            esm = EsmModel.from_pretrained(
-                str(folder), add_pooling_layer=False, local_files_only=True, **_float32_kwargs()
-            )
-    except (OSError, ValueError, RuntimeError) as err:
-        raise FedbioError(f"cannot load an ESM encoder from {folder}: {_first(err)}") from None
-    return Backbone(esm, name or folder.name)
+            config = EsmConfig.from_pretrained(str(folder), local_files_only=True)
+            with torch.device("meta"):
+                EsmModel(config, add_pooling_layer=False)
+    except Exception as err:  # config classes raise any type on bad values (transformers 5:
+        # huggingface_hub's StrictDataclassFieldValidationError); the file is what is wrong
+        raise FedbioError(f"{folder / 'config.json'}: not an ESM configuration fedbio can build "
+                          f"({_first(err)}); re-save or re-download the checkpoint") from None
+    return config
+
+
+def _esm_from_folder(folder: Path, state: dict | None, source: Path) -> nn.Module:
+    """``EsmModel`` from a checked folder: transformers maps safetensors itself; pickled weights
+    come in as ``state`` (already read with ``weights_only=True``), so it never unpickles."""
+    from transformers import EsmModel
+
+    config = _esm_config(folder)
+    kwargs = dict(config=config, add_pooling_layer=False, output_loading_info=True,
+                  **_float32_kwargs())
+    try:
+        with _quiet_transformers():
+            if state is None:
+                esm, info = EsmModel.from_pretrained(str(folder), local_files_only=True, **kwargs)
+            else:
+                esm, info = EsmModel.from_pretrained(None, state_dict=state, **kwargs)
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError, AttributeError) as err:
+        mismatch = "mismatched" in str(err) or "size mismatch" in str(err)
+        why = "a tensor's shape differs from what config.json implies" if mismatch else _first(err)
+        raise FedbioError(f"{source}: cannot load an ESM encoder from it ({why}); "
+                          "re-save or re-download the checkpoint") from None
+    # transformers fills absent tensors with random values (and says so only in a log line that
+    # fedbio silences): a checkpoint whose names do not fit would train from noise unnoticed.
+    missing = sorted(k for k in info.get("missing_keys", ())
+                     if not k.endswith(_ESM_OPTIONAL) and not k.startswith(_ESM_OPTIONAL_PARTS))
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise FedbioError(f"{source}: lacks encoder tensor(s) {', '.join(missing[:3])}{more} that "
+                          "config.json implies; is it an ESM checkpoint? re-save it with "
+                          "save_pretrained")
+    return esm
 
 
 def _folder_family(folder: Path, trust_remote_code: bool = False) -> tuple[str, dict]:
@@ -275,10 +336,7 @@ def _folder_family(folder: Path, trust_remote_code: bool = False) -> tuple[str, 
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise FedbioError(f"{folder} has no config.json; save the model with save_pretrained")
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, ValueError) as err:
-        raise FedbioError(f"{config_file}: cannot read it as JSON ({err})") from None
+    config = read_json_object(config_file, "re-save or re-download the checkpoint")
     family = FAMILIES.get(config.get("model_type")) if isinstance(config, dict) else None
     if family is None and is_remote_config(config):
         if not trust_remote_code:
@@ -351,9 +409,7 @@ def load_backbone(
             if family == "amplify":
                 arch = AmplifyConfig.from_dict(config, source=folder / "config.json")
                 return tokenizer, random_backbone(arch, name, seed)
-            from transformers import EsmConfig
-
-            return tokenizer, random_backbone(EsmConfig.from_pretrained(str(folder)), name, seed)
+            return tokenizer, random_backbone(_esm_config(folder), name, seed)
         if not has_weights(folder):
             raise FedbioError(f"{folder} has a config.json but no model.safetensors")
         return tokenizer, backbone_from_folder(folder, name, trust_remote_code)
