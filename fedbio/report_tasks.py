@@ -12,9 +12,11 @@ are wide, and the table says so rather than hiding it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from fedbio.report import CURVE_KEY, Report, markdown, mixed_lines, plot_curves
 
 LOWER_IS_BETTER = {"rmse"}
 
@@ -51,7 +53,7 @@ def task_seed_table(groups: Mapping[str, list[tuple]], metric: str = "rmse", dig
 
     first = next(iter(groups.values()))[0][1]
     tasks = tasks_of(first)
-    table = {"n test": [first["test"]["per_task"][t]["n"] for t in tasks]}
+    table = {"n test": [first["test"]["per_task"][t].get("n") for t in tasks]}
     for name, runs in groups.items():
         cells = []
         for t in tasks:
@@ -113,3 +115,26 @@ def plot_federated_curves(metrics: dict, axes=None):
     for ax in axes:
         ax.spines[["top", "right"]].set_visible(False)
     return fig if fig is not None else axes[0].figure
+
+
+def task_report(groups: Mapping[str, list[tuple]], notes: Sequence[str] = ()) -> Report:
+    """``fedbio report`` on multi-task runs (local, central or federated): per-task RMSE (original
+    units) and Spearman tables, a bar plot of Spearman per task, and the validation curves.
+
+    The intervals are the runs' own (first seed's) per-task bootstraps from ``metrics.json``;
+    ``notes`` are the differences ``--allow-mixed`` let through, said first in results.md.
+    """
+    seeds = {name: sorted(m["seed"] for _, m in runs) for name, runs in groups.items()}
+    tables = {metric: task_seed_table(groups, metric) for metric in ("rmse", "spearman")}
+    texts, lines = {}, ["# Results", "", *mixed_lines(list(notes))]
+    for metric, table in tables.items():
+        texts[f"results_{metric}.csv"] = table.to_csv()
+        what = "RMSE (original units of each task)" if metric == "rmse" else "Spearman correlation"
+        lines += [f"Test {what}: mean ± sd over seeds [bootstrap 95 % interval over the test "
+                  "antibodies, first seed].", "", markdown(table), ""]
+    lines += ["Seeds: " + "; ".join(f"{k}: {v}" for k, v in seeds.items()), ""]
+    texts["results.md"] = "\n".join(lines)
+    firsts = {name: runs[0][1] for name, runs in groups.items()}
+    figures = {"tasks.png": lambda: plot_task_scores(firsts),
+               "curves.png": lambda: plot_curves(firsts, CURVE_KEY["multitask"])}
+    return Report(texts, figures, tables["rmse"].to_string())
