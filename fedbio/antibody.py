@@ -98,7 +98,8 @@ import pandas as pd
 
 from fedbio.data import PROTEIN_ALPHABET
 from fedbio.errors import DataError, FedbioError
-from fedbio.paths import atomic_dir, data_dir
+from fedbio.outputs import output_dir
+from fedbio.paths import data_dir
 from fedbio.split import _cuts, mean_js_divergence
 
 LINKER = "GGGGS" * 3   # (G4S)3, between the heavy and the light chain
@@ -548,16 +549,25 @@ def _write_rows(path: Path, rows: list[tuple]) -> None:
         writer.writerows((a, s, repr(float(v)), t) for a, s, v, t in rows)
 
 
+def save_antibody_split(split: AntibodySplit, folder: str | Path) -> Path:
+    """Write the split's files into ``folder`` (created if needed; a run's own ``split/``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for site, parts in split.sites.items():
+        (folder / site).mkdir()
+        _write_rows(folder / site / "train.csv", parts["train"])
+        _write_rows(folder / site / "valid.csv", parts["valid"])
+    _write_rows(folder / "test.csv", split.test)
+    (folder / "tasks.json").write_text(json.dumps(split.meta, indent=1, ensure_ascii=False) + "\n",
+                                       encoding="utf-8")
+    return folder
+
+
 def write_antibody_split(split: AntibodySplit, out: str | Path, overwrite: bool = False) -> Path:
-    """Write the split folder all at once; an existing folder only with ``overwrite=True``."""
-    with atomic_dir(out, overwrite) as tmp:
-        for site, parts in split.sites.items():
-            (tmp / site).mkdir()
-            _write_rows(tmp / site / "train.csv", parts["train"])
-            _write_rows(tmp / site / "valid.csv", parts["valid"])
-        _write_rows(tmp / "test.csv", split.test)
-        (tmp / "tasks.json").write_text(json.dumps(split.meta, indent=1, ensure_ascii=False) + "\n",
-                                        encoding="utf-8")
+    """Write the split folder by the output rule of ``fedbio.outputs``; an existing folder is
+    replaced only with ``overwrite=True``."""
+    with output_dir(out, overwrite=overwrite, kind="split") as tmp:
+        save_antibody_split(split, tmp)
     return Path(out)
 
 

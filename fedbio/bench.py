@@ -372,18 +372,30 @@ def peak_rss(cmd: list[str], log: Path) -> dict:
 
 
 def subset_split(folder: Path, n_records: int, seed: int = SEED) -> Path:
-    """A one-site split of ``n_records`` shipped records (their own train/val/test labels)."""
+    """A one-site split of about ``n_records`` shipped records (their own train/val/test labels),
+    with a training record of every class added where the draw had none."""
     from fedbio.data import class_list, read_records
     from fedbio.paths import shipped
     from fedbio.split import SplitConfig, make_split, write_split
 
     source = shipped("scl/deeploc_valtest.fasta")
     blocks = source.read_text().split(">")[1:]
-    keep = sorted(_rng(seed).choice(len(blocks), n_records, replace=False).tolist())
+    records = read_records(source)  # one record per block, in order
+    keep = set(_rng(seed).choice(len(blocks), n_records, replace=False).tolist())
+    trained = {str(records[i].label) for i in keep if records[i].set != "test"}
+    for i, rec in enumerate(records):  # every class keeps a training record (no test-only class)
+        if rec.set != "test" and str(rec.label) not in trained:
+            keep.add(i)
+            trained.add(str(rec.label))
     fasta = folder / "subset.fasta"
-    fasta.write_text("".join(">" + blocks[i] for i in keep))
-    classes = class_list(read_records(source))
+    fasta.write_text("".join(">" + blocks[i] for i in sorted(keep)))
+    classes = class_list(records)
     split = make_split(fasta, SplitConfig(sites=1, seed=seed, min_site_size=1), classes=classes)
+    parts = split.sites["site-1"]
+    for cls in {str(r.label) for r in split.test} - {str(r.label) for r in parts["train"]}:
+        moved = next(r for r in parts["valid"] if str(r.label) == cls)  # its only one drew valid
+        parts["valid"].remove(moved)
+        parts["train"].append(moved)
     return write_split(split, folder / "split", plot=False)
 
 

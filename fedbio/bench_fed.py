@@ -86,11 +86,12 @@ def split_subset(folder: Path, fraction: float, seed: int = SEED) -> Path:
     """The default split (3 sites, Dirichlet 1.0, ``seed``) with ``fraction`` of each part kept.
 
     Every site's train and valid and both test sets keep ``round(fraction * n)`` records (at
-    least one) drawn at random, so the subset keeps the default split's proportions; with
-    ``fraction=1`` it is the default split itself.
+    least one) drawn at random, so the subset keeps the default split's proportions, plus one
+    training record of any class the cut left untrained; with ``fraction=1`` it is the default
+    split itself.
     """
     from fedbio.paths import shipped
-    from fedbio.split import SplitConfig, make_split, write_split
+    from fedbio.split import SplitConfig, make_split, restore_classes, write_split
 
     split = make_split(shipped("scl/deeploc_valtest.fasta"), SplitConfig(seed=seed),
                        hard=shipped("scl/deeploc_setHARD.fasta"))
@@ -101,9 +102,11 @@ def split_subset(folder: Path, fraction: float, seed: int = SEED) -> Path:
             keep = rng.choice(len(records), max(1, round(fraction * len(records))), replace=False)
             return [records[i] for i in sorted(keep.tolist())]
 
+        full = {name: parts["train"] for name, parts in split.sites.items()}
         for parts in split.sites.values():
             parts["train"], parts["valid"] = cut(parts["train"]), cut(parts["valid"])
         split.test, split.test_hard = cut(split.test), cut(split.test_hard)
+        restore_classes(split, full)  # every class the test sets hold is trained somewhere
     return write_split(split, folder, plot=False)
 
 

@@ -3,20 +3,43 @@
     fedbio --help
     fedbio split --fasta data/scl/deeploc_valtest.fasta --sites 3 --alpha 1.0 --out runs/split
 
-User mistakes (bad data, a refused option) print one ``fedbio: error: …`` line and exit 2.
+Every known failure prints one line, ``fedbio: error: FILE[:LINE]: what is wrong; what to do``,
+and exits 2 (argument errors included); anything unexpected prints one line too, exit 1, and
+``--debug`` (or ``FEDBIO_DEBUG=1``) shows its traceback. Ctrl-C, SIGTERM and SIGHUP end a command
+the same way: child processes stopped, what it wrote moved to ``OUT.failed/``, exit 130 / 143.
 Heavy modules are imported inside each command so ``fedbio --help`` stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedbio.errors import FedbioError
+from fedbio.errors import FedbioError, Interrupted
 
 FEDERATED = ("fedavg", "fedprox", "fedopt")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``fedbio: error:`` line (exit 2), like every other."""
+
+    def error(self, message: str):
+        print(f"fedbio: error: {self.prog}: {message}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` on every command and action (``fedbio run --debug`` and ``fedbio --debug run``)."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an unexpected error")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_debug(child)
 
 
 def _add_split_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -59,9 +82,9 @@ def cmd_split(args) -> int:
     from fedbio.split import make_split, split_table, warn_random_pool, write_split
 
     cfg = _split_config(args)
+    split = make_split(args.fasta, cfg, hard=args.hard)   # read and checked before anything is written
     warn_random_pool(cfg)
-    split = make_split(args.fasta, cfg, hard=args.hard)
-    out = write_split(split, args.out, overwrite=args.overwrite)
+    out = write_split(split, args.out, overwrite=args.overwrite, inputs=[args.fasta, args.hard])
     print(split_table(split.summary()))
     print(f"wrote {out}/ (site-*/train.csv, site-*/valid.csv, test.csv, classes.json, "
           "summary.json, split.png)")
@@ -91,11 +114,9 @@ def cmd_run(args) -> int:
                weights_dir=args.weights_dir, setup=args.setup, source=args.source,
                backend=args.backend, device=args.device, precision=args.precision,
                trust_remote_code=True if args.trust_remote_code else None)
-    print(f"profile: {cfg.profile} ({cfg.profile_reason})")
-    print(f"model: {cfg.model.name}" + ("" if cfg.model.is_composition else f", tuning {cfg.model.tuning}")
-          + f"; {cfg.train.epochs:g} epochs; mode {cfg.mode}; seed {cfg.seed}")
+    fed = None
     if cfg.mode in FEDERATED:
-        from fedbio.federation import FedConfig, run_federated
+        from fedbio.federation import FedConfig
 
         fed = FedConfig(algorithm=cfg.mode, rounds=args.rounds, mu=args.mu,
                         server_optimizer=args.server_optimizer,
@@ -103,12 +124,24 @@ def cmd_run(args) -> int:
                         (1.0 if args.server_optimizer == "sgd" else 0.01),
                         min_clients=args.min_clients,
                         private_heads=False if args.shared_heads else None)
-        print(f"federation: {cfg.mode}, {fed.rounds} rounds x {cfg.train.epochs / fed.rounds:g} "
-              f"local epochs, {'all sites' if not fed.min_clients else f'min {fed.min_clients} sites'}")
+
+    def announce() -> None:  # once every option and input has been checked
+        print(f"profile: {cfg.profile} ({cfg.profile_reason})")
+        print(f"model: {cfg.model.name}" + ("" if cfg.model.is_composition else f", tuning {cfg.model.tuning}")
+              + f"; {cfg.train.epochs:g} epochs; mode {cfg.mode}; seed {cfg.seed}")
+        if fed is not None:
+            print(f"federation: {cfg.mode}, {fed.rounds} rounds x {cfg.train.epochs / fed.rounds:g} "
+                  f"local epochs, {'all sites' if not fed.min_clients else f'min {fed.min_clients} sites'}",
+                  flush=True)
+
+    if fed is not None:
+        from fedbio.federation import run_federated
+
         metrics = run_federated(cfg, fed, out=args.out, overwrite=args.overwrite,
-                                progress=not args.quiet)
+                                progress=not args.quiet, announce=announce)
     else:
-        metrics = run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet)
+        metrics = run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet,
+                      announce=announce)
     print_metrics(metrics)
     wrote = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(args.out).iterdir()
                    if p.name in {"config.json", "manifest.json", "metrics.json", "model", "sites", "tb"})
@@ -135,15 +168,15 @@ def cmd_weights_download(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fedbio", description="Federated fine-tuning of protein language models.")
+    parser = Parser(prog="fedbio", description="Federated fine-tuning of protein language models.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("split", help="spread a data set over N sites (label skew, iid, quantity)")
     _add_split_args(p)
     p.add_argument("--out", required=True, help="folder to write (refused if non-empty)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out split folder once the new one is complete")
     p.set_defaults(func=cmd_split)
 
     p = sub.add_parser("data", help="fetch optional larger data sets (needs the network)")
@@ -171,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local | central | fedavg | fedprox | fedopt")
     p.add_argument("--profile", default=None, help="quick | laptop | reference | auto "
                    "(default: $FEDBIO_PROFILE or auto)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="0 to 2**32 - 1: every random choice")
     p.add_argument("--split", default=None, help="a split folder (default: split the shipped data)")
     p.add_argument("--model", default=None, help="preset (esm2-8m…), a local folder, or composition")
     p.add_argument("--tuning", default=None, choices=("head", "lora", "full"))
@@ -186,9 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None, choices=("auto", "hf", "bionemo"),
                    help="model backend (default: the profile's, hf)")
     _device_arguments(p, default=None)
-    p.add_argument("--out", required=True, help="run folder (refused if non-empty)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=True, help="run folder (refused if non-empty); while the run "
+                   "goes it is OUT.running/, a failed run is moved to OUT.failed/")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run folder once the new run is complete")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("predict", help="predict every record of a FASTA/CSV with a saved model")
@@ -208,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in _EXTRA_COMMANDS:
         register(sub)
+    _add_debug(parser)
     return parser
 
 
@@ -226,7 +262,12 @@ def _register_bench(sub) -> None:
 def _register_report(sub) -> None:
     p = sub.add_parser("report", help="results table (mean ± sd over seeds, bootstrap CIs) and plots")
     p.add_argument("runs", nargs="+", help="run folders (several seeds of the same run group together)")
-    p.add_argument("--out", required=True, help="folder for results.md, results.csv and PNGs")
+    p.add_argument("--out", required=True, help="folder for results.md, results.csv and PNGs "
+                   "(refused if non-empty)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing report folder once the new one is complete")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="table runs made on different splits or class lists side by side")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the test set")
     p.set_defaults(func=cmd_report)
 
@@ -234,8 +275,9 @@ def _register_report(sub) -> None:
 def cmd_report(args) -> int:
     from fedbio.report import write_report
 
-    out = write_report(args.runs, args.out, n_boot=args.n_boot)
-    print(f"wrote {out}/ (results.md, results.csv, curves.png, confusion.png, per_class.png)")
+    out, files = write_report(args.runs, args.out, n_boot=args.n_boot, overwrite=args.overwrite,
+                              allow_mixed=args.allow_mixed)
+    print(f"wrote {out}/ ({', '.join(files)})")
     return 0
 
 
@@ -243,20 +285,49 @@ def cmd_report(args) -> int:
 _EXTRA_COMMANDS: list = [_register_report, _register_bench]
 
 
+def _on_signal(signum, frame):
+    raise Interrupted(signum)
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    return lines[0].strip() if lines else ""
+
+
+def _kept(err: BaseException) -> str:
+    kept = getattr(err, "kept", None)
+    return f"; what it wrote, with its logs and error.txt, is in {kept}/" if kept else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error (already one line)
+        return int(stop.code or 0)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    debug = getattr(args, "debug", False) or os.environ.get("FEDBIO_DEBUG") == "1"
+    for name in ("SIGTERM", "SIGHUP"):  # end like Ctrl-C: children stopped, output kept
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _on_signal)
     try:
         return int(args.func(args) or 0)
     except FedbioError as err:
-        print(f"fedbio: error: {err}", file=sys.stderr)
+        print(f"fedbio: error: {_first_line(err)}{_kept(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fedbio: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        name = signal.Signals(signum).name
+        print(f"fedbio: interrupted ({name}){_kept(err)}", file=sys.stderr)
+        return 128 + int(signum)
+    except Exception as err:
+        if debug:
+            raise
+        print(f"fedbio: error: unexpected {type(err).__name__}: {_first_line(err)}{_kept(err)}; "
+              "run with --debug for the traceback", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

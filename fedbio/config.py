@@ -8,9 +8,13 @@ over sites, and ``fedbio.federation`` adds its own ``FedConfig``. Profiles
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from fedbio.errors import FedbioError
+
+MAX_SEED = 2**32 - 1   # numpy's and torch's seeds: a negative seed is refused, not mapped
 TUNING_MODES = ("head", "lora", "full")
 TASKS = ("scl", "classification", "regression", "antibody")
 SETUPS = ("multitask", "alltasks")
@@ -63,6 +67,39 @@ class TrainConfig:
     device: str = "auto"         # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
     precision: str = "auto"      # auto (bf16-mixed on a bf16 GPU, else 32) | 32 | bf16-mixed
                                  # (CUDA only; refused on a CPU): see fedbio.device
+
+    def validate(self) -> TrainConfig:
+        """Refuse settings that cannot train (a FedbioError naming the option)."""
+        check_number("--epochs", self.epochs, low=1)
+        check_number("learning rate", self.lr, low=0, strict=True)
+        check_number("weight decay", self.weight_decay, low=0)
+        check_number("warm-up fraction", self.warmup_frac, low=0, high=1)
+        check_number("gradient clip", self.grad_clip, low=0)
+        check_number("batch size", self.batch_size, low=1, integer=True)
+        check_number("threads", self.threads, low=0, integer=True)
+        check_seed(self.seed)
+        return self
+
+
+def check_number(option: str, value: Any, low: float | None = None, high: float | None = None,
+                 strict: bool = False, integer: bool = False) -> None:
+    """A finite number within ``[low, high]`` (``(low, ...`` with ``strict``), else one clear error."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (not integer or float(value).is_integer())
+    ok = ok and (low is None or (value > low if strict else value >= low))
+    ok = ok and (high is None or value <= high)
+    if not ok:
+        kind = "a whole number" if integer else "a finite number"
+        bounds = ([f"> {low:g}" if strict else f">= {low:g}"] if low is not None else []) + \
+                 ([f"<= {high:g}"] if high is not None else [])
+        raise FedbioError(f"{option} must be {kind}{' ' + ' and '.join(bounds) if bounds else ''}, "
+                          f"not {value!r}")
+
+
+def check_seed(seed: Any, option: str = "--seed") -> None:
+    """Seeds are whole numbers from 0 to 2**32 - 1 (what numpy and torch take); others are refused."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise FedbioError(f"{option} must be a whole number from 0 to {MAX_SEED}, not {seed!r}")
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -5,15 +5,16 @@
 Split the shipped DeepLoc data over 3 sites, then train local and central baselines and FedAvg
 (NVFlare simulator) for the composition model and the profile's transformer, and print the
 results table. Runs are cached
-under ``--out``, so a second demo only prints; another non-empty folder is refused unless
-``--overwrite``.
+under ``--out``, so a second demo only prints; another non-empty folder is refused. Two demos
+writing the same ``--out`` at once: the second stops at once (``OUT.lock``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fedbio.paths import check_out_dir, shipped
+from fedbio.outputs import check_output, hold
+from fedbio.paths import data_dir, shipped
 
 ROUNDS = 4   # FedAvg: 4 rounds x E/4 local epochs, the same budget as local and central
 
@@ -31,16 +32,21 @@ def _table(runs: dict[str, dict[str, dict]]) -> str:
 
 
 def run_demo(out: str | Path, overwrite: bool = False, profile: str | None = None) -> int:
+    """Split, train, print the table; ``out`` holds the split and the cached runs."""
     from fedbio.profiles import resolve_profile
+
+    out = Path(out)
+    if not (out / "split" / "summary.json").is_file():  # else an earlier demo: its runs are reused
+        check_output(out, overwrite=overwrite, inputs=[data_dir()], kind="demo")
+    prof = resolve_profile(profile)
+    with hold(out):
+        return _demo(out, prof)
+
+
+def _demo(out: Path, prof) -> int:
     from fedbio.run import cached_run, plan
     from fedbio.split import SplitConfig, make_split, split_table, write_split
 
-    out = Path(out)
-    if (out / "split" / "summary.json").is_file():
-        pass  # an earlier demo: its cached runs are reused
-    else:
-        check_out_dir(out, overwrite)
-    prof = resolve_profile(profile)
     print(f"profile: {prof.name} ({prof.reason})")
     print("\n== 1. Split the shipped DeepLoc data over 3 sites (Dirichlet label skew, alpha 1.0)")
     split = make_split(shipped("scl/deeploc_valtest.fasta"), SplitConfig(sites=3, alpha=1.0, seed=0),

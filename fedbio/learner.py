@@ -29,6 +29,7 @@ from fedbio.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from fedbio.data import Record
 from fedbio.device import Placement, placement_for, to_device
 from fedbio.device import placement as resolve_placement
+from fedbio.progress import progress_bar
 from fedbio.tasks import LabelCodec
 from fedbio.trainer import fit, predict, score
 
@@ -185,11 +186,7 @@ def embed(model: nn.Module, tokens: TokenData, batch_size: int = 32, progress: b
     model.to(place.device)
     model.eval()
     out = None
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(tokens), desc="encode", unit="seq", leave=False, mininterval=1.0)
+    bar = progress_bar(len(tokens), "encode", "seq", progress)
     for inputs, _, idx in batches(tokens, batch_size, rng=None):
         with place.autocast():
             pooled = model.embed(*to_device(inputs, place.device))

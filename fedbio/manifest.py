@@ -18,16 +18,31 @@ def _version(name: str) -> str | None:
         return None
 
 
-def code_version() -> str:
-    """``git describe`` of the source checkout when there is one, else the package version."""
-    root = Path(__file__).resolve().parent.parent
+def _git(root: Path, *args: str) -> str | None:
+    """Output of a read-only git command in ``root``, or None."""
     try:
-        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True, timeout=5)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
+        out = subprocess.run(["git", "--no-optional-locks", "-C", str(root), *args], capture_output=True,
+                             text=True, timeout=5, stdin=subprocess.DEVNULL,
+                             env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
     except (OSError, subprocess.SubprocessError):
-        pass
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def code_version(root: Path | None = None) -> str:
+    """The source checkout's commit (``git describe``), ``-dirty`` when tracked files changed;
+    the package version when there is no checkout.
+
+    Read-only: ``git describe --dirty`` refreshes the checkout's index and so writes
+    ``.git/index`` (taking ``index.lock``) even with ``--no-optional-locks``; ``git status`` with
+    ``--no-optional-locks`` compares the same files without writing anything.
+    """
+    root = root or Path(__file__).resolve().parent.parent
+    if (root / ".git").exists():
+        described = _git(root, "describe", "--always")
+        if described:
+            changed = _git(root, "status", "--porcelain", "--untracked-files=no")
+            return described + ("-dirty" if changed else "")
     return _version("fedbio") or "unknown"
 
 

@@ -12,17 +12,28 @@ models (safetensors) and TensorBoard logs into the run folder. The federated mod
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from fedbio.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from fedbio.config import (
+    TASKS,
+    TUNING_MODES,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    check_number,
+    to_dict,
+)
 from fedbio.errors import FedbioError
 from fedbio.manifest import manifest
 from fedbio.metrics import combine_task_scores
-from fedbio.paths import atomic_dir, shipped
+from fedbio.outputs import output_dir
+from fedbio.paths import data_dir, shipped
 from fedbio.profiles import Profile, composition_train, resolve_profile
 from fedbio.tasks import TaskData, load_task, majority_rate, own_tests
 
@@ -45,6 +56,7 @@ class RunConfig:
 
 
 ANTIBODY_MAX_LENGTH = 300  # VH + (G4S)3 + VL of every shipped antibody fits: no cropping
+MAX_EPOCHS_ENV = "FEDBIO_TEST_MAX_EPOCHS"  # a test-only cap on epochs (the README test uses it)
 
 
 def plan(task: str = "scl", mode: str = "central", profile: str | None = None, seed: int = 0,
@@ -74,6 +86,9 @@ def plan(task: str = "scl", mode: str = "central", profile: str | None = None, s
     if trust_remote_code is not None:
         model_cfg = replace(model_cfg, trust_remote_code=bool(trust_remote_code))
     train_cfg = replace(train_cfg, seed=seed, epochs=epochs if epochs is not None else train_cfg.epochs)
+    cap = os.environ.get(MAX_EPOCHS_ENV)
+    if cap and isinstance(train_cfg.epochs, (int, float)):  # tests only: README commands, quickly
+        train_cfg = replace(train_cfg, epochs=min(train_cfg.epochs, float(cap)))
     if device is not None:
         train_cfg = replace(train_cfg, device=device)
     if precision is not None:
@@ -95,27 +110,98 @@ def plan(task: str = "scl", mode: str = "central", profile: str | None = None, s
     return RunConfig(task, mode, seed, model_cfg, data_cfg, train_cfg, prof.name, prof.reason)
 
 
-def default_split(folder: Path, seed: int) -> Path:
-    """The shipped data split over 3 sites (original pool, Dirichlet alpha 1.0, the run's seed)."""
-    from fedbio.split import SplitConfig, make_split, write_split
+def check_run(cfg: RunConfig) -> None:
+    """Refuse options that cannot run, before anything is read or written (FedbioError)."""
+    if cfg.task not in TASKS:
+        raise FedbioError(f"unknown --task {cfg.task!r}; choose {', '.join(TASKS)}")
+    if not cfg.model.is_composition and cfg.model.tuning not in TUNING_MODES:
+        raise FedbioError(f"unknown --tuning {cfg.model.tuning!r}; choose {', '.join(TUNING_MODES)}")
+    if cfg.seed != cfg.train.seed:
+        raise FedbioError(f"the run's seed {cfg.seed} differs from its training seed {cfg.train.seed}")
+    cfg.train.validate()
+    check_number("max_length", cfg.data.max_length, low=1, integer=True)
+    check_model_name(cfg.model)
+    from fedbio.device import placement
 
-    split = make_split(shipped("scl/deeploc_valtest.fasta"), SplitConfig(seed=seed),
-                       hard=shipped("scl/deeploc_setHARD.fasta"))
-    return write_split(split, folder, plot=False)
+    placement(cfg.train)  # --device / --precision this machine cannot honour
+    for option, folder in (("--split", cfg.data.split), ("--weights-dir", cfg.model.weights_dir)):
+        if folder is not None and not Path(folder).is_dir():
+            raise FedbioError(f"{option} {folder}: no such folder")
 
 
-def prepare_task(cfg: RunConfig, run_dir: Path) -> TaskData:
+def check_model_name(model: ModelConfig) -> None:
+    """``--model``: ``composition``, a preset, a local folder, or a hub id (``org/name``)."""
+    from fedbio.models.backbone import HUB_ID
+    from fedbio.models.presets import PRESETS
+
+    name = model.name
+    if model.is_composition or name in PRESETS:
+        return
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise FedbioError(f"--model {name}: the folder has no config.json; give a checkpoint "
+                              "saved with save_pretrained, or a preset "
+                              f"({', '.join(PRESETS)})")
+        return
+    if folder.exists():
+        raise FedbioError(f"--model {name} is a file; give a checkpoint folder or a preset")
+    if HUB_ID.match(name) and not name.startswith((".", "/", "~")):
+        return  # a Hugging Face hub id: fetched (cache first) when the model is built
+    raise FedbioError(f"--model {name}: no such folder, and not a preset ({', '.join(PRESETS)}) "
+                      "or composition")
+
+
+def run_inputs(cfg: RunConfig) -> list:
+    """What a run reads (an output must never replace or lie inside these)."""
+    inputs = [cfg.data.split, cfg.model.weights_dir, data_dir()]
+    if not cfg.model.is_composition and Path(cfg.model.name).expanduser().is_dir():
+        inputs.append(Path(cfg.model.name).expanduser())
+    return inputs
+
+
+@dataclass
+class RunInputs:
+    """What a run trains on, read and checked before anything is written: the user's split
+    (``task``) or the shipped data split in memory (``split``), written into ``RUN/split``."""
+
+    task: TaskData | None = None
+    split: object | None = None  # fedbio.split.Split or fedbio.antibody.AntibodySplit
+
+    @property
+    def n_sites(self) -> int:
+        return len(self.task.sites if self.task is not None else self.split.sites)
+
+
+def read_inputs(cfg: RunConfig) -> RunInputs:
+    """The run's data, read and validated; nothing is written."""
     if cfg.data.split:
-        return load_task(cfg.data.split, cfg.task)
+        return RunInputs(task=load_task(cfg.data.split, cfg.task))
     if cfg.task == "antibody":
-        from fedbio.antibody import make_antibody_split
+        from fedbio.antibody import build_antibody_split
 
-        split = make_antibody_split(run_dir / "split", setup=cfg.data.setup, source=cfg.data.source,
-                                    seed=cfg.seed)
-        return load_task(split, cfg.task)
+        return RunInputs(split=build_antibody_split(cfg.data.setup, cfg.data.source, cfg.seed))
     if cfg.task != "scl":
         raise FedbioError(f"--task {cfg.task} needs --split DIR (a folder in the split layout)")
-    return load_task(default_split(run_dir / "split", cfg.seed), cfg.task)
+    from fedbio.split import SplitConfig, make_split
+
+    return RunInputs(split=make_split(shipped("scl/deeploc_valtest.fasta"), SplitConfig(seed=cfg.seed),
+                                      hard=shipped("scl/deeploc_setHARD.fasta")))
+
+
+def prepare_task(cfg: RunConfig, run_dir: Path, inputs: RunInputs | None = None) -> TaskData:
+    """The run's ``TaskData``: the user's split, or the shipped data's split written into
+    ``run_dir/split`` (the folder every site reads)."""
+    inputs = inputs or read_inputs(cfg)
+    if inputs.task is not None:
+        return inputs.task
+    if cfg.task == "antibody":
+        from fedbio.antibody import save_antibody_split
+
+        return load_task(save_antibody_split(inputs.split, run_dir / "split"), cfg.task)
+    from fedbio.split import save_split
+
+    return load_task(save_split(inputs.split, run_dir / "split", plot=False), cfg.task)
 
 
 def _mean_scores(rows: list[dict]) -> dict:
@@ -201,13 +287,20 @@ def metrics_head(cfg: RunConfig, task: TaskData, mode: str) -> dict:
     }
 
 
-def run(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> dict:
-    """Run ``cfg`` into ``out`` (written all at once; a failure leaves nothing half-written)."""
+def run(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
+        announce: Callable[[], None] | None = None) -> dict:
+    """Run ``cfg`` into ``out`` by the output rule of ``fedbio.outputs``: options and inputs are
+    checked first, then the run lives in ``OUT.running/`` and becomes ``OUT`` when it succeeds
+    (a failure moves it to ``OUT.failed/``). ``announce`` is called once everything is checked."""
     if cfg.mode not in MODES:
         raise FedbioError(f"unknown --mode {cfg.mode!r} for a baseline run; choose {', '.join(MODES)}")
+    check_run(cfg)
+    inputs = read_inputs(cfg)
     start = time.time()
-    with atomic_dir(out, overwrite) as tmp:
-        task = prepare_task(cfg, tmp)
+    with output_dir(out, overwrite=overwrite, inputs=run_inputs(cfg), kind="run") as tmp:
+        if announce:
+            announce()
+        task = prepare_task(cfg, tmp, inputs)
         (tmp / "config.json").write_text(json.dumps(to_dict(cfg), indent=1) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")
         metrics = train_and_score(cfg, task, tmp, progress)

@@ -21,7 +21,7 @@ import numpy as np
 
 from fedbio.data import Record, class_list, label_counts, read_records
 from fedbio.errors import FedbioError
-from fedbio.paths import atomic_dir
+from fedbio.outputs import output_dir
 
 POOLS = ("original", "random")
 PARTITIONS = ("dirichlet", "iid", "quantity")
@@ -44,19 +44,45 @@ class SplitConfig:
     max_tries: int = 100         # redraws before giving up on min_site_size
 
     def check(self) -> None:
-        if self.sites < 1:
-            raise FedbioError(f"--sites must be at least 1, not {self.sites}")
-        if not self.alpha > 0:
-            raise FedbioError(f"--alpha must be positive, not {self.alpha}")
+        """Refuse settings no split can be made with: one clear FedbioError naming the option."""
+        from fedbio.config import check_number, check_seed  # here: the imports above are shared
+
+        _check_whole("--sites", self.sites, low=1)
+        check_number("--alpha", self.alpha, low=0, strict=True)
+        check_seed(self.seed)
         if self.pool not in POOLS:
             raise FedbioError(f"--pool must be one of {', '.join(POOLS)}, not {self.pool!r}")
         if self.partition not in PARTITIONS:
             raise FedbioError(f"--partition must be one of {', '.join(PARTITIONS)}, "
                               f"not {self.partition!r}")
-        if not 0 <= self.valid_fraction < 1:
-            raise FedbioError(f"--valid-fraction must be in [0, 1), not {self.valid_fraction}")
-        if not 0 < self.test_fraction < 1:
-            raise FedbioError(f"test fraction must be in (0, 1), not {self.test_fraction}")
+        _check_fraction("--valid-fraction", self.valid_fraction, strict=False)
+        _check_fraction("test fraction", self.test_fraction, strict=True)
+        _check_whole("--min-site-size", self.min_site_size, low=0)
+        _check_whole("max tries", self.max_tries, low=1)
+
+
+def _check_fraction(option: str, value: object, strict: bool) -> None:
+    """A finite number from 0 (excluded with ``strict``) up to, not including, 1: a fraction of 1
+    would leave nothing on the other side."""
+    from fedbio.config import check_number
+
+    try:
+        check_number(option, value, low=0, high=1, strict=strict)
+        ok = value != 1
+    except FedbioError:
+        ok = False
+    if not ok:
+        raise FedbioError(f"{option} must be a finite number {'>' if strict else '>='} 0 and < 1, "
+                          f"not {value!r}")
+
+
+def _check_whole(option: str, value: object, low: int) -> None:
+    """A whole number (an int, not 3.0: it counts sites or records) of at least ``low``."""
+    from fedbio.config import check_number
+
+    check_number(option, value, low=low, integer=True)
+    if not isinstance(value, int):
+        raise FedbioError(f"{option} must be a whole number >= {low}, not {value!r}")
 
 
 @dataclass
@@ -194,9 +220,22 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+def _check_sites(sites: dict[str, dict[str, list[Record]]], cfg: SplitConfig) -> None:
+    """Every site trains on something, and validates on something when asked to: ``run``
+    refuses a split with an empty train.csv or valid.csv."""
+    for name, parts in sites.items():
+        if not parts["train"] or (cfg.valid_fraction > 0 and not parts["valid"]):
+            n = len(parts["train"]) + len(parts["valid"])
+            raise FedbioError(f"{name} gets {n} record(s), too few for a training and a validation "
+                              "part; raise --min-site-size (at least 2) or --alpha, or use fewer "
+                              "sites")
+
+
 def make_split(fasta: str | Path, cfg: SplitConfig, hard: str | Path | None = None,
                classes: list[str] | None = None) -> Split:
     """Read, validate and split; nothing is written. The same seed always gives the same split."""
+    from fedbio.data import check_disjoint, check_learnable  # here: the imports above are shared
+
     cfg.check()
     records = read_records(fasta, classes=classes)
     if classes is None:
@@ -204,6 +243,9 @@ def make_split(fasta: str | Path, cfg: SplitConfig, hard: str | Path | None = No
     hard_records = read_records(hard, classes=classes) if hard is not None else None
     rng = np.random.default_rng(cfg.seed)
     train_pool, test = _pools(records, cfg, classes, rng)
+    tests = [(Path(fasta), test)] + ([(Path(hard), hard_records)] if hard is not None else [])
+    check_learnable(train_pool, tests, "give it training records (SET=train) or drop its records")
+    check_disjoint(train_pool, fasta, tests)
     labels = np.array([classes.index(str(r.label)) for r in train_pool])
     sites = {}
     for number, idx in enumerate(partition(labels, len(classes), cfg, rng), start=1):
@@ -213,10 +255,27 @@ def make_split(fasta: str | Path, cfg: SplitConfig, hard: str | Path | None = No
             n_valid = min(max(n_valid, 1), len(idx) - 1)
         sites[f"site-{number}"] = {"train": _stable(train_pool, order[n_valid:]),
                                    "valid": _stable(train_pool, order[:n_valid])}
+    _check_sites(sites, cfg)
     source = {"fasta": Path(fasta).name, "fasta_md5": _md5(Path(fasta))}
     if hard is not None:
         source.update(hard=Path(hard).name, hard_md5=_md5(Path(hard)))
     return Split(cfg, classes, sites, test, hard_records, source)
+
+
+def restore_classes(split: Split, full_train: dict[str, list[Record]]) -> Split:
+    """After cutting each site's ``train`` down (a test-sized subset), give back, for every class
+    the cut left without a training record, that class's first record in ``full_train`` (the
+    sites' training records before the cut) at the first site that had one: a class seen only
+    in the test set is refused (``fedbio.data.check_learnable``)."""
+    for cls in split.classes:
+        if any(str(r.label) == cls for parts in split.sites.values() for r in parts["train"]):
+            continue
+        for name, records in full_train.items():
+            first = next((r for r in records if str(r.label) == cls), None)
+            if first is not None:
+                split.sites[name]["train"].append(first)
+                break
+    return split
 
 
 def _write_csv(path: Path, records: list[Record]) -> None:
@@ -226,27 +285,37 @@ def _write_csv(path: Path, records: list[Record]) -> None:
         writer.writerows([r.id, r.sequence, r.label] for r in records)
 
 
-def write_split(split: Split, out: str | Path, overwrite: bool = False, plot: bool = True) -> Path:
-    """Write the split folder all at once (a failure leaves nothing behind)."""
-    with atomic_dir(out, overwrite) as tmp:
-        for name, parts in split.sites.items():
-            (tmp / name).mkdir()
-            _write_csv(tmp / name / "train.csv", parts["train"])
-            _write_csv(tmp / name / "valid.csv", parts["valid"])
-        _write_csv(tmp / "test.csv", split.test)
-        if split.test_hard is not None:
-            _write_csv(tmp / "test_hard.csv", split.test_hard)
-        (tmp / "classes.json").write_text(json.dumps(split.classes, indent=1) + "\n")
-        summary = split.summary()
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        if plot:
-            from fedbio.plots import plot_site_classes
+def save_split(split: Split, folder: Path, plot: bool = True) -> Path:
+    """Write the split's files into ``folder`` (created if needed; a run's own ``split/``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, parts in split.sites.items():
+        (folder / name).mkdir()
+        _write_csv(folder / name / "train.csv", parts["train"])
+        _write_csv(folder / name / "valid.csv", parts["valid"])
+    _write_csv(folder / "test.csv", split.test)
+    if split.test_hard is not None:
+        _write_csv(folder / "test_hard.csv", split.test_hard)
+    (folder / "classes.json").write_text(json.dumps(split.classes, indent=1) + "\n")
+    summary = split.summary()
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if plot:
+        import matplotlib.pyplot as plt
 
-            fig = plot_site_classes(summary)
-            fig.savefig(tmp / "split.png", dpi=110, bbox_inches="tight")
-            import matplotlib.pyplot as plt
+        from fedbio.plots import plot_site_classes
 
-            plt.close(fig)
+        fig = plot_site_classes(summary)
+        fig.savefig(folder / "split.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    return folder
+
+
+def write_split(split: Split, out: str | Path, overwrite: bool = False, plot: bool = True,
+                inputs=()) -> Path:
+    """Write the split folder ``out`` by the output rule of ``fedbio.outputs`` (``OUT.running/``
+    while writing; an existing ``out`` replaced only with ``overwrite``; ``inputs`` never touched)."""
+    with output_dir(out, overwrite=overwrite, inputs=inputs, kind="split") as tmp:
+        save_split(split, tmp, plot)
     return Path(out)
 
 

@@ -11,6 +11,10 @@ module is moved there, every batch follows it, and ``bf16-mixed`` runs the forwa
 ``torch.autocast(device_type="cuda", dtype=torch.bfloat16)``. Losses are computed and outputs
 returned in float32 on the CPU. On the CPU (``32``) nothing changes: the same operations in the
 same order, so the same numbers.
+
+Sanity: a non-finite loss, or an epoch whose mean loss is ``DIVERGED`` times where training
+started (the mean of its first ``START_STEPS`` steps; a federated site keeps its first round's),
+stops training with a ``TrainingDiverged`` error naming the site, round and epoch.
 """
 
 from __future__ import annotations
@@ -26,7 +30,12 @@ from torch import nn
 from fedbio.batching import TensorData, TokenData, batches
 from fedbio.config import TrainConfig
 from fedbio.device import placement, placement_for, to_device
+from fedbio.errors import TrainingDiverged
 from fedbio.metrics import classification_scores, key_metric, multitask_scores, regression_scores
+from fedbio.progress import ProgressLines, progress_bar
+
+DIVERGED = 100.0   # an epoch's mean loss this many times its start: training has diverged
+START_STEPS = 10   # "where it started": the mean loss of the first steps
 
 
 def set_threads(tcfg: TrainConfig, concurrent: int = 1) -> int:
@@ -113,12 +122,16 @@ def _trainable(module: nn.Module) -> list[nn.Parameter]:
 def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | TensorData | None,
         tcfg: TrainConfig, task_type: str, epochs: float, *, codec=None, writer=None,
         tag: str = "", progress: bool = True, prox: tuple[float, dict] | None = None,
-        step_offset: int = 0, select: bool = True) -> list[dict]:
+        step_offset: int = 0, select: bool = True, where: str | None = None,
+        reference: dict | None = None, on_epoch=None) -> list[dict]:
     """Train ``module`` in place for ``epochs`` passes; keep the epoch best on ``valid``.
 
     Returns one dict per epoch (train loss, validation scores). ``prox=(mu, global_params)``
     adds FedProx's ``mu/2 * ||w - w_global||^2``. Fractional epochs stop part-way. The module
     is moved to ``tcfg``'s device (and stays there); see the module docstring for precision.
+    ``where`` names the work in errors ("site-2, round 3, "; default: ``tag``), ``reference``
+    holds the starting loss across calls (a site's rounds), ``on_epoch(row)`` sees every epoch.
+    Progress: a bar on a terminal or in Jupyter, else a line per epoch at most (``fedbio.progress``).
     """
     place = placement(tcfg)
     module.to(place.device)
@@ -135,9 +148,14 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
     named = dict(module.named_parameters()) if prox else {}
     if prox is not None:  # the global weights, where the local ones are
         prox = (prox[0], {k: torch.as_tensor(v).to(place.device) for k, v in prox[1].items()})
-    bar = _bar(total, tag, progress)
+    bar = progress_bar(total, tag or "train", "step", progress)
+    lines = ProgressLines() if progress and bar is None else None
+    where = where if where is not None else (f"{tag}, " if tag else "")
+    reference = {} if reference is None else reference
+    first: list[float] = []  # the first steps' losses, until the start is known
+    n_epochs = math.ceil(epochs)
     module.train()
-    for epoch in range(1, math.ceil(epochs) + 1):
+    for epoch in range(1, n_epochs + 1):
         losses = []
         for inputs, y, _ in batches(train, tcfg.batch_size, rng, bucket_size=tcfg.bucket_size or 50):
             if step >= total:
@@ -154,14 +172,30 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
             loss.backward()
             if tcfg.grad_clip:
                 nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"{where}epoch {epoch} of {n_epochs}, step {len(losses) + 1}: the training loss "
+                    f"is {value} (not finite); check the labels, or lower the learning rate")
             optimizer.step()
             scheduler.step()
-            losses.append(float(loss.detach()))
+            losses.append(value)
+            if "loss" not in reference:
+                first.append(value)
+                if len(first) >= min(START_STEPS, total):
+                    reference["loss"] = float(np.mean(first))
             step += 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         row = {"epoch": epoch + step_offset, "train_loss": float(np.mean(losses)) if losses else None}
+        start = reference.get("loss")
+        if row["train_loss"] is not None and start is not None and \
+                row["train_loss"] > DIVERGED * max(start, 1e-3):
+            raise TrainingDiverged(
+                f"{where}epoch {epoch} of {n_epochs}: the training loss rose to {row['train_loss']:.3g}, "
+                f"{row['train_loss'] / start:.0f} times where it started ({start:.3g}); training "
+                "diverged: lower the learning rate (federated: the server's, --server-lr)")
         if valid is not None and len(valid):
             scores = score(module, valid, task_type, codec, device=place.device,
                            precision=place.precision)
@@ -170,6 +204,13 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
             if select and value > best:
                 best, best_state = value, _snapshot(module)
         history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if lines is not None and row["train_loss"] is not None:
+            scores = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k.startswith("valid_")
+                               and k.endswith(("accuracy", "rmse", "mse_std")))
+            lines.say(tag or "train", f"{tag or 'train'} epoch {epoch}/{n_epochs}: train loss "
+                      f"{row['train_loss']:.4f}" + (f", {scores}" if scores else ""), force=epoch == n_epochs)
         if writer is not None:
             for key, value in row.items():
                 if key != "epoch" and isinstance(value, float):
@@ -186,10 +227,3 @@ def _snapshot(module: nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else copy.deepcopy(v)
             for k, v in module.state_dict().items()}
 
-
-def _bar(total: int, tag: str, progress: bool):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=tag or "train", unit="step", leave=False, mininterval=1.0)

@@ -16,7 +16,7 @@ from fedbio.bench import Sizes, register
 # Tiny models and a handful of sequences: every code path of the benchmark, in seconds.
 TINY = Sizes("tiny", pad_seqs=8, pad_seqs_long=8, pad_batch_long=4, pad_rounds=2,
              cache_model="esm2-tiny", cache_crop=32, cache_seqs=8,
-             encode_model="esm2-tiny", encode_seqs=4, rss_records=60, rss_epochs=0.5, family_seqs=8)
+             encode_model="esm2-tiny", encode_seqs=4, rss_records=60, rss_epochs=1, family_seqs=8)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -167,7 +167,7 @@ def test_too_few_answering_sites_stop_the_run(small_split, tmp_path):
 def test_bad_settings_are_refused(small_split, tmp_path):
     with pytest.raises(FedbioError, match="unknown federated --mode"):
         run_federated(composition(small_split, "local"), FedConfig(), tmp_path / "x", progress=False)
-    with pytest.raises(FedbioError, match="min_clients"):
+    with pytest.raises(FedbioError, match="--min-clients"):
         FedConfig(min_clients=4).validate(3)
     with pytest.raises(FedbioError, match="server optimizer"):
         FedConfig(server_optimizer="rmsprop").validate(3)

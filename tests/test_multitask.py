@@ -200,7 +200,8 @@ def test_report_and_predict_for_multitask_runs(ab_split, tmp_path, capsys):
     runs = {}
     for seed in (0, 1):
         out = tmp_path / f"local{seed}"
-        runs[seed] = run(replace(_cfg("local", ab_split), seed=seed), out, progress=False)
+        cfg = _cfg("local", ab_split)
+        runs[seed] = run(replace(cfg, seed=seed, train=replace(cfg.train, seed=seed)), out, progress=False)
     table = task_table({"local": runs[0]}, "rmse")
     assert list(table.index) == TASKS and table.loc["thermostability", "n test"] == 27
     assert main(["report", str(tmp_path / "local0"), str(tmp_path / "local1"), "--out", str(tmp_path / "rep")]) == 0

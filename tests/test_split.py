@@ -111,11 +111,20 @@ def test_same_seed_same_bytes_and_cli(tmp_path, capsys):
 
 def test_existing_out_refused_unless_overwrite(tmp_path, capsys):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("x")
     args = ["split", "--fasta", str(SCL), "--out", str(out)]
+    assert main(args) == 0
+    (out / "keep.txt").write_text("x")
     assert main(args) == 2
     assert "not empty" in capsys.readouterr().err
     assert (out / "keep.txt").exists()
-    assert main([*args, "--overwrite"]) == 0
+    assert main([*args, "--overwrite"]) == 0          # a split folder is replaced, whole
     assert not (out / "keep.txt").exists() and (out / "summary.json").exists()
+
+
+def test_overwrite_never_replaces_a_folder_fedbio_did_not_write(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    assert main(["split", "--fasta", str(SCL), "--out", str(out), "--overwrite"]) == 2
+    assert "not a fedbio split folder" in capsys.readouterr().err
+    assert (out / "keep.txt").exists()

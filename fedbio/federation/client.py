@@ -16,7 +16,7 @@ import logging
 import nvflare.client as flare
 from nvflare.client import FLModel
 
-from fedbio.federation.site import Site
+from fedbio.federation.site import Site, failure_meta
 from fedbio.federation.watch import install_stack_dump
 
 
@@ -43,9 +43,9 @@ def main() -> None:
                 reply = FLModel(params=site.statistics())
             else:                                                 # validate: scores only
                 reply = FLModel(metrics=site.evaluate(task.params, task.meta))
-        except Exception as err:  # report and stay: the server carries on with the other sites
+        except Exception as err:  # report and stay: the server decides whether the run goes on
             logging.getLogger("fedbio.site").exception(f"{name} failed at {site.name}")  # site's own log
-            reply = FLModel(metrics={}, meta={"failed": type(err).__name__})  # only the error's type leaves
+            reply = FLModel(metrics={}, meta=failure_meta(err))   # the error's type (+ scalars) only
         flare.send(reply)                                         # (4) back to the server
 
 

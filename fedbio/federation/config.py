@@ -16,15 +16,20 @@ drops a client that sent no heartbeat for ``heart_beat_timeout`` seconds (600 by
 ``servers[0]`` of the server's ``fed_server.json``); ``heartbeat_timeout`` here writes that value
 into the job's server configuration.
 
-Stalls. The simulator itself runs as a watched child process (``fedbio.federation.watch``):
-after ``sim_timeout`` seconds without a result it is stopped, with stack dumps and log tails
-kept, and started again up to ``sim_retries`` times; CI sets ``FEDBIO_SIM_TIMEOUT``.
+Stalls. The simulator itself runs as a watched child process (``fedbio.federation.watch``).
+``sim_timeout`` (or ``$FEDBIO_SIM_TIMEOUT``) is a limit on *silence*, not on the run's length:
+after that many seconds without progress (a site finishing a local epoch, the server finishing a
+round) the simulator is stopped, with stack dumps and log tails kept, and started again up to
+``sim_retries`` times; ``make test`` sets 600 s. The end of the job is ``done.json``, which the
+server writes last, after the delivered model; ``sim_grace`` seconds later whatever is left of
+NVFlare's shutdown is ended, every process of the run with it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedbio.config import check_number
 from fedbio.errors import FedbioError
 
 ALGORITHMS = ("fedavg", "fedprox", "fedopt")
@@ -45,13 +50,21 @@ class FedConfig:
     task_timeout: int = 0          # seconds a round waits for a site before going on without it; 0 = forever
     heartbeat_timeout: int = 0     # seconds without a heartbeat before the server drops a site; 0 = NVFlare's
     private_heads: bool | None = None  # task heads stay at their sites; None = yes for multi-task data
-    sim_timeout: int = 0           # seconds the NVFlare simulator may run; 0 = $FEDBIO_SIM_TIMEOUT or no limit
-    sim_retries: int = 1           # a simulator that ran out of time is started again this many times
-    fail_sites: tuple[str, ...] = ()  # tests only: these sites raise during local training
+    sim_timeout: int = 0           # seconds without progress before the simulator counts as stalled;
+                                   # 0 = $FEDBIO_SIM_TIMEOUT, else no limit
+    sim_retries: int = 1           # a stalled simulator is started again this many times
+    sim_grace: float = 1.0         # seconds NVFlare may take to exit after the job's end (done.json)
+    # Fault injection, for tests: sites that raise in local training, sleep ``slow_seconds`` in
+    # every round, or whose process exits during its first training round.
+    fail_sites: tuple[str, ...] = ()
+    slow_sites: tuple[str, ...] = ()
+    slow_seconds: float = 0.0
+    die_sites: tuple[str, ...] = ()
 
     def __post_init__(self):
         self.server_betas = tuple(self.server_betas)
-        self.fail_sites = tuple(self.fail_sites)
+        for name in ("fail_sites", "slow_sites", "die_sites"):
+            setattr(self, name, tuple(getattr(self, name)))
 
     def validate(self, n_sites: int) -> FedConfig:
         """Raise a FedbioError for settings that cannot work with ``n_sites`` sites."""
@@ -60,17 +73,20 @@ class FedConfig:
         if self.server_optimizer not in SERVER_OPTIMIZERS:
             raise FedbioError(f"unknown server optimizer {self.server_optimizer!r}; "
                               f"choose {', '.join(SERVER_OPTIMIZERS)}")
-        if self.rounds < 1:
-            raise FedbioError(f"--rounds must be at least 1, got {self.rounds}")
-        if self.mu < 0:
-            raise FedbioError(f"--mu must be >= 0, got {self.mu}")
-        if not 0 <= self.min_clients <= n_sites:
-            raise FedbioError(f"min_clients {self.min_clients} must lie between 0 (all) and the "
+        check_number("--rounds", self.rounds, low=1, integer=True)
+        check_number("--mu", self.mu, low=0)
+        check_number("--server-lr", self.server_lr, low=0, strict=True)
+        check_number("server momentum", self.server_momentum, low=0, high=0.999)
+        for beta in self.server_betas:
+            check_number("server betas", beta, low=0, high=0.999999)
+        check_number("server eps", self.server_eps, low=0, strict=True)
+        check_number("--min-clients", self.min_clients, low=0, integer=True)
+        if self.min_clients > n_sites:
+            raise FedbioError(f"--min-clients {self.min_clients} must lie between 0 (all) and the "
                               f"number of sites ({n_sites})")
-        if self.task_timeout < 0 or self.heartbeat_timeout < 0 or self.sim_timeout < 0:
-            raise FedbioError("task_timeout, heartbeat_timeout and sim_timeout must be >= 0 seconds")
-        if self.sim_retries < 0:
-            raise FedbioError(f"sim_retries must be >= 0, got {self.sim_retries}")
+        for name in ("task_timeout", "heartbeat_timeout", "sim_timeout", "sim_grace", "slow_seconds"):
+            check_number(name, getattr(self, name), low=0)
+        check_number("sim_retries", self.sim_retries, low=0, integer=True)
         return self
 
     def needed(self, n_sites: int) -> int:

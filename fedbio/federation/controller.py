@@ -50,7 +50,8 @@ class FedbioController(ModelController):
         for res in results:
             site = res.meta.get("client_name")
             if res.meta.get("failed"):
-                failed[site] = str(res.meta["failed"])
+                detail = res.meta.get("detail")
+                failed[site] = str(res.meta["failed"]) + (f": {detail}" if detail else "")
             else:
                 ok[site] = Reply(res.params or {}, res.metrics or {}, res.meta)
         for site in targets:
@@ -78,3 +79,9 @@ class FedbioController(ModelController):
             server.run(self._ask, params)
         except RunStopped as err:
             self.panic(str(err))
+        except Exception as err:  # the run's end must be on record, or the watchdog waits for it
+            try:
+                server.stop(f"the server's workflow failed: {type(err).__name__}: {err}")
+            except RunStopped:
+                pass
+            raise

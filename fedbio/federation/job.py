@@ -64,15 +64,16 @@ class WatchedSimEnv(SimEnv):
     """``SimEnv`` whose simulator runs under ``fedbio.federation.watch.run_watched``.
 
     The same command NVFlare's ``SimEnv`` runs, but with the job exported into the run folder
-    (``RUN/federation/job``, not a temporary folder), arguments passed as a list (paths with
-    spaces work), a time limit with retries, and no wait on a simulator stuck in its shutdown.
+    (``RUN/federation/job``), arguments passed as a list (paths with spaces work), the run folder
+    as working directory and ``RUN/tmp`` as ``TMPDIR`` (NVFlare's job copy stays in the run), a
+    limit on silence with retries, and the end of the job taken from the server's ``done.json``.
     """
 
-    def __init__(self, *, run_dir: Path, timeout: float, retries: int, **kwargs):
+    def __init__(self, *, run_dir: Path, fed: FedConfig, on_progress=None, **kwargs):
         super().__init__(**kwargs)
         self.run_dir = Path(run_dir)
-        self.timeout = timeout
-        self.retries = retries
+        self.fed = fed
+        self.on_progress = on_progress
 
     def deploy(self, job) -> str:
         from fedbio.federation.watch import run_watched
@@ -81,31 +82,48 @@ class WatchedSimEnv(SimEnv):
         self._ensure_default_component_policy(str(workspace))
         job_root = self.run_dir / "federation" / "job"
         job.export_job(str(job_root))
-        cmd = [sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job_root / job.name),
+        cmd = [sys.executable, "-m", "fedbio.federation.simulate", str(job_root / job.name),
                "-w", str(workspace), "-c", ",".join(self.clients), "-n", str(len(self.clients)),
                "-t", str(self.num_threads), "-l", str(self.log_config)]
-        done = self.run_dir / "federation" / "server" / "history.json"
-        code = run_watched(cmd, workspace, done, timeout=self.timeout, retries=self.retries)
+        fed_dir = self.run_dir / "federation"
+        scratch = Path(os.environ.get("TMPDIR") or self.run_dir / "tmp")
+        scratch.mkdir(parents=True, exist_ok=True)
+        env = {"TMPDIR": str(scratch),
+               "TORCHINDUCTOR_CACHE_DIR": os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+               or str(scratch / "torchinductor")}
+        code = run_watched(cmd, workspace, fed_dir / "server" / "done.json",
+                           progress=[fed_dir / "server" / "history.json", fed_dir / "progress"],
+                           timeout=sim_timeout(self.fed), retries=self.fed.sim_retries,
+                           grace=self.fed.sim_grace, on_progress=self.on_progress, env=env,
+                           cwd=self.run_dir, mark=str(self.run_dir), on_stall=self._keep_state)
         self.last_run_failed = code != 0
-        if code != 0:
-            raise RuntimeError(f"the simulator exited with code {code}; logs are in {workspace}")
         return job.name
+
+    def _keep_state(self, kept: Path) -> None:
+        """A stalled attempt's fedbio records go with its kept workspace; the next starts clean."""
+        fed_dir = self.run_dir / "federation"
+        for name in ("server", "audit", "progress"):
+            if (fed_dir / name).exists():
+                (kept / "fedbio").mkdir(parents=True, exist_ok=True)
+                (fed_dir / name).rename(kept / "fedbio" / name)
 
 
 def sim_timeout(fed: FedConfig) -> float:
-    """``fed.sim_timeout``, else ``$FEDBIO_SIM_TIMEOUT``, else 0 (no limit)."""
+    """``fed.sim_timeout``, else ``$FEDBIO_SIM_TIMEOUT``, else 0 (no limit): seconds of silence
+    (no site finishing an epoch, no round finishing) before the simulator counts as stalled."""
     if fed.sim_timeout:
         return float(fed.sim_timeout)
     return float(os.environ.get("FEDBIO_SIM_TIMEOUT") or 0)
 
 
-def simulator(run_dir: str | Path, sites: list[str], fed: FedConfig | None = None) -> SimEnv:
+def simulator(run_dir: str | Path, sites: list[str], fed: FedConfig | None = None,
+              on_progress=None) -> SimEnv:
     """The NVFlare simulator for ``sites``: one worker per site, workspace in ``RUN/nvflare``."""
     fed = fed or FedConfig()
     run_dir = Path(run_dir)
     log_config = run_dir / "federation" / "log_config.json"
     log_config.parent.mkdir(parents=True, exist_ok=True)
     log_config.write_text(json.dumps(LOG_CONFIG, indent=1) + "\n")
-    return WatchedSimEnv(run_dir=run_dir, timeout=sim_timeout(fed), retries=fed.sim_retries,
+    return WatchedSimEnv(run_dir=run_dir, fed=fed, on_progress=on_progress,
                          clients=list(sites), num_threads=len(sites),
                          workspace_root=str(run_dir / "nvflare"), log_config=str(log_config))

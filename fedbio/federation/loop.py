@@ -17,6 +17,7 @@ import torch
 
 from fedbio.federation.privacy import audit, split_private
 from fedbio.federation.server import Reply, Server
+from fedbio.federation.site import failure_meta
 
 
 def _numpy(state: dict) -> dict[str, np.ndarray]:
@@ -44,7 +45,8 @@ def local_ask(sites: dict, audit_dir: str | None = None):
                 else:
                     ok[name] = Reply({}, site.evaluate(received, meta))
             except Exception as err:
-                failed[name] = type(err).__name__
+                meta = failure_meta(err)
+                failed[name] = meta["failed"] + (f": {meta['detail']}" if "detail" in meta else "")
         return ok, failed
 
     return ask

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,9 +29,18 @@ from fedbio.federation.config import ALGORITHMS, FedConfig
 from fedbio.federation.privacy import private_prefixes, split_private
 from fedbio.federation.server import ServerSettings
 from fedbio.manifest import manifest
-from fedbio.paths import atomic_dir
-from fedbio.run import RunConfig, metrics_head, prepare_task, score_and_keep
-from fedbio.tasks import TaskData
+from fedbio.outputs import output_dir
+from fedbio.progress import ProgressLines
+from fedbio.run import (
+    RunConfig,
+    check_run,
+    metrics_head,
+    prepare_task,
+    read_inputs,
+    run_inputs,
+    score_and_keep,
+)
+from fedbio.tasks import TaskData, task_type_of
 
 
 def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path) -> dict:
@@ -47,9 +57,21 @@ def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path) -> 
         "model": to_dict(cfg.model), "data": to_dict(cfg.data), "train": to_dict(cfg.train),
         "epochs_per_round": cfg.train.epochs / fed.rounds,
         "threads": cfg.train.threads or max(1, (os.cpu_count() or 1) // len(task.sites)),
-        "fail_sites": list(fed.fail_sites),
+        "faults": {"fail": list(fed.fail_sites), "slow": list(fed.slow_sites),
+                   "slow_seconds": fed.slow_seconds, "die": list(fed.die_sites)},
         "private": list(private_prefixes(fed.private_heads, task.task_type)),
     }
+
+
+def check_federation(cfg: RunConfig, fed: FedConfig) -> None:
+    """Refuse what cannot federate, before anything is written."""
+    private = private_prefixes(fed.private_heads, task_type_of(cfg.task))
+    if private and cfg.model.is_composition:
+        raise FedbioError("private heads need an encoder to share; the composition model is all head "
+                          "(use an ESM-2 or AMPLIFY model, or --shared-heads)")
+    if private and cfg.model.tuning == "head":
+        raise FedbioError(f"with private heads and tuning {cfg.model.tuning!r} nothing is left to "
+                          "federate (the encoder is frozen); use --tuning lora or full")
 
 
 def _initial_model(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path):
@@ -68,13 +90,7 @@ def _initial_model(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path
                             run_dir / "cache" / COMMON_CACHE, progress=False)
     params = {k: v.numpy() for k, v in learner.trainable_state().items()}
     private = private_prefixes(fed.private_heads, task.task_type)
-    if private and cfg.model.is_composition:
-        raise FedbioError("private heads need an encoder to share; the composition model is all head "
-                          "(use an ESM-2 or AMPLIFY model, or FedConfig(private_heads=False))")
     params, _ = split_private(params, private)  # private parameters are never global
-    if not params and private:
-        raise FedbioError(f"with private heads and tuning {cfg.model.tuning!r} nothing is left to "
-                          "federate (the encoder is frozen); use --tuning lora or full")
     if not params:
         raise FedbioError(f"model {cfg.model.name!r} ({cfg.model.backend} backend, tuning "
                           f"{cfg.model.tuning!r}) has no parameters to exchange before its first fit; "
@@ -123,27 +139,64 @@ def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, prog
             raise FedbioError(f"federated run stopped: {err}") from None
     elif engine == "nvflare":
         from fedbio.federation.job import FedbioRecipe, simulator
+        from fedbio.federation.watch import log_tails
 
         if progress:
             print(f"federating {len(sites)} sites x {fed.rounds} rounds ({fed.algorithm}) in the NVFlare "
                   "simulator; complete site logs go to nvflare/ in the run folder", flush=True)
+        watch = FederationProgress(fed.rounds, settings.key_metric) if progress else None
         try:
             private = private_prefixes(fed.private_heads, task.task_type)
-            FedbioRecipe(settings, fed, spec, private).run(simulator(run_dir, sites, fed))
+            FedbioRecipe(settings, fed, spec, private).run(simulator(run_dir, sites, fed, watch))
         except RuntimeError as err:
-            from fedbio.federation.watch import log_tails
-
-            raise FedbioError(f"the NVFlare simulation failed: {err}\nLast log lines:\n"
-                              f"{log_tails(run_dir / 'nvflare')}") from None
-        path = spec.parent / "server" / "history.json"
-        if not path.is_file():
-            raise FedbioError(f"the NVFlare simulation wrote no history; see {run_dir / 'nvflare'}")
-        history = json.loads(path.read_text())
+            raise FedbioError(f"the NVFlare simulation failed ({err}); see nvflare/ in the run folder. "
+                              f"Last log lines:\n{log_tails(run_dir / 'nvflare')}") from None
+        if not (spec.parent / "server" / "done.json").is_file():
+            raise FedbioError("the NVFlare simulation ended before the job did; see nvflare/ in the run "
+                              f"folder. Last log lines:\n{log_tails(run_dir / 'nvflare')}")
+        history = json.loads((spec.parent / "server" / "history.json").read_text())
     else:
         raise FedbioError(f"unknown federation engine {engine!r}; choose nvflare or loop")
     if history.get("error"):
         raise FedbioError(f"federated run stopped: {history['error']}")
     return history
+
+
+class FederationProgress:
+    """Progress lines of a federated run, from the files it writes as it goes (the watchdog's
+    ``on_progress``): one per finished round, and per site and local epoch at most every
+    ``fedbio.progress.LINE_INTERVAL`` seconds."""
+
+    def __init__(self, rounds: int, metric: str):
+        self.rounds, self.metric = rounds, metric
+        self.lines = ProgressLines()
+        self.shown = 0  # rounds reported so far
+        self.start = time.monotonic()
+
+    def _elapsed(self) -> str:
+        seconds = int(time.monotonic() - self.start)
+        return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+    def __call__(self, path: Path) -> None:
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return  # replaced while read: the next change brings it again
+        if path.name == "history.json":
+            rows = entry.get("rounds", [])
+            for row in rows[self.shown + 1:]:
+                before = rows[row["round"] - 1].get("global_valid") or {}
+                score = (f"; the global model it started from: valid {self.metric} "
+                         f"{before[self.metric]:.4g}" if self.metric in before else "")
+                self.lines.say("round", f"round {row['round']}/{self.rounds} done, {self._elapsed()}: "
+                               f"{len(row.get('ok', []))} of {len(entry['sites'])} sites trained{score}",
+                               force=True)
+                self.shown = row["round"]
+        elif "epoch" in entry:
+            loss = entry.get("train_loss")
+            self.lines.say(path.stem, f"{path.stem} round {entry['round']}/{entry['rounds']}, epoch "
+                           f"{entry['epoch']}/{entry['epochs']}: train loss "
+                           + (f"{loss:.4f}" if isinstance(loss, float) else "-") + f", {self._elapsed()}")
 
 
 def nest_tasks(flat: dict) -> dict:
@@ -303,12 +356,15 @@ def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: d
 
 
 def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path | None = None,
-                  overwrite: bool = False, progress: bool = True, engine: str = "nvflare") -> dict:
+                  overwrite: bool = False, progress: bool = True, engine: str = "nvflare",
+                  announce: Callable[[], None] | None = None) -> dict:
     """Run ``cfg`` (``mode`` fedavg | fedprox | fedopt) federated into ``out``; return its metrics.
 
     ``fed`` defaults to ``FedConfig()``; ``cfg.mode`` names the algorithm. ``engine="loop"`` runs
     the same sites and server in this process without NVFlare (a reference and a timing
-    baseline). Written all at once: a failure leaves no half-written ``out``.
+    baseline). Options and inputs are checked first; then the run lives in ``OUT.running/``,
+    becomes ``OUT`` when it succeeds, and moves to ``OUT.failed/`` (with every log) when it
+    fails or is interrupted (``fedbio.outputs``). ``announce`` is called once all is checked.
     """
     if cfg.mode not in ALGORITHMS:
         raise FedbioError(f"unknown federated --mode {cfg.mode!r}; choose {', '.join(ALGORITHMS)}")
@@ -316,13 +372,17 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         raise FedbioError("run_federated needs out= (the run folder to write)")
     fed = replace(fed or FedConfig(), algorithm=cfg.mode)
     # NVFlare runs each site in its own working folder: hand it absolute paths only.
-    out = Path(out).resolve()
     if cfg.data.split:
-        cfg = replace(cfg, data=replace(cfg.data, split=str(Path(cfg.data.split).resolve())))
+        cfg = replace(cfg, data=replace(cfg.data, split=os.path.abspath(cfg.data.split)))
+    check_run(cfg)
+    check_federation(cfg, fed)
+    inputs = read_inputs(cfg)
+    fed.validate(inputs.n_sites)
     start = time.time()
-    with atomic_dir(out, overwrite) as tmp:
-        task = prepare_task(cfg, tmp)
-        fed.validate(len(task.sites))
+    with output_dir(out, overwrite=overwrite, inputs=run_inputs(cfg), kind="run") as tmp:
+        if announce:
+            announce()
+        task = prepare_task(cfg, tmp, inputs)
         config = {**to_dict(cfg), "federation": to_dict(fed)}
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")

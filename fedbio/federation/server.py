@@ -10,7 +10,11 @@ order; each site first scores the global model it received on its validation spl
 ``validate`` (every site scores the last global model). Model selection: the global model with
 the best sample-weighted mean validation score over sites, written to ``global.safetensors``;
 the common test sets are scored outside the federation (``fedbio.federation.runner``).
-Numpy only, no torch, no NVFlare.
+
+Records: ``history.json`` after every round (the watchdog counts it as progress) and, last of
+all, ``done.json``: the job has ended (``ok``, or the ``error`` that stopped it). A site whose
+training diverged (``TrainingDiverged``), or a round whose aggregate is not finite, stops the run:
+every later round would only spread it. Numpy only, no torch, no NVFlare.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ Ask = Callable[[str, dict, dict, list, "int | None"], "tuple[dict[str, Reply], d
 
 
 NO_ANSWER = "no answer (process gone, trainer failed, or task_timeout passed)"
+DIVERGED = "TrainingDiverged"  # a site's failure that stops the whole run (fedbio.errors)
 
 
 class RunStopped(Exception):
@@ -87,12 +92,26 @@ class Server:
         os.makedirs(self.out_dir, exist_ok=True)
         save_file({k: np.ascontiguousarray(v) for k, v in params.items()}, os.path.join(self.out_dir, name))
 
+    def write_done(self) -> None:
+        """``done.json``, written last and atomically: the job has ended (the watchdog's signal)."""
+        os.makedirs(self.out_dir, exist_ok=True)
+        tmp = os.path.join(self.out_dir, "done.json.part")
+        with open(tmp, "w") as f:
+            json.dump({"ok": "error" not in self.history, "error": self.history.get("error"),
+                       "selected_round": self.history.get("selected_round")}, f)
+        os.replace(tmp, os.path.join(self.out_dir, "done.json"))
+
+    def stop(self, message: str) -> None:
+        """End the run with ``message``: recorded in the history and ``done.json``, then raised."""
+        self.history["error"] = message
+        self.write_history()
+        self.write_done()
+        raise RunStopped(message)
+
     def _require(self, ok: dict, stage: str) -> None:
         if len(ok) < self.needed:
-            self.history["error"] = (f"{stage}: only {len(ok)} of {len(self.sites)} sites answered; "
-                                     f"the run needs {self.needed} (min_clients)")
-            self.write_history()
-            raise RunStopped(self.history["error"])
+            self.stop(f"{stage}: only {len(ok)} of {len(self.sites)} sites answered; "
+                      f"the run needs {self.needed} (min_clients)")
 
     @staticmethod
     def weighted_valid(ok: dict[str, Reply]) -> dict:
@@ -127,6 +146,10 @@ class Server:
                 if reason == NO_ANSWER and site in self.active:
                     self.active.remove(site)
                     self.history.setdefault("dropped", {})[site] = f"{task} round {rnd}" if rnd else task
+            diverged = {s: r for s, r in failed.items() if str(r).startswith(DIVERGED)}
+            if diverged:
+                site, reason = next(iter(diverged.items()))
+                self.stop(f"{reason[len(DIVERGED):].lstrip(': ') or f'{site} diverged'}")
             return ok, failed
 
         return wrapped
@@ -171,6 +194,9 @@ class Server:
             new = optimizer.step(params, average) if optimizer else average
             row["update_norm"] = float(np.sqrt(sum(np.sum((np.asarray(new[k], np.float64) - params[k]) ** 2)
                                                    for k in names)))
+            if not np.isfinite(row["update_norm"]):
+                self.stop(f"round {rnd}: the aggregated global model is not finite (update norm "
+                          f"{row['update_norm']}); lower --server-lr")
             params = new
 
         ok, failed = ask("validate", params, meta, self.sites, None)  # the last model, at every site
@@ -183,6 +209,7 @@ class Server:
         self._save("last.safetensors", params)
         self.history["server_seconds"] = round(time.time() - start, 2)
         self.write_history()
+        self.write_done()  # last: everything the runner reads is on disk
         return self.history
 
     def _statistics(self, ask: Ask) -> dict:

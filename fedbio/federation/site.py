@@ -3,23 +3,45 @@
 ``fedbio/federation/client.py`` (the NVFlare client script) calls these methods; nothing here
 imports NVFlare. A site reads only its own ``train``/``valid`` files and the common test sets,
 trains with the same ``Learner.fit`` as a local run, and returns trainable parameters
-(``Learner.trainable_state``) and scalar scores, never records, embeddings or buffers.
+(``Learner.trainable_state``) and scalar scores, never records, embeddings or buffers. After
+every local epoch it writes ``RUN/federation/progress/<site>.json`` (round, epoch, training loss):
+the watchdog's sign of life, and the progress lines of ``fedbio run``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from pathlib import Path
 
 import torch
 
 from fedbio.config import DataConfig, ModelConfig, TrainConfig, from_dict
 from fedbio.data import read_records
+from fedbio.errors import TrainingDiverged
 from fedbio.learner import Learner
 from fedbio.tasks import LabelCodec, own_tests, task_statistics
 
 COMMON_CACHE = "common"  # RUN/cache/common: embeddings of the common (public) test sets
+
+
+def failure_meta(err: Exception) -> dict:
+    """What a failed task tells the server: the error's type only, no message (a message could
+    quote data), except a ``TrainingDiverged``, whose message holds only where and losses."""
+    meta = {"failed": type(err).__name__}
+    if isinstance(err, TrainingDiverged):
+        meta["detail"] = str(err)
+    return meta
+
+
+def write_progress(folder: Path, site: str, entry: dict) -> None:
+    """``folder/<site>.json``, replaced atomically (the watchdog may read it at any moment)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{site}.json.part"
+    tmp.write_text(json.dumps(entry))
+    os.replace(tmp, folder / f"{site}.json")
 
 
 def scalars(scores: dict, prefix: str) -> dict[str, float]:
@@ -60,6 +82,8 @@ class Site:
                                      progress=False)
         self.inputs: dict = {}
         self.n_train = len(self.records["train"])
+        self.start: dict = {}  # the training loss where this site started (divergence check)
+        self.progress_dir = Path(spec["run_dir"]) / "federation" / "progress"
 
     @classmethod
     def load(cls, path: str | Path, name: str) -> Site:
@@ -127,15 +151,22 @@ class Site:
         """
         self._apply(params, meta)
         metrics = scalars(self.learner.score(self.data("valid")), "valid_")
-        if self.name in self.spec["fail_sites"]:
-            raise RuntimeError(f"{self.name} was told to fail (FedConfig.fail_sites, a test hook)")
+        self._faults(rnd)
         prox = None
         if meta.get("algorithm") == "fedprox":
             ref = {k: p.detach().clone() for k, p in self.learner.module.named_parameters() if p.requires_grad}
             prox = (float(meta["mu"]), ref)
         epochs = self.spec["epochs_per_round"]
+        n_epochs = math.ceil(epochs)
+
+        def on_epoch(row: dict) -> None:
+            write_progress(self.progress_dir, self.name, {
+                "round": rnd, "rounds": rounds, "epoch": row["epoch"] - (rnd - 1) * n_epochs,
+                "epochs": n_epochs, "train_loss": row["train_loss"], "time": time.time()})
+
         history = self.learner.fit(self.data("train"), None, epochs, prox=prox, select=False,
-                                   step_offset=(rnd - 1) * math.ceil(epochs))
+                                   step_offset=(rnd - 1) * n_epochs, where=f"{self.name}, round {rnd}, ",
+                                   reference=self.start, on_epoch=on_epoch)
         curve = [h["train_loss"] for h in history]
         metrics["train_loss"] = curve[-1] if curve and curve[-1] is not None else float("nan")
         if rnd == rounds:  # the site's own model after the last round, scored where it lives
@@ -146,6 +177,16 @@ class Site:
             if self.spec.get("private"):  # its private head makes it the site's model: kept here
                 self.learner.save(Path(self.spec["run_dir"]) / "sites" / self.name / "model")
         return self.learner.trainable_state(), metrics, {"curve": curve}
+
+    def _faults(self, rnd: int) -> None:
+        """Test hooks (``FedConfig.fail_sites``, ``slow_sites``, ``die_sites``)."""
+        faults = self.spec.get("faults", {})
+        if self.name in faults.get("fail", ()):
+            raise RuntimeError(f"{self.name} was told to fail (FedConfig.fail_sites, a test hook)")
+        if self.name in faults.get("slow", ()):
+            time.sleep(float(faults.get("slow_seconds", 0)))
+        if self.name in faults.get("die", ()):
+            os._exit(17)  # the site's process dies without a word, as a crashed machine would
 
     def evaluate(self, params: dict, meta: dict) -> dict[str, float]:
         """Scores of a global model on the site's validation split."""

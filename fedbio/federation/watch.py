@@ -1,39 +1,43 @@
-"""Run the NVFlare simulator as a watched child process: a time limit, a retry, and diagnostics.
+"""Run the NVFlare simulator as a watched child process: progress, a stall limit, and a clean end.
 
-NVFlare's own ``SimEnv`` waits for its simulator process forever, and starts it with
-``preexec_fn=os.setsid``: Python code in the forked child, which can deadlock before ``exec`` when
-the parent has other threads (torch's, tqdm's), as a notebook or a test session always has. A
-simulator that stalls (at start-up, or in its shutdown after the job is done) would then hang a
-notebook or a test run without a word. ``run_watched`` starts the same simulator command in its
-own session the safe way (``start_new_session``, done in C, no Python between fork and exec) and
+NVFlare's own ``SimEnv`` waits for its simulator process forever, starts it with
+``preexec_fn=os.setsid`` (Python code between fork and exec, which can deadlock a parent with
+threads, as a notebook or a test session always has), and its simulator starts one worker process
+per site, each in a session of its own, which outlive a ``killpg`` of the simulator for 30-50 s.
+``run_watched`` instead
 
-- stops it after ``timeout`` seconds (0 = no limit) and starts it again from scratch, up to
-  ``retries`` times; the stalled attempt's workspace is kept beside the new one for its logs;
-- ends it when the job's result (``done``) has been written but the process has not exited
-  ``grace`` seconds later: the work is done and saved, only NVFlare's shutdown is stuck;
-- before stopping a stalled simulator, asks every fedbio process in it for a stack dump
-  (``SIGUSR1``, see ``install_stack_dump``) and quotes the log tails in the error.
+- starts the simulator in its own session the safe way (``start_new_session``, done in C), with
+  ``FEDBIO_RUN`` in its environment: every process of the run inherits it, whatever session it
+  puts itself in, so ``run_processes`` finds them all (``psutil``);
+- counts as progress any change to the files it is told to watch (the server's ``history.json``
+  after every round, each site's ``progress/<site>.json`` after every local epoch) and hands each
+  change to ``on_progress``; ``timeout`` is a limit on silence (no progress for that long), not on
+  the run's length. A stalled simulator gets every process's stack dump (``SIGUSR1``, see
+  ``install_stack_dump``), is ended, its workspace kept beside, and is started again up to
+  ``retries`` times;
+- takes ``done`` (``done.json``, written by the server last, after the delivered model) as the end
+  of the job: ``grace`` seconds later, whatever is left of NVFlare's shutdown is ended;
+- ends every process of the run when it returns, fails or is interrupted (Ctrl-C, SIGTERM).
 
-Plain ``subprocess``: nothing here imports NVFlare.
+Plain ``subprocess`` and ``psutil``: nothing here imports NVFlare.
 """
 
 from __future__ import annotations
 
 import faulthandler
 import os
-import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fedbio.errors import FedbioError
 
-POLL = 0.2          # seconds between looks at the child
-GRACE = 60.0        # seconds a simulator may take to exit once its result is written
+POLL = 0.2          # seconds between looks at the child and the watched files
+GRACE = 1.0         # seconds NVFlare may take to exit once the job's end (done.json) is written
 TAIL_LINES = 12
-
-
+RUN_ENV = "FEDBIO_RUN"            # the run folder, in the environment of every process of a run
 STACK_DIR_ENV = "FEDBIO_STACK_DIR"
 
 
@@ -52,22 +56,77 @@ def install_stack_dump() -> None:
     faulthandler.register(signal.SIGUSR1, file=handle, all_threads=True)
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+def run_processes(mark: str, root: int | None = None) -> list:
+    """Every live process of the run ``mark`` (``FEDBIO_RUN`` in its environment) or below ``root``,
+    never this process or its ancestors."""
+    import psutil
+
+    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    found = {}
+    if root is not None:
+        try:
+            top = psutil.Process(root)
+            for proc in [top, *top.children(recursive=True)]:
+                found[proc.pid] = proc
+        except psutil.NoSuchProcess:
+            pass
+    for proc in psutil.process_iter(["environ"], ad_value=None):
+        env = proc.info.get("environ") or {}
+        if env.get(RUN_ENV) == mark:
+            found.setdefault(proc.pid, proc)
+    return [p for pid, p in found.items() if pid not in mine]
 
 
-def _stop(proc: subprocess.Popen, dump: bool) -> None:
-    if dump and hasattr(signal, "SIGUSR1"):
-        _signal_group(proc, signal.SIGUSR1)
+def end_processes(mark: str, root: int | None = None, dump: bool = False, wait: float = 5.0) -> int:
+    """End every process of the run: optionally ask for stack dumps first, then SIGKILL, and wait
+    until they are gone (their parents reap them). Returns how many were ended."""
+    import psutil
+
+    procs = run_processes(mark, root)
+    if dump and hasattr(signal, "SIGUSR1") and procs:
+        for proc in procs:
+            try:
+                proc.send_signal(signal.SIGUSR1)
+            except psutil.Error:
+                pass
         time.sleep(1.0)
-    _signal_group(proc, signal.SIGKILL)
+    ended = 0
+    for _ in range(3):  # a process may start another while the first are being ended
+        for proc in procs:
+            try:
+                proc.kill()
+                ended += 1
+            except psutil.Error:
+                pass
+        _wait_gone(procs, wait)
+        procs = [p for p in run_processes(mark, root) if _alive(p)]
+        if not procs:
+            break
+    return ended
+
+
+def _alive(proc) -> bool:
+    """Running, and not a zombie (an ended process whose parent has not reaped it yet)."""
+    import psutil
+
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(procs: list, wait: float) -> None:
+    import psutil
+
+    deadline = time.monotonic() + wait
+    for proc in procs:  # reap our own children (the simulator); others are their parents' to reap
+        try:
+            if proc.ppid() == os.getpid():
+                os.waitpid(proc.pid, os.WNOHANG)
+        except (OSError, psutil.Error):
+            pass
+    while any(_alive(p) for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def log_tails(workspace: Path, lines: int = TAIL_LINES) -> str:
@@ -82,46 +141,97 @@ def log_tails(workspace: Path, lines: int = TAIL_LINES) -> str:
     return "\n".join(parts) if parts else "(no NVFlare log was written)"
 
 
-def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, timeout: float = 0,
-                retries: int = 1, grace: float = GRACE, say=print) -> int:
-    """Run ``cmd`` (the simulator) until it exits; return its exit code (0 after a stuck shutdown).
+def _watched_files(paths: Iterable[Path]) -> dict[Path, int]:
+    """``{file: mtime_ns}`` of the watched files (a folder stands for the files directly in it)."""
+    out = {}
+    for path in paths:
+        try:
+            if path.is_dir():
+                for child in path.iterdir():
+                    if child.is_file():
+                        out[child] = child.stat().st_mtime_ns
+            elif path.is_file():
+                out[path] = path.stat().st_mtime_ns
+        except OSError:
+            continue  # written (replaced) while we looked: seen on the next poll
+    return out
 
-    ``workspace`` is the simulator's workspace folder, ``done`` the file whose appearance means
-    the job's result is saved. Raises FedbioError when every attempt ran out of time.
+
+def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, progress: Iterable = (),
+                timeout: float = 0, retries: int = 1, grace: float = GRACE, say=print,
+                on_progress: Callable[[Path], None] | None = None, env: dict | None = None,
+                cwd: str | Path | None = None, mark: str | None = None,
+                on_stall: Callable[[Path], None] | None = None) -> int:
+    """Run ``cmd`` (the simulator) until the job ends; return its exit code (0 when it was ended
+    after ``done`` appeared).
+
+    ``workspace``: the simulator's workspace; ``done``: the file that ends the job; ``progress``:
+    files or folders whose changes are progress (each changed file goes to ``on_progress``);
+    ``timeout``: seconds of silence before a stall (0: none); ``mark``: the ``FEDBIO_RUN`` value
+    (default: the workspace), ``on_stall(kept)``: called with a stalled attempt's kept workspace
+    before the next attempt. Raises FedbioError when every attempt stalled.
     """
     workspace, done = Path(workspace), Path(done)
+    progress = [Path(p) for p in progress]
+    mark = mark or str(workspace)
     for attempt in range(retries + 1):
-        start = time.monotonic()
-        finished_at = None
-        env = {**os.environ, STACK_DIR_ENV: str(workspace.parent / "stacks")}
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
-        while True:
-            code = proc.poll()
-            if code is not None:
-                return code
-            now = time.monotonic()
-            if finished_at is None and done.is_file():
-                finished_at = now
-            if finished_at is not None and now - finished_at > grace:
-                say(f"the NVFlare simulator saved its result but did not exit within {grace:.0f} s; "
-                    "stopping it")
-                _stop(proc, dump=False)
-                return 0
-            if timeout and finished_at is None and now - start > timeout:
-                _stop(proc, dump=True)
-                tails = log_tails(workspace)
-                if attempt < retries:
-                    kept = workspace.with_name(f"{workspace.name}-stalled-{attempt + 1}")
-                    shutil.rmtree(kept, ignore_errors=True)
-                    if workspace.exists():
-                        workspace.rename(kept)
-                    say(f"the NVFlare simulator made no result within {timeout:.0f} s (attempt "
-                        f"{attempt + 1} of {retries + 1}); starting it again. Its logs are kept in "
-                        f"{kept}; their last lines:\n{tails}")
+        seen = _watched_files(progress)
+        child_env = {**os.environ, **(env or {}), RUN_ENV: mark,
+                     STACK_DIR_ENV: str(workspace.parent / "stacks")}
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True, env=child_env,
+                                cwd=cwd)
+        stalled = False
+        try:
+            last, finished_at = time.monotonic(), None
+            while True:
+                code = proc.poll()
+                now = time.monotonic()
+                current = _watched_files(progress)
+                changed = sorted(p for p, t in current.items() if seen.get(p) != t)
+                seen = current
+                if changed:
+                    last = now
+                    for path in changed:
+                        if on_progress is not None:
+                            on_progress(path)
+                if code is not None:
+                    return code
+                if done.is_file():
+                    finished_at = finished_at or now
+                    if now - finished_at >= grace:
+                        return 0  # the job's result is saved; what is left is NVFlare's shutdown
+                elif timeout and now - last > timeout:
+                    stalled = True
                     break
-                raise FedbioError(
-                    f"the NVFlare simulator made no result within {timeout:.0f} s in "
-                    f"{retries + 1} attempt(s); logs and stack dumps are in {workspace.parent}. "
-                    f"Last log lines:\n{tails}")
-            time.sleep(POLL)
+                time.sleep(POLL)
+        finally:
+            end_processes(mark, proc.pid, dump=stalled)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        tails = log_tails(workspace)
+        if attempt < retries:
+            kept = _keep_stalled(workspace, attempt + 1)
+            if on_stall is not None:
+                on_stall(kept)
+            say(f"the NVFlare simulator made no progress for {timeout:.0f} s (attempt {attempt + 1} "
+                f"of {retries + 1}); starting it again. Its logs are kept in {kept}; their last "
+                f"lines:\n{tails}")
+            continue
+        raise FedbioError(
+            f"the NVFlare simulator made no progress for {timeout:.0f} s in {retries + 1} "
+            f"attempt(s); its logs and stack dumps are in {workspace.parent}. Last log lines:\n{tails}")
     raise AssertionError("unreachable")
+
+
+def _keep_stalled(workspace: Path, attempt: int) -> Path:
+    """Move a stalled attempt's workspace aside (``<workspace>-stalled-N``) for its logs."""
+    from fedbio.outputs import free_name
+
+    kept = free_name(workspace.with_name(f"{workspace.name}-stalled-{attempt}"))
+    if workspace.exists():
+        workspace.rename(kept)
+    else:
+        kept.mkdir(parents=True)
+    return kept

@@ -1,0 +1,118 @@
+"""The command line's one error path: every bad option or input is one line, ``fedbio: error: …``,
+exit 2, checked before any banner or work, and nothing is written. Unexpected errors are one
+line too (exit 1), with the traceback behind ``--debug``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedbio.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SCL = ROOT / "data" / "scl" / "deeploc_valtest.fasta"
+
+RUN = ["run", "--model", "composition"]
+# (name, arguments, words the one error line must contain). Run options first: each was a
+# traceback (ZeroDivisionError, numpy's seed error, …) or silently ran nonsense in the last release.
+CASES = [
+    ("seed-negative", [*RUN, "--seed", "-5"], "--seed"),
+    ("seed-huge", [*RUN, "--seed", str(2**40)], "--seed"),
+    ("rounds-zero", [*RUN, "--mode", "fedavg", "--rounds", "0"], "--rounds"),
+    ("rounds-negative", [*RUN, "--mode", "fedavg", "--rounds", "-2"], "--rounds"),
+    ("epochs-nan", [*RUN, "--epochs", "nan"], "--epochs"),
+    ("epochs-negative", [*RUN, "--epochs", "-1"], "--epochs"),
+    ("epochs-zero", [*RUN, "--epochs", "0"], "--epochs"),
+    ("epochs-inf", [*RUN, "--epochs", "inf"], "--epochs"),
+    ("epochs-word", [*RUN, "--epochs", "many"], "--epochs"),
+    ("mu-nan", [*RUN, "--mode", "fedprox", "--mu", "nan"], "--mu"),
+    ("mu-inf", [*RUN, "--mode", "fedprox", "--mu", "inf"], "--mu"),
+    ("mu-negative", [*RUN, "--mode", "fedprox", "--mu", "-0.1"], "--mu"),
+    ("server-lr-nan", [*RUN, "--mode", "fedopt", "--server-lr", "nan"], "--server-lr"),
+    ("server-lr-negative", [*RUN, "--mode", "fedopt", "--server-lr", "-1"], "--server-lr"),
+    ("server-lr-zero", [*RUN, "--mode", "fedopt", "--server-lr", "0"], "--server-lr"),
+    ("min-clients-too-many", [*RUN, "--mode", "fedavg", "--min-clients", "9"], "--min-clients"),
+    ("min-clients-negative", [*RUN, "--mode", "fedavg", "--min-clients", "-1"], "--min-clients"),
+    ("unknown-task", ["run", "--task", "folding"], "--task"),
+    ("unknown-mode", ["run", "--mode", "gossip"], "--mode"),
+    ("unknown-profile", ["run", "--profile", "turbo"], "profile"),
+    ("missing-model", ["run", "--model", "path/to/esm2_checkpoint"], "--model"),
+    ("model-is-a-file", ["run", "--model", str(SCL)], "--model"),
+    ("missing-split", [*RUN, "--split", "no/such/split"], "--split"),
+    ("no-gpu", [*RUN, "--device", "cuda"], "cuda"),
+    ("bf16-on-cpu", [*RUN, "--device", "cpu", "--precision", "bf16-mixed"], "bf16"),
+    ("private-heads-composition", ["run", "--task", "antibody", "--model", "composition", "--mode",
+                                   "fedavg"], "private heads"),
+    ("private-heads-frozen", ["run", "--task", "antibody", "--tuning", "head", "--mode", "fedavg"],
+     "nothing is left to federate"),
+    ("split-seed-negative", ["split", "--fasta", str(SCL), "--seed", "-1"], "--seed"),
+    ("split-alpha-inf", ["split", "--fasta", str(SCL), "--alpha", "inf"], "--alpha"),
+    ("split-alpha-nan", ["split", "--fasta", str(SCL), "--alpha", "nan"], "--alpha"),
+    ("split-no-sites", ["split", "--fasta", str(SCL), "--sites", "0"], "--sites"),
+    ("split-missing-fasta", ["split", "--fasta", "no/such.fasta"], "no/such.fasta"),
+    ("split-folder-as-fasta", ["split", "--fasta", str(ROOT / "data")], "data"),
+]
+
+
+@pytest.mark.parametrize("args, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_a_bad_option_is_one_line_before_any_work(tmp_path, monkeypatch, capsys, args, words):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    assert main([*args, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fedbio: error: "), captured.err
+    assert words in lines[0]
+    assert "Traceback" not in captured.err
+    assert captured.out == ""                               # no banner before the check
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, not even OUT.lock
+
+
+def test_argument_errors_are_one_line_too(capsys):
+    assert main_exit(["run", "--rounds", "x", "--out", "o"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fedbio: error: fedbio run: argument --rounds")
+
+
+def main_exit(args: list[str]) -> int:
+    try:
+        return main(args)
+    except SystemExit as stop:
+        return int(stop.code)
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_it(tmp_path, monkeypatch, capsys):
+    import fedbio.split
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(fedbio.split, "make_split", broken)
+    assert main(["split", "--fasta", str(SCL), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fedbio: error: unexpected ZeroDivisionError: a bug; run with --debug for the traceback"]
+    with pytest.raises(ZeroDivisionError):
+        main(["split", "--fasta", str(SCL), "--out", str(tmp_path / "o"), "--debug"])
+
+
+def test_the_hook_probes_end_in_one_clean_line(tmp_path):
+    """The inputs a reviewer tries first, through the real entry point."""
+    noseq = tmp_path / "noseq.fasta"
+    noseq.write_text(">P1 TARGET=Nucleus SET=train VALIDATION=False\nMKVL\n"
+                     ">P2 TARGET=Nucleus SET=test VALIDATION=False\n")
+    probes = [["split", "--fasta", str(noseq), "--out", str(tmp_path / "o1")],
+              ["split", "--fasta", str(tmp_path), "--out", str(tmp_path / "o2")],
+              ["run", "--mode", "fedavg", "--model", "composition", "--rounds", "0", "--out", str(tmp_path / "o3")],
+              ["run", "--mode", "central", "--model", "composition", "--epochs", "nan", "--out", str(tmp_path / "o4")],
+              ["report", str(tmp_path), "--out", str(tmp_path / "o5")],
+              ["predict", "--model", str(tmp_path), "--fasta", str(noseq), "--out", str(tmp_path / "o6.csv")]]
+    for args in probes:
+        done = subprocess.run([sys.executable, "-m", "fedbio", *args], capture_output=True, text=True,
+                              timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, (args, done.stderr)
+        assert lines[0].startswith("fedbio: error: ") and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noseq.fasta"]

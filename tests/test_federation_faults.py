@@ -1,0 +1,113 @@
+"""Faults in the real NVFlare simulator: a slow site, a site whose process dies, a diverging
+server step, a failed run, and a run ended by SIGTERM or Ctrl-C. Each test is a defect of an
+earlier release (see the names); each checks that no process of the run is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+import pytest
+
+from fedbio.errors import FedbioError
+from fedbio.federation import FedConfig, run_federated
+from fedbio.federation.watch import run_processes
+from fedbio.run import plan
+
+SITES = ["site-1", "site-2", "site-3"]
+
+
+def composition(split, mode: str = "fedavg", epochs: int = 6):
+    cfg = plan(mode=mode, model="composition", profile="quick", split=str(split), epochs=epochs)
+    return replace(cfg, train=replace(cfg.train, threads=1))
+
+
+def leftovers(run_dir: Path) -> list:
+    """Live processes that still carry the run's mark (its ``OUT.running`` folder)."""
+    mark = str(run_dir.with_name(run_dir.name + ".running"))
+    return [p for p in run_processes(mark) if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_slow_site_is_waited_for_to_the_end(small_split, tmp_path):
+    """Each round of site-2 outlasts the grace the watchdog gives NVFlare after the job's end;
+    the last release took the first round's record for that end and killed the run."""
+    out = tmp_path / "slow"
+    fed = FedConfig(rounds=3, slow_sites=("site-2",), slow_seconds=4, sim_grace=1, sim_timeout=60)
+    m = run_federated(composition(small_split), fed, out, progress=False)
+    assert [r["ok"] for r in m["rounds"][1:]] == [SITES] * 3       # every site, every round
+    assert all("test" in m["per_site"][s] for s in SITES)
+    assert json.loads((out / "federation" / "server" / "done.json").read_text())["ok"] is True
+    assert (out / "model" / "model.safetensors").is_file()
+    assert not leftovers(out)
+
+
+def test_a_site_whose_process_dies_is_dropped_and_the_run_goes_on(small_split, tmp_path):
+    out = tmp_path / "dead"
+    fed = FedConfig(rounds=2, min_clients=2, task_timeout=10, die_sites=("site-3",), sim_timeout=120)
+    m = run_federated(composition(small_split), fed, out, progress=False)
+    assert all(r["ok"] == ["site-1", "site-2"] for r in m["rounds"][1:])
+    assert "site-3" in m["federation"]["failed_sites"]
+    assert m["per_site"]["site-3"]["model"] is None and m["test"]["n"] == 60
+    assert not leftovers(out)
+
+
+def test_a_diverging_server_step_stops_the_run_naming_site_round_and_epoch(small_split, tmp_path):
+    out = tmp_path / "diverged"
+    fed = FedConfig(rounds=3, server_optimizer="sgd", server_lr=1e9, server_momentum=0.0)
+    with pytest.raises(FedbioError, match=r"site-\d, round 2, epoch 1 of \d+: the training loss") as err:
+        run_federated(composition(small_split, "fedopt"), fed, out, progress=False)
+    assert err.value.kept == tmp_path / "diverged.failed"
+    assert not out.exists() and not leftovers(out)
+
+
+def test_a_failed_run_keeps_its_logs_and_says_where(small_split, tmp_path):
+    """The last release deleted a failed federated run's NVFlare logs with its temporary folder."""
+    out = tmp_path / "stopped"
+    fed = FedConfig(rounds=2, min_clients=2, fail_sites=("site-2", "site-3"))
+    with pytest.raises(FedbioError, match="min_clients") as err:
+        run_federated(composition(small_split), fed, out, progress=False)
+    kept = tmp_path / "stopped.failed"
+    assert err.value.kept == kept and not out.exists()
+    assert not (tmp_path / "stopped.running").exists() and not (tmp_path / "stopped.lock").exists()
+    for site in SITES:
+        assert (kept / "nvflare" / "fedbio" / site / "log.txt").stat().st_size > 0
+    assert "min_clients" in (kept / "error.txt").read_text()
+    assert not leftovers(out)
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "FEDBIO_PROFILE": "quick"}
+    return subprocess.Popen([sys.executable, "-m", "fedbio", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "ctrl-c"])
+def test_a_signal_ends_every_process_and_keeps_the_run(small_split, tmp_path, sig):
+    out = tmp_path / "run"
+    proc = _cli(["run", "--mode", "fedavg", "--model", "esm2-tiny", "--epochs", "30", "--rounds", "2",
+                 "--split", str(small_split), "--out", str(out)], tmp_path)
+    progress = tmp_path / "run.running" / "federation" / "progress"
+    deadline = time.monotonic() + 240
+    while not (progress.is_dir() and any(progress.glob("*.json"))):  # sites are training
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the sites never started"
+        time.sleep(0.2)
+    mark = str(tmp_path / "run.running")
+    assert len(run_processes(mark)) >= 4          # the simulator and one worker per site
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig
+    assert err.strip().splitlines()[-1].startswith(f"fedbio: interrupted ({signal.Signals(sig).name})")
+    assert "Traceback" not in err and str(tmp_path / "run.failed") in err
+    time.sleep(0.5)
+    assert not [p for p in run_processes(mark) if p.status() != psutil.STATUS_ZOMBIE]
+    assert not out.exists() and not (tmp_path / "run.running").exists()
+    assert not (tmp_path / "run.lock").exists()
+    assert list((tmp_path / "run.failed" / "nvflare").rglob("log.txt"))  # the logs stay
