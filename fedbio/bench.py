@@ -38,7 +38,6 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -399,22 +398,22 @@ def subset_split(folder: Path, n_records: int, seed: int = SEED) -> Path:
     return write_split(split, folder / "split", plot=False)
 
 
-def bench_rss(sizes: Sizes, seed: int = SEED) -> dict:
-    """Measure 4: ``fedbio run --profile quick --mode central`` in a subprocess."""
+def bench_rss(sizes: Sizes, work: Path, seed: int = SEED) -> dict:
+    """Measure 4: ``fedbio run --profile quick --mode central`` in a subprocess, under ``work``."""
     from fedbio.errors import FedbioError
 
     args = ["run", "--profile", "quick", "--mode", "central", "--epochs", f"{sizes.rss_epochs:g}",
             "--seed", str(seed), "--quiet"]
     shown = ["fedbio", *args, *(["--split", "SUBSET"] if sizes.rss_records else []), "--out", "OUT"]
-    with tempfile.TemporaryDirectory(prefix="fedbio-bench-") as tmp:
-        tmp = Path(tmp)
-        if sizes.rss_records:
-            args += ["--split", str(subset_split(tmp, sizes.rss_records, seed))]
-        cmd = [sys.executable, "-m", "fedbio", *args, "--out", str(tmp / "run")]
-        out = peak_rss(cmd, tmp / "run.log")
-        if out["returncode"] != 0:
-            tail = (tmp / "run.log").read_text()[-2000:]
-            raise FedbioError(f"the quick-profile run failed ({out['returncode']}):\n{tail}")
+    tmp = Path(work) / "rss"
+    tmp.mkdir(parents=True)
+    if sizes.rss_records:
+        args += ["--split", str(subset_split(tmp, sizes.rss_records, seed))]
+    cmd = [sys.executable, "-m", "fedbio", *args, "--out", str(tmp / "run")]
+    out = peak_rss(cmd, tmp / "run.log")
+    if out["returncode"] != 0:
+        tail = (tmp / "run.log").read_text()[-2000:]
+        raise FedbioError(f"the quick-profile run failed ({out['returncode']}):\n{tail}")
     return {"command": " ".join(shown), "records": sizes.rss_records or "default split", **out}
 
 
@@ -456,9 +455,10 @@ def bench_families(sizes: Sizes, seed: int = SEED, batch_size: int = 16) -> dict
     return out
 
 
-def run_bench(sizes: Sizes = SMALL, threads: int | None = None, seed: int = SEED,
+def run_bench(work: Path, sizes: Sizes = SMALL, threads: int | None = None, seed: int = SEED,
               log: Callable[[str], None] | None = None) -> dict:
-    """Every measure, one after the other, in this process (RSS in a child); a JSON-ready dict."""
+    """Every measure, one after the other, in this process (RSS in a child); a JSON-ready dict.
+    ``work``: an empty folder for the runs it makes (``fedbio.outputs.scratch_dir``)."""
     say = log or (lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
     start = time.perf_counter()
     n = setup(threads, seed)
@@ -475,7 +475,7 @@ def run_bench(sizes: Sizes = SMALL, threads: int | None = None, seed: int = SEED
                              lambda: bench_cache(data, sizes, seed)),
               "encode": ("3/5 encoding throughput", lambda: bench_encode(data, sizes, seed)),
               "peak_rss": ("4/5 peak RSS of a quick-profile run (subprocess)",
-                           lambda: bench_rss(sizes, seed)),
+                           lambda: bench_rss(sizes, work, seed)),
               "families": ("5/5 AMPLIFY vs ESM-2 encoder at one shape, antibody inputs",
                            lambda: bench_families(sizes, seed))}
     run_stages(result, stages, say)
@@ -563,7 +563,10 @@ def table(rows: list[dict]) -> str:
 # -- command line ------------------------------------------------------------------------------
 def cmd_bench_train(args: argparse.Namespace) -> int:
     """``fedbio bench train``: run, print the table, optionally write JSON."""
-    result = run_bench(FULL if args.full else SMALL, threads=args.threads)
+    from fedbio.outputs import scratch_dir
+
+    with scratch_dir(args.workdir) as work:
+        result = run_bench(work, FULL if args.full else SMALL, threads=args.threads)
     print(table(result["checks"]))
     return finish(result, args.out, "benchmark")
 
@@ -586,6 +589,9 @@ def add_options(parser, full_help: str) -> None:
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="torch threads in this process (default: all cores)")
+    parser.add_argument("--workdir", default="runs/bench", metavar="DIR",
+                        help="a new folder for the benchmark's own runs, removed when it ends "
+                             "(kept as DIR.failed if it fails); default runs/bench")
 
 
 def register(subparsers) -> None:

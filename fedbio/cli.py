@@ -268,7 +268,8 @@ def _register_report(sub) -> None:
                    help="replace an existing report folder once the new one is complete")
     p.add_argument("--allow-mixed", action="store_true",
                    help="table runs made on different splits or class lists side by side")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the test set")
+    p.add_argument("--n-boot", type=int, default=1000,
+                   help="bootstrap resamples of the test set (100 to 100000)")
     p.set_defaults(func=cmd_report)
 
 

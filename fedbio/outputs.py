@@ -245,11 +245,12 @@ def scratch_env(folder: Path) -> Iterator[None]:
 
 @contextmanager
 def output_dir(out: str | Path, *, overwrite: bool = False, inputs: Iterable = (), kind: str = "run",
-               option: str = "--out", say=None) -> Iterator[Path]:
+               option: str = "--out", say=None, publish: bool = True) -> Iterator[Path]:
     """Yield ``OUT.running/`` (new and empty) to write into; see the module docstring.
 
     ``inputs``: files and folders the command reads (never replaced or written into).
     ``kind``: what ``--overwrite`` may replace (``MARKERS``). ``say``: where notes go (stderr).
+    ``publish=False``: a scratch folder (a benchmark's runs), removed on success instead.
     """
     inputs = list(inputs)
     out = check_output(out, overwrite=overwrite, inputs=inputs, kind=kind, option=option)
@@ -277,9 +278,20 @@ def output_dir(out: str | Path, *, overwrite: bool = False, inputs: Iterable = (
         err.kept = kept  # the CLI says where
         raise
     else:
-        _publish(running, out)
+        if publish:
+            _publish(running, out)
+        else:
+            shutil.rmtree(running)
     finally:
         lock.release()
+
+
+@contextmanager
+def scratch_dir(out: str | Path, option: str = "--workdir") -> Iterator[Path]:
+    """A folder for a command's own intermediate files: ``OUT.running/`` while it works, removed
+    when it succeeds, kept as ``OUT.failed/`` (with its logs) when it fails."""
+    with output_dir(out, kind="scratch", option=option, publish=False) as work:
+        yield work
 
 
 @contextmanager

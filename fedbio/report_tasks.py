@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fedbio.report import CURVE_KEY, Report, markdown, mixed_lines, plot_curves
+from fedbio.report import Report, markdown, mixed_lines
+from fedbio.report_plots import CURVE_KEY, plot_curves
 
 LOWER_IS_BETTER = {"rmse"}
 

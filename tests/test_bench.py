@@ -47,7 +47,8 @@ def restore_threads():
 def test_bench_train_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
     monkeypatch.setattr(bench, "SMALL", TINY)
     out = tmp_path / "bench.json"
-    args = _parser().parse_args(["bench", "train", "--threads", "1", "--out", str(out)])
+    args = _parser().parse_args(["bench", "train", "--threads", "1", "--out", str(out),
+                                 "--workdir", str(tmp_path / "work")])
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert "measure" in printed and "peak RSS" in printed and "tiny benchmark" in printed

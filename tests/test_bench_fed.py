@@ -78,7 +78,8 @@ def test_bench_fed_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
     embed = fedbio.learner.embed
     monkeypatch.setattr(bench_fed, "SMALL", TINY)
     out = tmp_path / "bench-fed.json"
-    args = _parser().parse_args(["bench", "fed", "--threads", "1", "--out", str(out)])
+    args = _parser().parse_args(["bench", "fed", "--threads", "1", "--out", str(out),
+                                 "--workdir", str(tmp_path / "work")])
     assert args.func(args) == 0
     assert fedbio.learner.embed is embed  # the encode counter is gone again
     printed = capsys.readouterr().out
@@ -115,6 +116,12 @@ def test_bench_fed_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
     assert f["encode_passes"] == pytest.approx(total / f["floor_records"])
     assert f["common_test_encoded"] >= 1
     assert set(f["common_test_encoded_by"]) <= set(encoded)
+
+    comp = sim["composition"]
+    assert positive_finite(comp["own_exit_s"])
+    assert set(comp["phases"]) == {"before_after", "start_up", "federation", "shutdown"}
+    assert comp["phases"]["shutdown"] < 10 and comp["own_exit_s"] > comp["nvflare_s"] - 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-fed.json"]  # the work is gone
 
     rows = result["checks"]
     assert len(rows) == 6

@@ -91,11 +91,16 @@ class WatchedSimEnv(SimEnv):
         env = {"TMPDIR": str(scratch),
                "TORCHINDUCTOR_CACHE_DIR": os.environ.get("TORCHINDUCTOR_CACHE_DIR")
                or str(scratch / "torchinductor")}
-        code = run_watched(cmd, workspace, fed_dir / "server" / "done.json",
-                           progress=[fed_dir / "server" / "history.json", fed_dir / "progress"],
-                           timeout=sim_timeout(self.fed), retries=self.fed.sim_retries,
-                           grace=self.fed.sim_grace, on_progress=self.on_progress, env=env,
-                           cwd=self.run_dir, mark=str(self.run_dir), on_stall=self._keep_state)
+        timeline: dict = {}
+        try:
+            code = run_watched(cmd, workspace, fed_dir / "server" / "done.json",
+                               progress=[fed_dir / "server" / "history.json", fed_dir / "progress"],
+                               timeout=sim_timeout(self.fed), retries=self.fed.sim_retries,
+                               grace=self.fed.sim_grace, on_progress=self.on_progress, env=env,
+                               cwd=self.run_dir, mark=str(self.run_dir), on_stall=self._keep_state,
+                               timeline=timeline)
+        finally:  # where the simulator's time went, kept with the run (failed or not)
+            (fed_dir / "simulator.json").write_text(json.dumps(timeline, indent=1) + "\n")
         self.last_run_failed = code != 0
         return job.name
 

@@ -155,6 +155,7 @@ def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, prog
             raise FedbioError("the NVFlare simulation ended before the job did; see nvflare/ in the run "
                               f"folder. Last log lines:\n{log_tails(run_dir / 'nvflare')}")
         history = json.loads((spec.parent / "server" / "history.json").read_text())
+        history["simulator"] = simulator_phases(spec.parent / "simulator.json")
     else:
         raise FedbioError(f"unknown federation engine {engine!r}; choose nvflare or loop")
     if history.get("error"):
@@ -197,6 +198,19 @@ class FederationProgress:
             self.lines.say(path.stem, f"{path.stem} round {entry['round']}/{entry['rounds']}, epoch "
                            f"{entry['epoch']}/{entry['epochs']}: train loss "
                            + (f"{loss:.4f}" if isinstance(loss, float) else "-") + f", {self._elapsed()}")
+
+
+def simulator_phases(path: Path) -> dict | None:
+    """Where the simulator's time went (seconds), from the watchdog's ``simulator.json``:
+    ``start_up`` (process start to the first local epoch a site finished), ``federation`` (from
+    there to the server's ``done.json``), ``shutdown`` (from there until every process was gone)."""
+    try:
+        t = json.loads(path.read_text())
+        first = t.get("first_progress", t["done"])
+        return {"start_up": round(first - t["started"], 2), "federation": round(t["done"] - first, 2),
+                "shutdown": round(t["ended"] - t["done"], 2), "attempts": t["attempts"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def nest_tasks(flat: dict) -> dict:
@@ -349,6 +363,7 @@ def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: d
             "shared_statistics": {"names": sorted(history.get("shared", {})),
                                   "bytes_up": history.get("stats", {}).get("bytes_up", {})},
             "failed_sites": failed_sites,
+            "simulator_seconds": history.get("simulator"),
         },
         "rounds": rounds,
         "bytes_per_round": bytes_per_round,

@@ -161,7 +161,7 @@ def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, prog
                 timeout: float = 0, retries: int = 1, grace: float = GRACE, say=print,
                 on_progress: Callable[[Path], None] | None = None, env: dict | None = None,
                 cwd: str | Path | None = None, mark: str | None = None,
-                on_stall: Callable[[Path], None] | None = None) -> int:
+                on_stall: Callable[[Path], None] | None = None, timeline: dict | None = None) -> int:
     """Run ``cmd`` (the simulator) until the job ends; return its exit code (0 when it was ended
     after ``done`` appeared).
 
@@ -169,8 +169,11 @@ def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, prog
     files or folders whose changes are progress (each changed file goes to ``on_progress``);
     ``timeout``: seconds of silence before a stall (0: none); ``mark``: the ``FEDBIO_RUN`` value
     (default: the workspace), ``on_stall(kept)``: called with a stalled attempt's kept workspace
-    before the next attempt. Raises FedbioError when every attempt stalled.
+    before the next attempt. ``timeline`` receives wall-clock times (``time.time()``) of the last
+    attempt: ``started``, ``first_progress``, ``done`` (seen), ``ended`` (every process gone) and
+    ``attempts``. Raises FedbioError when every attempt stalled.
     """
+    timeline = {} if timeline is None else timeline
     workspace, done = Path(workspace), Path(done)
     progress = [Path(p) for p in progress]
     mark = mark or str(workspace)
@@ -178,6 +181,8 @@ def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, prog
         seen = _watched_files(progress)
         child_env = {**os.environ, **(env or {}), RUN_ENV: mark,
                      STACK_DIR_ENV: str(workspace.parent / "stacks")}
+        timeline.clear()
+        timeline.update(attempts=attempt + 1, started=time.time())
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True, env=child_env,
                                 cwd=cwd)
         stalled = False
@@ -191,6 +196,7 @@ def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, prog
                 seen = current
                 if changed:
                     last = now
+                    timeline.setdefault("first_progress", time.time())
                     for path in changed:
                         if on_progress is not None:
                             on_progress(path)
@@ -198,6 +204,7 @@ def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, prog
                     return code
                 if done.is_file():
                     finished_at = finished_at or now
+                    timeline.setdefault("done", time.time())
                     if now - finished_at >= grace:
                         return 0  # the job's result is saved; what is left is NVFlare's shutdown
                 elif timeout and now - last > timeout:
@@ -210,6 +217,7 @@ def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, prog
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+            timeline["ended"] = time.time()
         tails = log_tails(workspace)
         if attempt < retries:
             kept = _keep_stalled(workspace, attempt + 1)
