@@ -190,7 +190,8 @@ def phases(metrics: dict, wall: float) -> dict:
     ``start_up`` / ``federation`` / ``shutdown`` (``fedbio.federation.runner.simulator_phases``)."""
     sim = dict(metrics["federation"].get("simulator_seconds") or {})
     sim.pop("attempts", None)
-    return {"before_after": round(wall - sum(sim.values()), 2), **sim}
+    cpu = sim.pop("cpu_seconds", None)
+    return {"before_after": round(wall - sum(sim.values()), 2), **sim, "cpu_seconds": cpu}
 
 
 def own_exit(cfg, folder: Path, threads: int) -> float:
@@ -420,7 +421,8 @@ def checks(result: dict) -> list[dict]:
                  "goal": f"<= {SIM_GOAL:g}x" if on_default else f"<= {SIM_GOAL:g}x (--full)",
                  "ok": r["ratio"] <= SIM_GOAL if on_default else None})
     r = sim["composition"]
-    where = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in r["phases"].items())
+    where = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in r["phases"].items()
+                      if isinstance(v, float))
     rows.append({"measure": f"composition, 3 sites x {sim['rounds']} rounds (about a second of "
                             "training): NVFlare's fixed cost",
                  "value": f"{r['nvflare_s']:.1f} s (loop {r['loop_s']:.1f} s; {where}); waiting "

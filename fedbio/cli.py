@@ -22,6 +22,29 @@ from pathlib import Path
 from fedbio.errors import FedbioError, Interrupted
 
 FEDERATED = ("fedavg", "fedprox", "fedopt")
+ROUNDS = 4  # --rounds when not given
+
+
+def check_applicable(args) -> None:
+    """Refuse options that would do nothing in this run (they used to be accepted silently, and
+    some were even recorded in config.json as if they had been used)."""
+    federated = args.mode in FEDERATED
+    antibody = args.task == "antibody" and not args.split
+    rules = [("--rounds", args.rounds, federated, "federated runs (--mode fedavg, fedprox, fedopt)"),
+             ("--min-clients", args.min_clients, federated, "federated runs (--mode fedavg, fedprox, fedopt)"),
+             ("--mu", args.mu, args.mode == "fedprox", "--mode fedprox"),
+             ("--server-optimizer", args.server_optimizer, args.mode == "fedopt", "--mode fedopt"),
+             ("--server-lr", args.server_lr, args.mode == "fedopt", "--mode fedopt"),
+             ("--shared-heads", args.shared_heads or None, federated and args.task == "antibody",
+              "federated multi-task runs (--task antibody)"),
+             ("--setup", args.setup, antibody, "--task antibody on the shipped data (a --split decides itself)"),
+             ("--source", args.source, antibody, "--task antibody on the shipped data (a --split decides itself)"),
+             ("--tuning", args.tuning, args.model != "composition", "encoder models (not composition)"),
+             ("--trust-remote-code", args.trust_remote_code or None, args.model != "composition",
+              "checkpoint folders and hub ids (not composition)")]
+    for option, value, applies, where in rules:
+        if value is not None and not applies:
+            raise FedbioError(f"{option} applies only to {where}; drop it, or change the run so it applies")
 
 
 class Parser(argparse.ArgumentParser):
@@ -109,6 +132,7 @@ def cmd_run(args) -> int:
     from fedbio.run import plan, run
     from fedbio.summary import print_metrics
 
+    check_applicable(args)
     cfg = plan(task=args.task, mode=args.mode, profile=args.profile, seed=args.seed,
                split=args.split, model=args.model, tuning=args.tuning, epochs=args.epochs,
                weights_dir=args.weights_dir, setup=args.setup, source=args.source,
@@ -118,12 +142,14 @@ def cmd_run(args) -> int:
     if cfg.mode in FEDERATED:
         from fedbio.federation import FedConfig
 
-        fed = FedConfig(algorithm=cfg.mode, rounds=args.rounds, mu=args.mu,
-                        server_optimizer=args.server_optimizer,
+        optimizer = args.server_optimizer or FedConfig.server_optimizer
+        given = {"mu": args.mu, "min_clients": args.min_clients}
+        fed = FedConfig(algorithm=cfg.mode, rounds=ROUNDS if args.rounds is None else args.rounds,
+                        server_optimizer=optimizer,
                         server_lr=args.server_lr if args.server_lr is not None else
-                        (1.0 if args.server_optimizer == "sgd" else 0.01),
-                        min_clients=args.min_clients,
-                        private_heads=False if args.shared_heads else None)
+                        (1.0 if optimizer == "sgd" else 0.01),
+                        private_heads=False if args.shared_heads else None,
+                        **{k: v for k, v in given.items() if v is not None})
 
     def announce() -> None:  # once every option and input has been checked
         print(f"profile: {cfg.profile} ({cfg.profile_reason})")
@@ -209,12 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="preset (esm2-8m…), a local folder, or composition")
     p.add_argument("--tuning", default=None, choices=("head", "lora", "full"))
     p.add_argument("--epochs", type=float, default=None, help="passes over each site's data")
-    p.add_argument("--rounds", type=int, default=4, help="federated rounds (each E/R local epochs)")
-    p.add_argument("--mu", type=float, default=0.01, help="FedProx proximal weight")
-    p.add_argument("--server-optimizer", default="sgd", choices=("sgd", "adam"),
+    p.add_argument("--rounds", type=int, default=None,
+                   help=f"federated rounds, each E/R local epochs (default {ROUNDS})")
+    p.add_argument("--mu", type=float, default=None, help="FedProx proximal weight (default 0.01)")
+    p.add_argument("--server-optimizer", default=None, choices=("sgd", "adam"),
                    help="FedOpt server optimizer (sgd with momentum, or adam)")
     p.add_argument("--server-lr", type=float, default=None, help="FedOpt server step size")
-    p.add_argument("--min-clients", type=int, default=0, help="sites a round needs (0 = all)")
+    p.add_argument("--min-clients", type=int, default=None, help="sites a round needs (default 0: all)")
     p.add_argument("--weights-dir", default=None, help="folder of pretrained weights (else $FEDBIO_WEIGHTS)")
     p.add_argument("--backend", default=None, choices=("auto", "hf", "bionemo"),
                    help="model backend (default: the profile's, hf)")

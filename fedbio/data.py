@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import csv
 import difflib
+import errno
 import gzip
 import math
+import os
 import re
 import zlib
 from collections import Counter, defaultdict
@@ -47,6 +49,13 @@ NA_STRINGS = frozenset({
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
 })
+# A class label '-' or '?' is how many tools (R, Excel exports, UniProt tables) write "unknown": a
+# class called '-' would silently collect every unlabelled record. Class labels only: a value
+# label '-' is refused as not a number anyway.
+CLASS_NA_STRINGS = NA_STRINGS | {"-", "?"}
+# A label wrapped in quotes (TARGET="Nucleus", or a CSV cell '"Nucleus"' after csv parsing) would
+# silently become a class of its own next to Nucleus; typographic quotes come from word processors.
+QUOTE_CHARACTERS = "\"'\u201c\u201d\u2018\u2019"
 # A plain decimal number. float() alone also takes '1_000' and non-ASCII digits, which no other
 # tool reads as the same number.
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -67,6 +76,7 @@ class Record:
     validation: bool | None = None   # biotrainer's VALIDATION flag (None when absent)
     line: int = 0                    # line of the header (FASTA) or row (CSV) in the source
     task: str | None = None          # multi-task data: which task (assay) the label belongs to
+    id_made: bool = False            # the CSV had no id column: ``id`` is 'row<line>', made here
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,6 +85,11 @@ class Record:
 
 class _NotText(DataError):
     """A line that is not UTF-8 text (a binary file, or another encoding)."""
+
+
+class NoRecords(DataError):
+    """A file that reads cleanly but holds no record (a CSV with only its header): callers that
+    know what the file is for (a site's valid.csv, say) say what to do in their own words."""
 
 
 def _is_gzip(path: Path) -> bool:
@@ -120,8 +135,12 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     except (EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise DataError(path, f"compressed file is truncated or damaged ({err}); "
                         "download or compress it again", number + 1) from None
+    except PermissionError as err:
+        raise DataError(path, f"cannot read the file ({err.strerror or err}); check its "
+                        "permissions") from None
     except OSError as err:
-        raise DataError(path, f"cannot read the file ({err.strerror or err})") from None
+        raise DataError(path, f"cannot read the file ({err.strerror or err}); check the file "
+                        "and the disk it is on") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +150,8 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
 def _check_sequence(path: Path, line: int, rid: str, seq: str) -> str:
     seq = seq.upper()
     if not seq:
-        raise DataError(path, f"record {rid!r} has an empty sequence", line)
+        raise DataError(path, f"record {rid!r} has an empty sequence; give its sequence on the "
+                        "lines below the header (CSV: in its row) or drop the record", line)
     if len(seq) > MAX_SEQUENCE_LENGTH:
         raise DataError(path, f"record {rid!r} has {len(seq)} residues, more than the "
                         f"{MAX_SEQUENCE_LENGTH} fedbio reads (the longest known protein has "
@@ -142,7 +162,7 @@ def _check_sequence(path: Path, line: int, rid: str, seq: str) -> str:
         raise DataError(
             path,
             f"record {rid!r} has letters outside the protein alphabet ({shown}); "
-            "allowed: the 20 standard residues and X B U Z O",
+            "allowed: the 20 standard residues and X B U Z O; fix the sequence or drop the record",
             line,
         )
     return seq
@@ -153,7 +173,8 @@ def _parse_value(path: Path, line: int, rid: str, text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise DataError(path, f"record {rid!r}: label {text!r} is not a number", line) from None
+        raise DataError(path, f"record {rid!r}: label {text!r} is not a number; write a plain "
+                        "decimal number (e.g. 1000.5)", line) from None
     if not math.isfinite(value):
         raise DataError(path, f"record {rid!r}: label {text!r} is not a finite number; "
                         "give every record a measured value or drop it", line)
@@ -165,18 +186,23 @@ def _parse_value(path: Path, line: int, rid: str, text: str) -> float:
 
 def _parse_label(path: Path, line: int, rid: str, text: str, kind: str,
                  classes: Sequence[str] | None) -> str | float:
-    if text in NA_STRINGS:
+    if text in (NA_STRINGS if kind == "value" else CLASS_NA_STRINGS):
         what = "a measured value" if kind == "value" else "a class"
         raise DataError(path, f"record {rid!r}: label {text!r} is a missing value; "
                         f"give every record {what} or drop it", line)
     if kind == "value":
         return _parse_value(path, line, rid, text)
+    quote = next((c for c in text if c in QUOTE_CHARACTERS), None)
+    if quote is not None:
+        raise DataError(path, f"record {rid!r}: label {text!r} holds a quote character ({quote}), "
+                        "so it would be a class of its own; write the label without quotes "
+                        "(e.g. TARGET=Cell_membrane)", line)
     if classes is not None and text not in classes:
         near = [c for c in classes if c.casefold() == text.casefold()]
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise DataError(
-            path, f"record {rid!r}: label {text!r} is not in the class list {list(classes)}{hint}",
-            line)
+            path, f"record {rid!r}: label {text!r} is not in the class list {list(classes)}{hint}; "
+            "fix the label or drop the record", line)
     return text
 
 
@@ -219,7 +245,7 @@ def _parse_header(path: Path, line: int, header: str,
     """
     tokens = header[1:].split()
     if not tokens:
-        raise DataError(path, "FASTA header without a record id", line)
+        raise DataError(path, "FASTA header without a record id; write >ID TARGET=… SET=…", line)
     rid, fields = tokens[0], {}
     if strict and tokens[0].partition("=")[0].upper() in HEADER_KEYS:
         raise DataError(path, f"FASTA header starts with {tokens[0]!r}, not a record id; "
@@ -249,7 +275,7 @@ def _fasta_records(path: Path, lines: Iterable[tuple[int, str]]) -> Iterator[tup
                 yield start, header, "".join(chunks)
             header, start, chunks, length = text, number, [], 0
         elif header is None:
-            raise DataError(path, "not a FASTA file: the first line does not start with '>'", number)
+            raise DataError(path, _NOT_FASTA, number)
         else:
             chunks.append(text.replace(" ", ""))
             length += len(chunks[-1])
@@ -260,13 +286,18 @@ def _fasta_records(path: Path, lines: Iterable[tuple[int, str]]) -> Iterator[tup
         yield start, header, "".join(chunks)
 
 
+# FASTA records start with a '>' header; a CSV (or other table) named .fasta lands here too.
+_NOT_FASTA = ("not a FASTA file: the first line does not start with '>'; give a FASTA file "
+              "(>ID TARGET=… SET=… then the sequence), or name a CSV file .csv")
+
+
 def _fasta_set(path: Path, line: int, rid: str, fields: dict[str, str]) -> str | None:
     split = fields.get("SET")
     if split is None:
         return None
     if split.lower() not in SET_VALUES:
         raise DataError(path, f"record {rid!r} has unknown SET={split!r}; "
-                        f"expected one of {', '.join(SET_VALUES)}", line)
+                        f"write one of {', '.join(SET_VALUES)}", line)
     return split.lower()
 
 
@@ -276,7 +307,7 @@ def _fasta_validation(path: Path, line: int, rid: str, fields: dict[str, str]) -
         return None
     if validation.lower() not in _TRUE:
         raise DataError(path, f"record {rid!r}: VALIDATION must be True or False, "
-                        f"not {validation!r}", line)
+                        f"not {validation!r}; write one of them or drop the field", line)
     return _TRUE[validation.lower()]
 
 
@@ -288,7 +319,8 @@ def read_fasta(path: str | Path, *, kind: str = "class",
     for line, header, seq in _fasta_records(path, read_lines(path)):
         rid, fields = _parse_header(path, line, header, strict=labelled)
         if "TARGET" not in fields and labelled:
-            raise DataError(path, f"header of record {rid!r} has no TARGET=… field", line)
+            raise DataError(path, f"header of record {rid!r} has no TARGET=… field; add its "
+                            "label (e.g. TARGET=Nucleus) or drop the record", line)
         split = _fasta_set(path, line, rid, fields)
         validation = _fasta_validation(path, line, rid, fields)
         label = (_parse_label(path, line, rid, fields["TARGET"], kind, classes)
@@ -319,7 +351,7 @@ def _csv_problem(err: csv.Error) -> str:
     if "field larger than field limit" in text:
         return (f"a field is longer than {csv.field_size_limit()} characters; sequences may hold "
                 f"at most {MAX_SEQUENCE_LENGTH} residues")
-    return f"not a valid CSV row ({text})"
+    return f"not a valid CSV row ({text}); save the file as plain comma-separated text"
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
@@ -356,7 +388,7 @@ def _csv_header_problem(header: list[str]) -> str:
     hint = ("; this looks tab-separated: save it comma-separated" if "\t" in text
             else "; this looks ';'-separated: save it comma-separated" if ";" in text else "")
     return (f"CSV header {header} needs a 'sequences' (or 'sequence') and a 'labels' "
-            f"column{hint}")
+            f"column{hint}; the first row names the columns, e.g. id,sequences,labels")
 
 
 def read_csv(path: str | Path, *, kind: str = "class",
@@ -367,7 +399,7 @@ def read_csv(path: str | Path, *, kind: str = "class",
     # the header is the first row that is not blank (blank lines above it are skipped, as below)
     first, header = next(((n, r) for n, r in rows if any(c.strip() for c in r)), (0, None))
     if header is None:
-        raise DataError(path, "file is empty")
+        raise DataError(path, _EMPTY)
     names = [h.strip().lower() for h in header]
     seq_col = _column(path, first, names, ("sequences", "sequence"))
     label_col = _column(path, first, names, ("labels", "label"))
@@ -382,7 +414,7 @@ def read_csv(path: str | Path, *, kind: str = "class",
         if len(row) != len(header):
             raise DataError(path, f"row has {len(row)} fields, the header has {len(header)}; "
                             "quote a field that holds a comma (\"…\")", line)
-        rid = row[id_col].strip() if id_col is not None else f"row{line}"
+        rid = row[id_col].strip() if id_col is not None else f"row{line}"   # made up: id_made
         if not rid:
             raise DataError(path, "empty id; give every record an id", line)
         label = (_parse_label(path, line, rid, row[label_col].strip(), kind, classes)
@@ -390,13 +422,17 @@ def read_csv(path: str | Path, *, kind: str = "class",
         seq = _check_sequence(path, line, rid, row[seq_col].strip())
         task = row[task_col].strip() if task_col is not None else None
         if task_col is not None and not task:
-            raise DataError(path, f"record {rid!r} has an empty task", line)
-        records.append(Record(rid, seq, label, None, None, line, task))
+            raise DataError(path, f"record {rid!r} has an empty task; give every row its "
+                            "task", line)
+        records.append(Record(rid, seq, label, None, None, line, task, id_made=id_col is None))
     return records
 
 
 # ---------------------------------------------------------------------------------------------
 # either format
+
+
+_EMPTY = "file is empty; give a FASTA or CSV file that holds records"
 
 
 def _sniff(path: Path) -> str:
@@ -408,14 +444,29 @@ def _sniff(path: Path) -> str:
                 return "fasta" if text.startswith(">") else "csv"
     except _NotText as err:
         raise DataError(path, f"not a FASTA or CSV file: {err.reason}", err.line) from None
-    raise DataError(path, "file is empty")
+    raise DataError(path, _EMPTY)
+
+
+def _missing(path: Path) -> str:
+    """Why a path that does not exist is missing: a symbolic link that leads nowhere or loops
+    reads as "not found" in ``Path.exists``, and sends the user looking for the wrong thing."""
+    if not path.is_symlink():
+        return "file not found; check the path"
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return ("is a symbolic link that loops (it leads back to itself); point it at the "
+                    "file, or give the file's own path")
+    return (f"is a symbolic link that leads nowhere ({os.readlink(path)} does not exist); point "
+            "it at the file, or give the file's own path")
 
 
 def _check_path(path: Path) -> None:
     if path.is_dir():
         raise DataError(path, "is a folder, not a file; give the FASTA or CSV file in it")
     if not path.exists():
-        raise DataError(path, "file not found")
+        raise DataError(path, _missing(path))
     if not path.is_file():
         raise DataError(path, "not a regular file; give a FASTA or CSV file")
 
@@ -448,9 +499,10 @@ def read_records(path: str | Path, *, kind: str = "class",
     without TARGET or with a token that is not KEY=VALUE, an unknown SET, a missing-value label
     ('', 'NA', 'nan', …), a non-finite value, an empty sequence, letters outside the protein
     alphabet, a sequence over ``MAX_SEQUENCE_LENGTH``, a stray CSV quote, a duplicated id, a
-    label outside ``classes``, class labels that differ only in case, and identical sequences
-    carrying conflicting labels. ``labelled=False`` (prediction) makes labels optional and
-    ignores them.
+    class label that is '-' or '?' or holds a quote character, a label outside ``classes``,
+    class labels that differ only in case, and identical sequences carrying conflicting labels;
+    a file with no record is :class:`NoRecords`. ``labelled=False`` (prediction) makes labels
+    optional and ignores them.
     """
     if kind not in LABEL_KINDS:
         raise ValueError(f"kind must be one of {LABEL_KINDS}")
@@ -458,11 +510,12 @@ def read_records(path: str | Path, *, kind: str = "class",
     _check_path(path)
     fmt = _sniff(path)
     if fmt == "csv" and _named_fasta(path):
-        raise DataError(path, "not a FASTA file: the first line does not start with '>'", 1)
+        raise DataError(path, _NOT_FASTA, 1)
     reader = read_fasta if fmt == "fasta" else read_csv
     records = reader(path, kind=kind, classes=classes, labelled=labelled)
     if not records:
-        raise DataError(path, "file holds no records")
+        raise NoRecords(path, "file holds no records, only a header; add records or give "
+                        "another file")
     check_unique(records, path, check_labels=labelled)
     if labelled and kind == "class":
         check_label_spelling(records, path)
@@ -480,8 +533,8 @@ def check_unique(records: Sequence[Record], path: str | Path | None = None,
         key = (rec.task, rec.id)
         if key in seen:
             where = f" in task {rec.task!r}" if rec.task else ""
-            raise DataError(path, f"record id {rec.id!r} appears twice{where} (first at line {seen[key]})",
-                            rec.line)
+            raise DataError(path, f"record id {rec.id!r} appears twice{where} (first at line "
+                            f"{seen[key]}); give each record its own id or drop one", rec.line)
         seen[key] = rec.line
     if not check_labels:
         return
@@ -491,8 +544,29 @@ def check_unique(records: Sequence[Record], path: str | Path | None = None,
     for group in by_seq.values():
         if len({r.label for r in group}) > 1:
             listed = ", ".join(f"{r.id} (line {r.line}: {r.label})" for r in group[:4])
-            raise DataError(path, f"identical sequences carry conflicting labels: {listed}",
+            raise DataError(path, f"identical sequences carry conflicting labels: {listed}; "
+                            "keep one label per sequence (drop or relabel one record)",
                             group[1].line)
+
+
+def check_ids_across(files: Iterable[tuple[Path, Sequence[Record]]], fix: str) -> None:
+    """Refuse a record id (multi-task data: a (task, id) pair) that two files hold: the same
+    protein at two sites, or in training and in the test set, is counted twice, or scored on
+    what it was trained on. Ids a CSV without an id column made up ('row<line>') are skipped.
+
+    ``files``: (file, records) pairs, each file already free of repeats (``check_unique``).
+    ``fix``: what to do, in the words of the input's own layout.
+    """
+    first: dict[tuple, tuple[Path, int]] = {}
+    for path, records in files:
+        for rec in records:
+            if rec.id_made:
+                continue
+            where, line = first.setdefault((rec.task, rec.id), (path, rec.line))
+            if where != path:
+                task = f" (task {rec.task!r})" if rec.task else ""
+                raise DataError(path, f"record id {rec.id!r}{task} is also in {where}:{line}; "
+                                f"{fix}", rec.line)
 
 
 def check_learnable(train: Iterable[Record], tests: Iterable[tuple[Path, Sequence[Record]]],

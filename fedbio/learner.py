@@ -157,13 +157,20 @@ class Learner:
 
         return load_trainable_state_dict(self.model, state)
 
-    def save(self, folder: str | Path) -> Path:
+    def save(self, folder: str | Path, trained_tasks: list[str] | None = None) -> Path:
+        """The model (``fedbio.models.save_model``) and ``fedbio_task.json`` (codec, crop).
+
+        ``trained_tasks``: multi-task models whose heads did not all learn (a site's own model
+        trains only its tasks' heads): the tasks whose predictions mean something; ``fedbio
+        predict`` writes only those."""
         from fedbio.models import save_model
 
         folder = Path(folder)
         labels = self.codec.classes if self.codec.task_type != "regression" else ["value"]
         save_model(self.model, self.model_cfg, labels, folder, task=self.codec.task_type)
         meta = {"codec": self.codec.to_dict(), "data": to_dict(self.data_cfg)}
+        if trained_tasks is not None:
+            meta["trained_tasks"] = sorted(trained_tasks)
         (folder / "fedbio_task.json").write_text(json.dumps(meta, indent=1) + "\n")
         return folder
 

@@ -12,9 +12,13 @@
 - ``OUT.lock``, an ``flock`` that dies with its process, makes a second writer to the same
   ``OUT`` fail at once; the lock file is removed when the command ends.
 - Refused before anything is written: an ``OUT`` that is a symbolic link, a file where a folder
-  is wanted (or the reverse), a non-empty ``OUT`` without ``--overwrite``, ``--overwrite`` on a
-  folder fedbio did not write, and an ``OUT`` that is, holds or lies inside one of the command's
-  inputs, the current folder, fedbio's package or its shipped data.
+  is wanted (or the reverse), a non-empty ``OUT`` without ``--overwrite``, and an ``OUT`` that
+  is, holds or lies inside one of the command's inputs, the current folder, fedbio's package or
+  its shipped data.
+- ``--overwrite`` replaces only what fedbio wrote: every output folder gets ``.fedbio.json`` (its
+  kind and the files it holds) when it is published; a folder without one, of another kind
+  (a split where a run goes), or holding files fedbio did not write (a note a user added) is
+  refused, naming such a file.
 
 ``output_file`` applies the same rule to a single file (``fedbio predict --out preds.csv``):
 written beside as ``NAME.running``, renamed on success, removed on failure.
@@ -22,6 +26,7 @@ written beside as ``NAME.running``, renamed on success, removed on failure.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -33,9 +38,7 @@ from pathlib import Path
 from fedbio.errors import FedbioError
 
 RUNNING, FAILED, LOCK = ".running", ".failed", ".lock"
-# What a folder fedbio wrote holds, by kind: ``--overwrite`` replaces only such folders.
-MARKERS = {"run": ("config.json", "metrics.json"), "split": ("summary.json", "tasks.json"),
-           "report": ("results.md",), "demo": ("split", "runs")}
+MARKER = ".fedbio.json"  # in every output folder: its kind and the files fedbio wrote there
 SCRATCH = "tmp"   # OUT.running/tmp: TMPDIR of the command and its child processes, removed at the end
 
 
@@ -100,12 +103,37 @@ def check_output(out: str | Path, *, overwrite: bool = False, inputs: Iterable =
         if any(out.iterdir()):
             if not overwrite:
                 raise FedbioError(f"{name} exists and is not empty; pass --overwrite to replace it")
-            marks = MARKERS.get(kind, ())
-            if marks and not any((out / m).exists() for m in marks):
-                raise FedbioError(f"{name} is not a fedbio {kind} folder (it has no {marks[0]}); "
-                                  "--overwrite only replaces what fedbio wrote: choose another "
-                                  "path or remove it yourself")
+            _check_replaceable(out, name, kind)
     return out
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if (p.is_file() or p.is_symlink()) and p.name != MARKER}
+
+
+def _check_replaceable(out: Path, name: str, kind: str) -> None:
+    """``--overwrite`` may replace ``out`` only if fedbio wrote it, as a ``kind``, and nothing else."""
+    redo = "--overwrite only replaces what fedbio wrote: choose another path or remove it yourself"
+    try:
+        info = json.loads((out / MARKER).read_text())
+        files, was = set(info["files"]), info["kind"]
+    except FileNotFoundError:
+        raise FedbioError(f"{name} is not a folder fedbio wrote (it has no {MARKER}); {redo}") from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise FedbioError(f"{name}: its {MARKER} is damaged; {redo}") from None
+    if was != kind:
+        raise FedbioError(f"{name} holds a fedbio {was}, not a {kind}; {redo}")
+    extra = sorted(_files(out) - files)
+    if extra:
+        more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
+        raise FedbioError(f"{name} holds {extra[0]}{more}, which fedbio did not write; --overwrite "
+                          "would delete it: move it out first, or choose another path")
+
+
+def _mark(folder: Path, kind: str) -> None:
+    """Write ``folder/.fedbio.json``: what ``--overwrite`` may later replace."""
+    (folder / MARKER).write_text(json.dumps({"kind": kind, "files": sorted(_files(folder))}) + "\n")
 
 
 class OutputLock:
@@ -205,9 +233,10 @@ def _keep_failed(running: Path, out: Path, err: BaseException) -> Path | None:
     return kept
 
 
-def _publish(running: Path, out: Path) -> None:
+def _publish(running: Path, out: Path, kind: str) -> None:
     """``running`` becomes ``out``; an old ``out`` (allowed by the checks) is removed after."""
     shutil.rmtree(running / SCRATCH, ignore_errors=True)
+    _mark(running, kind)
     old = None
     if out.exists():
         if out.is_dir() and not any(out.iterdir()):
@@ -249,7 +278,7 @@ def output_dir(out: str | Path, *, overwrite: bool = False, inputs: Iterable = (
     """Yield ``OUT.running/`` (new and empty) to write into; see the module docstring.
 
     ``inputs``: files and folders the command reads (never replaced or written into).
-    ``kind``: what ``--overwrite`` may replace (``MARKERS``). ``say``: where notes go (stderr).
+    ``kind``: what the folder is (``.fedbio.json``; ``--overwrite`` replaces only the same kind). ``say``: where notes go (stderr).
     ``publish=False``: a scratch folder (a benchmark's runs), removed on success instead.
     """
     inputs = list(inputs)
@@ -262,9 +291,14 @@ def output_dir(out: str | Path, *, overwrite: bool = False, inputs: Iterable = (
         check_output(out, overwrite=overwrite, inputs=inputs, kind=kind, option=option)  # we hold it now
         running = sibling(out, RUNNING)
         if running.exists() or running.is_symlink():
+            from fedbio.processes import end_processes
+
+            ended = end_processes(str(running))  # what a killed command left running on it
             stale = free_name(sibling(out, FAILED))
             running.rename(stale)
-            say(f"note: {running} was left by an earlier command that did not finish; moved it to {stale}")
+            say(f"note: {running} was left by an earlier command that did not finish"
+                + (f" ({ended} of its processes were still running: ended)" if ended else "")
+                + f"; moved it to {stale}")
         running.mkdir()
     except BaseException:
         lock.release()
@@ -279,7 +313,7 @@ def output_dir(out: str | Path, *, overwrite: bool = False, inputs: Iterable = (
         raise
     else:
         if publish:
-            _publish(running, out)
+            _publish(running, out, kind)
         else:
             shutil.rmtree(running)
     finally:

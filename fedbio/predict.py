@@ -127,8 +127,21 @@ def load_predictor(folder: str | Path, trust_remote_code: bool = False):
     codec = read_codec(task_path, meta)
     data_cfg = read_data_config(task_path, meta)
     _check_fit(codec, model_meta, task_path, folder / META_FILE)
-    tokenizer, model, model_meta = load_model(folder, trust_remote_code=trust_remote_code)
-    return tokenizer, model, codec, data_cfg, model_meta
+    model_meta["trained_tasks"] = read_trained_tasks(task_path, meta, codec)
+    tokenizer, model, loaded = load_model(folder, trust_remote_code=trust_remote_code)
+    return tokenizer, model, codec, data_cfg, {**loaded, "trained_tasks": model_meta["trained_tasks"]}
+
+
+def read_trained_tasks(task_path: Path, meta: dict, codec: LabelCodec) -> list[str] | None:
+    """The tasks whose heads learnt (``Learner.save``); None: every output is trained."""
+    tasks = meta.get("trained_tasks")
+    if tasks is None:
+        return None
+    if codec.task_type != "multitask" or not isinstance(tasks, list) or not tasks \
+            or not set(tasks) <= set(codec.classes):
+        raise FedbioError(f"{task_path}: trained_tasks {tasks!r} is not a list of the codec's tasks; "
+                          f"{RESAVE}")
+    return tasks
 
 
 def check_input_file(path: str | Path, option: str = "--fasta") -> Path:
@@ -192,7 +205,7 @@ def predict_file(model_dir: str | Path, fasta: str | Path, out: str | Path,
     outputs = _predict(model, tokenizer, model_meta, data_cfg, codec, records, batch_size, place)
     outputs = check_outputs(outputs, records, codec, model_dir)
     with output_file(out, overwrite=overwrite, inputs=inputs) as running:
-        _write_rows(running, records, outputs, codec)
+        _write_rows(running, records, outputs, codec, tasks=model_meta.get("trained_tasks"))
     return len(records)
 
 
@@ -235,8 +248,10 @@ def write_predictions(out: str | Path, records, outputs, codec: LabelCodec,
     return out
 
 
-def _write_rows(path: Path, records, outputs, codec: LabelCodec, truth: bool = False) -> None:
-    """The CSV itself (see ``write_predictions``)."""
+def _write_rows(path: Path, records, outputs, codec: LabelCodec, truth: bool = False,
+                tasks: list[str] | None = None) -> None:
+    """The CSV itself (see ``write_predictions``). ``tasks``: multi-task columns to write (the
+    tasks whose heads learnt; default all): an untrained head's output is no prediction."""
     label = ["label"] if truth else []
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -247,13 +262,15 @@ def _write_rows(path: Path, records, outputs, codec: LabelCodec, truth: bool = F
                 writer.writerow([rec.id, *mark, codec.classes[int(p.argmax())],
                                  *(f"{v:.6f}" for v in p)])
         elif codec.task_type == "multitask":
-            # every task's prediction; ``predicted`` is the record's own task's, when it has one
+            # each learnt task's prediction; ``predicted`` is the record's own task's, when it has one
             values = codec.decode_values(outputs)
-            writer.writerow(["id", "task", *label, "predicted", *codec.classes])
+            tasks = tasks or codec.classes
+            cols = [codec.classes.index(t) for t in tasks]
+            writer.writerow(["id", "task", *label, "predicted", *tasks])
             for rec, v in zip(records, values, strict=True):
                 mark = [rec.label] if truth else []
-                own = f"{float(v[codec.classes.index(rec.task)]):.6g}" if rec.task in codec.classes else ""
-                writer.writerow([rec.id, rec.task or "", *mark, own, *(f"{float(x):.6g}" for x in v)])
+                own = f"{float(v[codec.classes.index(rec.task)]):.6g}" if rec.task in tasks else ""
+                writer.writerow([rec.id, rec.task or "", *mark, own, *(f"{float(v[j]):.6g}" for j in cols)])
         else:
             values = codec.decode_values(outputs)
             writer.writerow(["id", *label, "predicted"])

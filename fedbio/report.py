@@ -53,7 +53,8 @@ def _metric(metrics: dict) -> str:
     return "accuracy" if metrics["task_type"] == "classification" else "rmse"
 
 
-def results_table(runs: Mapping[str, dict], metric: str | None = None, percent: bool = True):
+def results_table(runs: Mapping[str, dict], metric: str | None = None, percent: bool = True,
+                  digits: int | None = 2):
     """A DataFrame: rows site-1…site-N, ``average`` and ``delivered``; columns ``# samples`` and runs.
 
     A site's cell is the test score of the model that site ends with: its own model (``local``),
@@ -72,7 +73,8 @@ def results_table(runs: Mapping[str, dict], metric: str | None = None, percent: 
         values = [scale * m["per_site"][s]["test"][metric] if "test" in m["per_site"][s] else np.nan
                   for s in sites]
         table[name] = [*values, float(np.nanmean(values)), scale * m["test"][metric]]
-    return pd.DataFrame(table, index=[*sites, "average", "delivered"]).round(2)
+    frame = pd.DataFrame(table, index=[*sites, "average", "delivered"])
+    return frame if digits is None else frame.round(digits)
 
 
 # -- uncertainty, confusion, per-class accuracy ----------------------------------------------
@@ -121,10 +123,18 @@ def _is_rows(values) -> bool:
 # -- per-record scores from the kept predictions ------------------------------------------------
 
 def _prediction_files(run_dir: Path, metrics: dict) -> dict[str, Path]:
-    """Per-site test predictions of a run (local: each site's own model; else the delivered one)."""
+    """Per-site test predictions of the model each site ends with: local, its own model;
+    federated, its model after the last round (kept at the site, ``sites/<site>/``; the
+    delivered model for runs that did not keep them); central, the one model."""
     if metrics["mode"] == "local":
         return {s: run_dir / s / "test_predictions.csv" for s in metrics["n_train"]}
-    return {s: run_dir / "test_predictions.csv" for s in metrics["n_train"]}
+    kept = {s: run_dir / "sites" / s / "test_predictions.csv" for s in metrics["n_train"]}
+    return {s: path if path.is_file() else run_dir / "test_predictions.csv" for s, path in kept.items()}
+
+
+def _delivered_file(run_dir: Path, metrics: dict) -> Path | None:
+    """Test predictions of the model a run hands over (none for a local run)."""
+    return None if metrics["mode"] == "local" else run_dir / "test_predictions.csv"
 
 
 def load_predictions(path: Path, metrics: dict):
@@ -191,9 +201,11 @@ class _Predictions:
             self.cache[path] = load_predictions(path, metrics)
         return self.cache[path]
 
-    def values(self, run_dir: Path, metrics: dict, site: str) -> tuple[np.ndarray, np.ndarray]:
-        """(record ids, per-record values) of the model ``site`` ends with."""
-        p = self.frame(_prediction_files(run_dir, metrics)[site], metrics)
+    def values(self, run_dir: Path, metrics: dict, site: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """(record ids, per-record values) of the model ``site`` ends with (None: the delivered
+        model)."""
+        path = _delivered_file(run_dir, metrics) if site is None else _prediction_files(run_dir, metrics)[site]
+        p = self.frame(path, metrics)
         return p["id"].to_numpy(), record_values(p, metrics["task_type"])
 
 
@@ -215,7 +227,9 @@ def _sites(groups: Groups) -> list[str]:
 
 
 def seed_table(groups: Groups, n_boot: int = 1000, predictions: _Predictions | None = None):
-    """Rows site-1…N and average; per group: mean ± sd over seeds [bootstrap 95 % interval].
+    """Rows site-1…N, their average, and ``delivered`` (the model the run hands over: central or
+    the federation's global model; none for local runs); per group: mean ± sd over seeds
+    [bootstrap 95 % interval].
 
     Accuracy (%) for classification, RMSE (the label's units) for regression. The interval
     resamples the test records (jointly over the seeds' runs when they share a test set), so it
@@ -242,6 +256,12 @@ def seed_table(groups: Groups, n_boot: int = 1000, predictions: _Predictions | N
             rows[s][name] = _cell(cells, per_seed, score, n_boot) if cells else "—"
         per_seed = np.array([np.mean([_score(v, score) for _, v in g.values()]) for g in got])
         rows["average"][name] = _cell([c for g in got for c in g.values()], per_seed, score, n_boot)
+        if all(_delivered_file(d, m) is not None for d, m in runs):
+            cells = [predictions.values(d, m, None) for d, m in runs]
+            per_seed = np.array([_score(v, score) for _, v in cells])
+            rows.setdefault("delivered", {"# samples": None})[name] = _cell(cells, per_seed, score, n_boot)
+    if "delivered" in rows:
+        rows["delivered"] = {name: rows["delivered"].get(name, "—") for name in ["# samples", *groups]}
     return pd.DataFrame(rows).T
 
 
@@ -327,9 +347,11 @@ def _seed_report(groups: Groups, n_boot: int, notes: list[str]) -> Report:
     what = ("Test accuracy (%)" if task_type == "classification"
             else "Test RMSE (the label's units; lower is better)")
     lines = ["# Results", "", *mixed_lines(notes),
-             f"{what} of the model each site ends with: mean ± sd over seeds [bootstrap 95 % "
-             "interval over the test records, resampled jointly across the seeds' runs when they "
-             "share a test set].", "", markdown(table), "",
+             f"{what} of the model each site ends with (local: its own; federated: its model "
+             "after the last round; central: the one model), and of the model the run delivers "
+             "(central, or the federation's global model; a local run delivers none): mean ± sd "
+             "over seeds [bootstrap 95 % interval over the test records, resampled jointly across "
+             "the seeds' runs when they share a test set].", "", markdown(table), "",
              "Seeds: " + "; ".join(f"{k}: {v}" for k, v in seeds.items()), ""]
     firsts = {name: runs[0][1] for name, runs in groups.items()}
     figures = {"curves.png": lambda: plot_curves(firsts, CURVE_KEY[task_type])}

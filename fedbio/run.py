@@ -35,7 +35,7 @@ from fedbio.metrics import combine_task_scores
 from fedbio.outputs import output_dir
 from fedbio.paths import data_dir, shipped
 from fedbio.profiles import Profile, composition_train, resolve_profile
-from fedbio.tasks import TaskData, load_task, majority_rate, own_tests
+from fedbio.tasks import TaskData, load_task, majority_rate, own_tests, trained_tasks
 
 SCHEMA_VERSION = 1
 MODES = ("local", "central")
@@ -121,8 +121,10 @@ def check_run(cfg: RunConfig) -> None:
     cfg.train.validate()
     check_number("max_length", cfg.data.max_length, low=1, integer=True)
     check_model_name(cfg.model)
+    from fedbio.bionemo.backend import model_backend
     from fedbio.device import placement
 
+    model_backend(cfg.model)  # --backend bionemo outside its container, or for a model it lacks
     placement(cfg.train)  # --device / --precision this machine cannot honour
     for option, folder in (("--split", cfg.data.split), ("--weights-dir", cfg.model.weights_dir)):
         if folder is not None and not Path(folder).is_dir():
@@ -139,10 +141,18 @@ def check_model_name(model: ModelConfig) -> None:
         return
     folder = Path(name).expanduser()
     if folder.is_dir():
+        if (folder / "metrics.json").is_file() or (folder / "fedbio_task.json").is_file():
+            raise FedbioError(f"--model {name} is a fedbio run or model folder, not a pretrained "
+                              "checkpoint to fine-tune; give a checkpoint saved with save_pretrained "
+                              f"or a preset ({', '.join(PRESETS)}); to score with a trained model, "
+                              "use fedbio predict --model RUN/model")
         if not (folder / "config.json").is_file():
             raise FedbioError(f"--model {name}: the folder has no config.json; give a checkpoint "
                               "saved with save_pretrained, or a preset "
                               f"({', '.join(PRESETS)})")
+        from fedbio.models.backbone import _folder_family
+
+        _folder_family(folder, model.trust_remote_code)  # an unknown model_type fails here
         return
     if folder.exists():
         raise FedbioError(f"--model {name} is a file; give a checkpoint folder or a preset")
@@ -260,7 +270,7 @@ def train_and_score(cfg: RunConfig, task: TaskData, run_dir: Path, progress: boo
             scores["test_hard"] = score_and_keep(learner, task.test_hard,
                                                  where / "test_hard_predictions.csv")
         results[name] = scores
-        learner.save(where / "model")
+        learner.save(where / "model", trained_tasks(train_recs) if cfg.mode != "central" else None)
     if cfg.mode == "central":
         per_site = {site: dict(results["central"], model="central") for site in task.sites}
         test, hard = results["central"]["test"], results["central"].get("test_hard")

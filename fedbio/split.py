@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fedbio.data import Record, class_list, label_counts, read_records
-from fedbio.errors import FedbioError
+from fedbio.errors import DataError, FedbioError
 from fedbio.outputs import output_dir
 
 POOLS = ("original", "random")
@@ -40,7 +40,8 @@ class SplitConfig:
     partition: str = "dirichlet"  # dirichlet (label skew) | iid | quantity (size skew only)
     valid_fraction: float = 0.1  # each site's own validation slice, taken from its training data
     test_fraction: float = 0.2   # only for pool 'random'
-    min_site_size: int = 20      # every site gets at least this many training records
+    min_site_size: int = 20      # every site keeps at least this many training records (after
+                                 # its validation slice is taken)
     max_tries: int = 100         # redraws before giving up on min_site_size
 
     def check(self) -> None:
@@ -55,15 +56,18 @@ class SplitConfig:
         if self.partition not in PARTITIONS:
             raise FedbioError(f"--partition must be one of {', '.join(PARTITIONS)}, "
                               f"not {self.partition!r}")
-        _check_fraction("--valid-fraction", self.valid_fraction, strict=False)
+        # 0 is refused: it writes empty valid.csv files, and run selects each site's model on them
+        _check_fraction("--valid-fraction", self.valid_fraction, strict=True,
+                        why=" (every site needs validation records: training keeps the epoch that "
+                        "scores best on them)")
         _check_fraction("test fraction", self.test_fraction, strict=True)
         _check_whole("--min-site-size", self.min_site_size, low=0)
         _check_whole("max tries", self.max_tries, low=1)
 
 
-def _check_fraction(option: str, value: object, strict: bool) -> None:
+def _check_fraction(option: str, value: object, strict: bool, why: str = "") -> None:
     """A finite number from 0 (excluded with ``strict``) up to, not including, 1: a fraction of 1
-    would leave nothing on the other side."""
+    would leave nothing on the other side. ``why`` is added to the message."""
     from fedbio.config import check_number
 
     try:
@@ -73,7 +77,7 @@ def _check_fraction(option: str, value: object, strict: bool) -> None:
         ok = False
     if not ok:
         raise FedbioError(f"{option} must be a finite number {'>' if strict else '>='} 0 and < 1, "
-                          f"not {value!r}")
+                          f"not {value!r}{why}")
 
 
 def _check_whole(option: str, value: object, low: int) -> None:
@@ -113,6 +117,7 @@ class Split:
             "alpha": None if cfg.partition == "iid" else cfg.alpha,
             "seed": cfg.seed,
             "valid_fraction": cfg.valid_fraction,
+            "validation": validation_note(cfg.valid_fraction),
             "classes": self.classes,
             "sites": sites,
             "n_test": len(self.test),
@@ -123,6 +128,14 @@ class Split:
         if cfg.pool == "random":
             out["note"] = RANDOM_POOL_NOTE
         return out
+
+
+def validation_note(valid_fraction: float) -> str:
+    """How each site's validation records were chosen, for summary.json: biotrainer's
+    VALIDATION= flag is read and checked, but fedbio draws the slice itself (in the shipped file
+    every training record carries VALIDATION=True, so the flag cannot choose one)."""
+    return (f"a random {100 * valid_fraction:g}% of each site's training records "
+            "(--valid-fraction); the file's VALIDATION flags are not used")
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
@@ -159,14 +172,14 @@ def train_pool(records: list[Record]) -> list[Record]:
 
 
 def _pools(records: list[Record], cfg: SplitConfig, classes: list[str],
-           rng: np.random.Generator) -> tuple[list[Record], list[Record]]:
+           rng: np.random.Generator, fasta: Path) -> tuple[list[Record], list[Record]]:
     if cfg.pool == "original":
         train = train_pool(records)
         test = [r for r in records if r.set == "test"]
         if not train or not test:
-            raise FedbioError("pool 'original' needs records with SET=train and SET=test in the "
-                              f"file (found {len(train)} train, {len(test)} test); "
-                              "use --pool random to re-split")
+            raise DataError(fasta, "pool 'original' needs records with SET=train and SET=test in "
+                            f"the file (found {len(train)} train, {len(test)} test); give the "
+                            "records SET= fields, or use --pool random to re-split")
         return train, test
     labels = np.array([classes.index(str(r.label)) for r in records])
     test_idx = []
@@ -187,13 +200,40 @@ def _cuts(n: int, proportions: np.ndarray) -> np.ndarray:
     return np.cumsum(sizes)[:-1]
 
 
+def n_valid(n: int, valid_fraction: float) -> int:
+    """How many of a site's ``n`` records its validation slice takes: ``valid_fraction`` of them,
+    rounded, at least one and leaving at least one for training (where ``n`` allows)."""
+    count = int(round(valid_fraction * n))
+    if valid_fraction > 0:
+        count = min(max(count, 1), n - 1)
+    return max(count, 0)
+
+
+def smallest_site(min_train: int, valid_fraction: float) -> int:
+    """The fewest records a site may get so that ``min_train`` stay for training once its
+    validation slice is taken (``n - n_valid(n)`` never falls as ``n`` grows: bisection)."""
+    low, high = min_train, int(np.ceil((min_train + 1) / (1 - valid_fraction))) + 2
+    while low < high:
+        mid = (low + high) // 2
+        if mid - n_valid(mid, valid_fraction) >= min_train:
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
 def partition(labels: np.ndarray, n_classes: int, cfg: SplitConfig,
               rng: np.random.Generator) -> list[np.ndarray]:
-    """Indices of each site's share of the train pool, by ``cfg.partition``."""
+    """Indices of each site's share of the train pool, by ``cfg.partition``; every share is big
+    enough to keep ``cfg.min_site_size`` training records after its validation slice."""
     n, k = len(labels), cfg.sites
-    if cfg.min_site_size * k > n:
-        raise FedbioError(f"{n} training records cannot give {k} sites at least "
-                          f"{cfg.min_site_size} each; lower --min-site-size or use fewer sites")
+    least = smallest_site(cfg.min_site_size, cfg.valid_fraction)
+    if least * k > n:
+        raise FedbioError(
+            f"{n} training records cannot give {k} sites at least {cfg.min_site_size} training "
+            f"records each once --valid-fraction {cfg.valid_fraction} takes each site's "
+            f"validation slice (a site needs {least} records); lower --valid-fraction or "
+            "--min-site-size, or use fewer sites")
     for _ in range(cfg.max_tries):
         parts: list[list[int]] = [[] for _ in range(k)]
         if cfg.partition == "dirichlet":
@@ -206,14 +246,14 @@ def partition(labels: np.ndarray, n_classes: int, cfg: SplitConfig,
             idx = rng.permutation(n)
             for site, chunk in enumerate(np.split(idx, _cuts(n, props))):
                 parts[site].extend(chunk.tolist())
-        if min(len(p) for p in parts) >= cfg.min_site_size:
+        if min(len(p) for p in parts) >= least:
             return [np.array(sorted(p), dtype=int) for p in parts]
         if cfg.partition == "iid":
             break
     raise FedbioError(
         f"no {cfg.partition} partition with alpha={cfg.alpha} gave every one of {k} sites at least "
-        f"{cfg.min_site_size} records in {cfg.max_tries} draws; raise --alpha, lower "
-        "--min-site-size or use fewer sites")
+        f"{cfg.min_site_size} training records (after its validation slice) in {cfg.max_tries} "
+        "draws; raise --alpha, lower --min-site-size or --valid-fraction, or use fewer sites")
 
 
 def _md5(path: Path) -> str:
@@ -221,14 +261,26 @@ def _md5(path: Path) -> str:
 
 
 def _check_sites(sites: dict[str, dict[str, list[Record]]], cfg: SplitConfig) -> None:
-    """Every site trains on something, and validates on something when asked to: ``run``
-    refuses a split with an empty train.csv or valid.csv."""
+    """Every site trains and validates on something: ``run`` refuses a split with an empty
+    train.csv or valid.csv."""
     for name, parts in sites.items():
-        if not parts["train"] or (cfg.valid_fraction > 0 and not parts["valid"]):
+        if not parts["train"] or not parts["valid"]:
             n = len(parts["train"]) + len(parts["valid"])
             raise FedbioError(f"{name} gets {n} record(s), too few for a training and a validation "
                               "part; raise --min-site-size (at least 2) or --alpha, or use fewer "
                               "sites")
+
+
+def _check_classes_held(classes: list[str], records: list[Record], fasta: str | Path,
+                        hard: str | Path | None) -> None:
+    """A class list given to ``make_split`` may hold only classes some record carries:
+    ``load_task`` refuses a classes.json class that no record of the split carries."""
+    held = {str(r.label) for r in records}
+    unheld = [c for c in classes if c not in held]
+    if unheld:
+        also = f" (nor of {hard})" if hard is not None else ""
+        raise DataError(fasta, f"class {unheld[0]!r} of the class list is carried by no record "
+                        f"of this file{also}; drop it from the class list")
 
 
 def make_split(fasta: str | Path, cfg: SplitConfig, hard: str | Path | None = None,
@@ -242,19 +294,18 @@ def make_split(fasta: str | Path, cfg: SplitConfig, hard: str | Path | None = No
         classes = class_list(records)
     hard_records = read_records(hard, classes=classes) if hard is not None else None
     rng = np.random.default_rng(cfg.seed)
-    train_pool, test = _pools(records, cfg, classes, rng)
+    train_pool, test = _pools(records, cfg, classes, rng, Path(fasta))
     tests = [(Path(fasta), test)] + ([(Path(hard), hard_records)] if hard is not None else [])
     check_learnable(train_pool, tests, "give it training records (SET=train) or drop its records")
     check_disjoint(train_pool, fasta, tests)
+    _check_classes_held(classes, records + (hard_records or []), fasta, hard)
     labels = np.array([classes.index(str(r.label)) for r in train_pool])
     sites = {}
     for number, idx in enumerate(partition(labels, len(classes), cfg, rng), start=1):
         order = rng.permutation(idx)
-        n_valid = int(round(cfg.valid_fraction * len(idx)))
-        if cfg.valid_fraction > 0:
-            n_valid = min(max(n_valid, 1), len(idx) - 1)
-        sites[f"site-{number}"] = {"train": _stable(train_pool, order[n_valid:]),
-                                   "valid": _stable(train_pool, order[:n_valid])}
+        cut = n_valid(len(idx), cfg.valid_fraction)
+        sites[f"site-{number}"] = {"train": _stable(train_pool, order[cut:]),
+                                   "valid": _stable(train_pool, order[:cut])}
     _check_sites(sites, cfg)
     source = {"fasta": Path(fasta).name, "fasta_md5": _md5(Path(fasta))}
     if hard is not None:

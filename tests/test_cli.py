@@ -48,6 +48,16 @@ CASES = [
                                    "fedavg"], "private heads"),
     ("private-heads-frozen", ["run", "--task", "antibody", "--tuning", "head", "--mode", "fedavg"],
      "nothing is left to federate"),
+    # options that would do nothing in the run were accepted silently (some even recorded)
+    ("rounds-not-federated", [*RUN, "--rounds", "3"], "--rounds applies only to federated runs"),
+    ("mu-not-fedprox", [*RUN, "--mode", "fedavg", "--mu", "0.5"], "--mu applies only to --mode fedprox"),
+    ("server-lr-not-fedopt", [*RUN, "--mode", "fedavg", "--server-lr", "0.1"], "--server-lr"),
+    ("min-clients-local", [*RUN, "--mode", "local", "--min-clients", "2"], "--min-clients"),
+    ("setup-not-antibody", [*RUN, "--setup", "alltasks"], "--setup applies only to --task antibody"),
+    ("tuning-composition", [*RUN, "--tuning", "lora"], "--tuning applies only to encoder models"),
+    ("shared-heads-scl", [*RUN, "--mode", "fedavg", "--shared-heads"], "--shared-heads"),
+    ("bionemo-here", [*RUN, "--backend", "bionemo"], "bionemo"),
+    ("fed-out-with-a-space", [*RUN, "--mode", "fedavg", "--out", "my runs/R"], "spaces"),
     ("split-seed-negative", ["split", "--fasta", str(SCL), "--seed", "-1"], "--seed"),
     ("split-alpha-inf", ["split", "--fasta", str(SCL), "--alpha", "inf"], "--alpha"),
     ("split-alpha-nan", ["split", "--fasta", str(SCL), "--alpha", "nan"], "--alpha"),
@@ -61,7 +71,7 @@ CASES = [
 def test_a_bad_option_is_one_line_before_any_work(tmp_path, monkeypatch, capsys, args, words):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    assert main([*args, "--out", str(out)]) == 2
+    assert main([*args, *([] if "--out" in args else ["--out", str(out)])]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fedbio: error: "), captured.err
@@ -116,3 +126,23 @@ def test_the_hook_probes_end_in_one_clean_line(tmp_path):
         assert done.returncode == 2 and len(lines) == 1, (args, done.stderr)
         assert lines[0].startswith("fedbio: error: ") and "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["noseq.fasta"]
+
+
+def test_a_run_or_model_folder_is_not_a_checkpoint_to_fine_tune(tmp_path, capsys):
+    run = tmp_path / "R"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "metrics.json").write_text("{}")
+    assert main(["run", "--model", str(run), "--out", str(tmp_path / "out")]) == 2
+    assert "is a fedbio run or model folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["R"]
+
+
+def test_predict_points_at_a_local_runs_site_models(tmp_path, capsys):
+    for site in ("site-1", "site-2"):
+        (tmp_path / "R" / site / "model").mkdir(parents=True)
+        (tmp_path / "R" / site / "model" / "fedbio_model.json").write_text("{}")
+    (tmp_path / "R" / "metrics.json").write_text("{}")
+    assert main(["predict", "--model", str(tmp_path / "R"), "--fasta", str(SCL), "--out",
+                 str(tmp_path / "p.csv")]) == 2
+    assert f"give one of them, e.g. {tmp_path / 'R' / 'site-1' / 'model'}" in capsys.readouterr().err

@@ -18,7 +18,7 @@ import pytest
 
 from fedbio.errors import FedbioError
 from fedbio.federation import FedConfig, run_federated
-from fedbio.federation.watch import run_processes
+from fedbio.processes import run_processes
 from fedbio.run import plan
 
 SITES = ["site-1", "site-2", "site-3"]
@@ -111,3 +111,42 @@ def test_a_signal_ends_every_process_and_keeps_the_run(small_split, tmp_path, si
     assert not out.exists() and not (tmp_path / "run.running").exists()
     assert not (tmp_path / "run.lock").exists()
     assert list((tmp_path / "run.failed" / "nvflare").rglob("log.txt"))  # the logs stay
+
+
+def test_a_long_run_path_works(small_split, tmp_path):
+    """NVFlare's temporary files go to RUN/tmp, and its simulator binds a Unix socket there;
+    a socket path may not exceed ~100 bytes, which a user's run folder easily does."""
+    out = tmp_path / ("a_long_folder_name_" * 8) / "run"
+    assert len(str(out)) > 200
+    m = run_federated(composition(small_split, epochs=2), FedConfig(rounds=2), out, progress=False)
+    assert m["test"]["n"] == 60 and (out / "model" / "model.safetensors").is_file()
+    assert not (out / "tmp").exists() and not leftovers(out)
+
+
+def test_a_killed_fedbio_takes_its_simulator_with_it(small_split, tmp_path):
+    """``kill -9`` of fedbio used to leave NVFlare training on, writing into OUT.running, where
+    the next run to the same OUT then read the orphans' rounds as its own."""
+    out = tmp_path / "run"
+    proc = _cli(["run", "--mode", "fedavg", "--model", "composition", "--epochs", "400", "--rounds",
+                 "200", "--split", str(small_split), "--out", str(out)], tmp_path)
+    progress = tmp_path / "run.running" / "federation" / "progress"
+    deadline = time.monotonic() + 240
+    while not (progress.is_dir() and any(progress.glob("*.json"))):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the sites never started"
+        time.sleep(0.2)
+    mark = str(tmp_path / "run.running")
+    assert run_processes(mark)
+    proc.kill()
+    proc.communicate()
+    deadline = time.monotonic() + 10
+    while [p for p in run_processes(mark) if p.status() != psutil.STATUS_ZOMBIE]:
+        assert time.monotonic() < deadline, "the run outlived the fedbio that started it"
+        time.sleep(0.2)
+    # the next run to the same folder keeps the killed one's files aside and runs clean
+    again = _cli(["run", "--mode", "fedavg", "--model", "composition", "--epochs", "2", "--rounds", "2",
+                  "--split", str(small_split), "--out", str(out)], tmp_path)
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert "moved it to" in err and (tmp_path / "run.failed" / "federation").is_dir()
+    assert json.loads((out / "metrics.json").read_text())["federation"]["rounds"] == 2

@@ -305,9 +305,12 @@ def test_split_writes_only_what_run_reads(tmp_path):
     ("alpha", float("inf"), "--alpha must be a finite number > 0"),
     ("alpha", float("nan"), "--alpha must be a finite number > 0"),
     ("alpha", 0.0, "--alpha must be a finite number > 0"),
-    ("valid_fraction", 1.0, "--valid-fraction must be a finite number >= 0 and < 1"),
-    ("valid_fraction", float("nan"), "--valid-fraction must be a finite number >= 0 and < 1"),
-    ("valid_fraction", -0.1, "--valid-fraction must be a finite number >= 0 and < 1"),
+    ("valid_fraction", 1.0, "--valid-fraction must be a finite number > 0 and < 1"),
+    ("valid_fraction", float("nan"), "--valid-fraction must be a finite number > 0 and < 1"),
+    ("valid_fraction", -0.1, "--valid-fraction must be a finite number > 0 and < 1"),
+    # 0 wrote empty valid.csv files that run then refused: every site needs validation records
+    ("valid_fraction", 0.0, "--valid-fraction must be a finite number > 0 and < 1, not 0.0 "
+                            "(every site needs validation records"),
     ("min_site_size", -1, "--min-site-size must be a whole number >= 0"),
     ("min_site_size", 1.5, "--min-site-size must be a whole number >= 0"),
     ("seed", -5, "--seed must be a whole number from 0 to 4294967295"),
@@ -399,3 +402,77 @@ def test_cli_split_refuses_a_negative_seed_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == "fedbio: error: --seed must be a whole number from 0 to 4294967295, not -5\n"
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. class labels that are a missing value or carry quotes; paths that lead nowhere
+
+
+@pytest.mark.parametrize("na", ["-", "?"])
+def test_dash_and_question_mark_are_missing_class_labels(tmp_path, na):
+    csv_path = _write(tmp_path, "na.csv", f"id,sequences,labels\nP1,MKV,Nucleus\nP2,MKL,{na}\n")
+    _refused(csv_path, 3, f"record 'P2': label {na!r} is a missing value; give every record a class")
+    fasta = _write(tmp_path, "na.fasta", f">P1 TARGET=Nucleus SET=train\nMKV\n>P2 TARGET={na}\nMKL\n")
+    _refused(fasta, 3, f"label {na!r} is a missing value")
+    _refused(_write(tmp_path, "v.csv", f"sequences,labels\nMKV,1.5\nMKL,{na}\n"), 3,
+             "is not a number", kind="value")          # a value: refused as not a number
+    assert read_records(csv_path, labelled=False)[1].label is None   # prediction input: ignored
+
+
+@pytest.mark.parametrize("name, text, label", [
+    ("dq.fasta", '>P1 TARGET=Nucleus SET=train\nMKV\n>P2 TARGET="Cell_membrane" SET=train\nMKL\n',
+     '"Cell_membrane"'),
+    ("sq.fasta", ">P1 TARGET=Nucleus SET=train\nMKV\n>P2 TARGET='Nucleus' SET=train\nMKL\n",
+     "'Nucleus'"),
+    ("smart.fasta", ">P1 TARGET=Nucleus\nMKV\n>P2 TARGET=\u201cNucleus\u201d\nMKL\n",
+     "\u201cNucleus\u201d"),
+    ("dq.csv", 'sequences,labels\nMKV,Nucleus\nMKL,"""Nucleus"""\n', '"Nucleus"'),   # csv-quoted
+    ("sq.csv", "sequences,labels\nMKV,Nucleus\nMKL,'Nucleus'\n", "'Nucleus'"),
+])
+def test_a_class_label_in_quotes_is_refused(tmp_path, name, text, label):
+    path = _write(tmp_path, name, text)
+    _refused(path, 3, f"label {label!r} holds a quote character")
+    _refused(path, 3, "write the label without quotes")
+    assert len(read_records(path, labelled=False)) == 2   # prediction input: labels not read
+
+
+def test_missing_path_and_symbolic_links_that_lead_nowhere(tmp_path):
+    _refused(tmp_path / "missing.fasta", None, "file not found; check the path")
+    dangling = tmp_path / "dangling.fasta"
+    dangling.symlink_to(tmp_path / "gone.fasta")
+    _refused(dangling, None, f"is a symbolic link that leads nowhere ({tmp_path / 'gone.fasta'} "
+             "does not exist); point it at the file")
+    loop = tmp_path / "loop.fasta"
+    loop.symlink_to(loop)
+    _refused(loop, None, "is a symbolic link that loops")
+
+
+@pytest.mark.parametrize("name, text, line, fix", [
+    ("conflict.fasta", ">P1 TARGET=A SET=train\nMKV\n>P2 TARGET=B SET=train\nMKV\n", 3,
+     "keep one label per sequence (drop or relabel one record)"),
+    ("dup.csv", "id,sequences,labels\nP1,MKV,A\nP1,MKL,A\n", 3, "give each record its own id"),
+    ("notarget.fasta", ">P1 SET=train\nMKV\n", 1, "add its label (e.g. TARGET=Nucleus)"),
+    ("empty_seq.fasta", ">P1 TARGET=A\n>P2 TARGET=A\nMKV\n", 1, "or drop the record"),
+    ("letters.csv", "sequences,labels\nMK1,A\n", 2, "fix the sequence or drop the record"),
+    ("badset.fasta", ">P1 TARGET=A SET=holdout\nMKV\n", 1, "write one of train, val, test"),
+    ("header.csv", "name,value\nx,1\n", 1, "the first row names the columns"),
+    ("csv_named.fasta", "sequences,labels\nMKV,A\n", 1, "or name a CSV file .csv"),
+    ("empty.csv", "\n\n", None, "give a FASTA or CSV file that holds records"),
+    ("header_only.csv", "id,sequences,labels\n", None, "add records or give another file"),
+])
+def test_every_message_says_what_to_do(tmp_path, name, text, line, fix):
+    _refused(_write(tmp_path, name, text), line, fix)
+
+
+def test_a_label_outside_the_class_list_says_what_to_do(tmp_path):
+    path = _write(tmp_path, "h.fasta", ">H1 TARGET=Golgi\nMKV\n")
+    _refused(path, 1, "fix the label or drop the record", classes=["Nucleus"])
+
+
+def test_pool_original_without_sets_names_the_fasta(tmp_path):
+    path = _write(tmp_path, "noset.fasta", ">P1 TARGET=A\nMKV\n>P2 TARGET=B\nMKL\n")
+    with pytest.raises(DataError) as err:
+        make_split(path, SplitConfig(sites=1, min_site_size=1))
+    assert str(err.value).startswith(f"{path}: pool 'original' needs records with SET=train and "
+                                     "SET=test in the file (found 0 train, 0 test); give the "
+                                     "records SET= fields, or use --pool random")

@@ -43,6 +43,7 @@ def test_success_renames_running_to_out(tmp_path):
         (work / "config.json").write_text("{}")
     assert (out / "config.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]     # no lock, no tmp, no running
+    assert sorted(p.name for p in out.iterdir()) == [".fedbio.json", "config.json"]
 
 
 def test_a_failure_keeps_what_was_written_in_failed(tmp_path):
@@ -64,8 +65,8 @@ def test_a_failure_keeps_what_was_written_in_failed(tmp_path):
 
 def test_overwrite_replaces_only_once_the_new_output_is_complete(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "config.json").write_text("old")
+    with output_dir(out) as work:
+        (work / "config.json").write_text("old")
     with pytest.raises(FedbioError, match="--overwrite"):
         with output_dir(out):
             pass
@@ -80,13 +81,33 @@ def test_overwrite_replaces_only_once_the_new_output_is_complete(tmp_path):
 
 
 def test_overwrite_replaces_only_what_fedbio_wrote(tmp_path):
+    """A folder that merely holds a config.json is not a run: ``--overwrite`` deleted it."""
     out = tmp_path / "home"
     out.mkdir()
+    (out / "config.json").write_text('{"name": "my web app"}')
     (out / "thesis.tex").write_text("years of work")
-    with pytest.raises(FedbioError, match="not a fedbio run folder"):
+    with pytest.raises(FedbioError, match="not a folder fedbio wrote"):
         with output_dir(out, overwrite=True, kind="run"):
             pass
     assert (out / "thesis.tex").read_text() == "years of work"
+
+
+def test_overwrite_never_deletes_what_a_user_added_or_another_kind(tmp_path):
+    out = tmp_path / "run"
+    with output_dir(out, kind="run") as work:
+        (work / "config.json").write_text("{}")
+    (out / "my notes.txt").write_text("ideas")
+    with pytest.raises(FedbioError, match="holds my notes.txt, which fedbio did not write"):
+        with output_dir(out, overwrite=True, kind="run"):
+            pass
+    (out / "my notes.txt").unlink()
+    with pytest.raises(FedbioError, match="holds a fedbio run, not a split"):
+        with output_dir(out, overwrite=True, kind="split"):
+            pass
+    with output_dir(out, overwrite=True, kind="run") as work:
+        (work / "config.json").write_text('{"new": 1}')
+    assert (out / "config.json").read_text() == '{"new": 1}'
+    assert (out / ".fedbio.json").is_file()
 
 
 def test_a_second_writer_fails_at_once(tmp_path):

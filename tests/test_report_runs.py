@@ -43,8 +43,13 @@ def _edit_a_sequence(folder: Path) -> None:
 
 
 def _add_class(folder: Path) -> None:
+    """Every Peroxisome record relabelled Imaginary: another class list (a class listed in
+    classes.json without records is refused)."""
+    for path in folder.rglob("*.csv"):
+        path.write_text(path.read_text().replace(",Peroxisome\n", ",Imaginary\n"))
     path = folder / "classes.json"
-    path.write_text(json.dumps([*json.loads(path.read_text()), "Imaginary"]))
+    path.write_text(json.dumps(["Imaginary" if c == "Peroxisome" else c
+                                for c in json.loads(path.read_text())]))
 
 
 def _regression_split(folder: Path) -> Path:
@@ -113,7 +118,7 @@ def test_cli_report_on_local_central_fedavg_then_refuses_to_replace_it(runs, tmp
     out = tmp_path / "report"
     assert main(["report", *map(str, folders), "--out", str(out), "--n-boot", "100"]) == 0
     printed = capsys.readouterr().out
-    written = sorted(p.name for p in out.iterdir())
+    written = sorted(p.name for p in out.iterdir() if p.name != ".fedbio.json")
     assert written == sorted(["results.md", "results.csv", "curves.png", "confusion.png", "per_class.png"])
     assert f"wrote {out}/ (" in printed and all(name in printed for name in written)
     text = (out / "results.md").read_text()
@@ -146,7 +151,8 @@ def test_federated_curves_are_plotted_per_round_beside_the_epoch_curves(runs):
 
 def test_seed_table_over_seeds(runs):
     table = seed_table(collect([runs.local0, runs.local1, runs.central0]), n_boot=100)
-    assert list(table.index) == ["site-1", "site-2", "site-3", "average"]
+    assert list(table.index) == ["site-1", "site-2", "site-3", "average", "delivered"]
+    assert table.loc["delivered", "composition · local"] == "—"  # a local run delivers no model
     cell = table.loc["average", "composition · local"]
     mean = float(cell.split(" ± ")[0])
     lo, hi = (float(v) for v in cell.split("[")[1].rstrip("]").split(", "))
@@ -156,16 +162,29 @@ def test_seed_table_over_seeds(runs):
         100 * central, abs=0.06)
 
 
+def test_federated_rows_are_the_sites_own_models_and_the_delivered_one(runs):
+    """The demo's table and the report disagreed: the report showed the delivered global model
+    in every federated site's row. Each site keeps its final model's test predictions."""
+    m = json.loads((runs.fedavg0 / "metrics.json").read_text())
+    table = seed_table(collect([runs.fedavg0]), n_boot=100)
+    for site in ("site-1", "site-2", "site-3"):
+        assert (runs.fedavg0 / "sites" / site / "test_predictions.csv").is_file()
+        cell = float(table.loc[site, "composition · fedavg"].split(" [")[0])
+        assert cell == pytest.approx(100 * m["per_site"][site]["test"]["accuracy"], abs=0.06)
+    delivered = float(table.loc["delivered", "composition · fedavg"].split(" [")[0])
+    assert delivered == pytest.approx(100 * m["test"]["accuracy"], abs=0.06)
+
+
 def test_write_report_returns_the_files_it_wrote(runs, tmp_path):
     out, files = write_report([runs.local0, runs.fedavg0], tmp_path / "r", n_boot=100)
-    assert out == tmp_path / "r" and sorted(files) == sorted(p.name for p in out.iterdir())
+    assert out == tmp_path / "r" and sorted(files) == sorted(p.name for p in out.iterdir() if p.name != ".fedbio.json")
 
 
 def test_regression_runs_table_rmse(runs, tmp_path, capsys):
     out = tmp_path / "reg"
     assert main(["report", str(runs.reg_local), str(runs.reg_central), "--out", str(out),
                  "--n-boot", "100"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "results.csv", "results.md"]
+    assert sorted(p.name for p in out.iterdir() if p.name != ".fedbio.json") == ["curves.png", "results.csv", "results.md"]
     text = (out / "results.md").read_text()
     assert "RMSE" in text and "accuracy" not in text
     rmse = json.loads((runs.reg_central / "metrics.json").read_text())["test"]["rmse"]
@@ -290,7 +309,8 @@ def test_task_types_never_mix(runs, tmp_path, capsys):
     assert f"{runs.local0} is a classification run but {runs.reg_local} a regression run" in err
 
 
-MIXED = {"classes": ("other_classes", "differ in class lists (only the second has Imaginary)"),
+MIXED = {"classes": ("other_classes", "differ in class lists (only the first has Peroxisome; only "
+                                      "the second has Imaginary)"),
          "same seed, other data": ("other_data", "both have seed 0 but were made from different "
                                    "split files (site-1/train.csv differ)"),
          "sites": ("other_sites", "differ in sites (site-1, site-2, site-3 vs site-1, site-2, site-4)")}

@@ -117,8 +117,11 @@ def test_existing_out_refused_unless_overwrite(tmp_path, capsys):
     assert main(args) == 2
     assert "not empty" in capsys.readouterr().err
     assert (out / "keep.txt").exists()
+    assert main([*args, "--overwrite"]) == 2          # it would delete keep.txt
+    assert "keep.txt, which fedbio did not write" in capsys.readouterr().err
+    (out / "keep.txt").unlink()
     assert main([*args, "--overwrite"]) == 0          # a split folder is replaced, whole
-    assert not (out / "keep.txt").exists() and (out / "summary.json").exists()
+    assert (out / "summary.json").exists()
 
 
 def test_overwrite_never_replaces_a_folder_fedbio_did_not_write(tmp_path, capsys):
@@ -126,5 +129,41 @@ def test_overwrite_never_replaces_a_folder_fedbio_did_not_write(tmp_path, capsys
     out.mkdir()
     (out / "keep.txt").write_text("x")
     assert main(["split", "--fasta", str(SCL), "--out", str(out), "--overwrite"]) == 2
-    assert "not a fedbio split folder" in capsys.readouterr().err
+    assert "not a folder fedbio wrote" in capsys.readouterr().err
     assert (out / "keep.txt").exists()
+
+
+def test_min_site_size_counts_training_records_after_the_validation_slice(tmp_path, capsys):
+    with pytest.raises(FedbioError) as err:   # 0.99 once left sites 3-7 training records
+        make_split(SCL, SplitConfig(valid_fraction=0.99, min_site_size=20))
+    assert str(err.value).startswith("1678 training records cannot give 3 sites at least 20 "
+                                     "training records each once --valid-fraction 0.99 takes")
+    assert "lower --valid-fraction or --min-site-size" in str(err.value)
+    assert main(["split", "--fasta", str(SCL), "--valid-fraction", "0.99",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "lower --valid-fraction or --min-site-size" in capsys.readouterr().err
+    for seed in range(3):   # size skew: small sites, half their records for validation
+        split = make_split(SCL, SplitConfig(partition="quantity", alpha=1.0, sites=5,
+                                            valid_fraction=0.5, min_site_size=100, seed=seed))
+        assert min(len(s["train"]) for s in split.sites.values()) >= 100
+
+
+def test_smallest_site_is_the_least_size_that_keeps_min_site_size():
+    from fedbio.split import n_valid, smallest_site
+
+    for frac in (0.05, 0.1, 0.3, 0.5, 0.9, 0.99):
+        for m in (0, 1, 2, 20, 150):
+            least = smallest_site(m, frac)
+            assert least - n_valid(least, frac) >= m
+            assert least == 0 or least - 1 - n_valid(least - 1, frac) < m
+    assert smallest_site(20, 0.1) == 22
+
+
+def test_summary_says_how_validation_records_are_chosen(tmp_path):
+    from fedbio.split import write_split
+
+    folder = write_split(make_split(SCL, SplitConfig(valid_fraction=0.15)), tmp_path / "s",
+                         plot=False)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["validation"] == ("a random 15% of each site's training records "
+                                     "(--valid-fraction); the file's VALIDATION flags are not used")

@@ -15,7 +15,8 @@ import pytest
 
 from fedbio.errors import FedbioError
 from fedbio.federation.config import FedConfig
-from fedbio.federation.watch import RUN_ENV, run_processes, run_watched
+from fedbio.federation.watch import run_watched
+from fedbio.processes import RUN_ENV, run_processes
 
 
 def _python(code: str) -> list[str]:

@@ -15,6 +15,8 @@ from nvflare.app_common.workflows.model_controller import ModelController
 
 from fedbio.federation.server import NO_ANSWER, Reply, RunStopped, Server, ServerSettings
 
+TASK_CHECK_PERIOD = 0.05  # seconds
+
 
 class FedbioController(ModelController):
     """Every constructor argument is plain data kept as a same-named attribute: NVFlare's job
@@ -26,7 +28,8 @@ class FedbioController(ModelController):
                  task_timeout: int = 0, key_metric: str = "accuracy", higher_is_better: bool = True,
                  feature_stats: bool = False, label_stats: bool = False):
         # Results with an error return code are dropped, never fatal: Server decides with min_clients.
-        super().__init__(persistor_id="", ignore_result_error=True)
+        # Replies are looked for every TASK_CHECK_PERIOD s (NVFlare's default, 0.5 s, idles every task).
+        super().__init__(persistor_id="", ignore_result_error=True, task_check_period=TASK_CHECK_PERIOD)
         self.run_dir = run_dir
         self.algorithm = algorithm
         self.num_rounds = num_rounds

@@ -4,9 +4,10 @@
     recipe.run(simulator(run_dir, sites))
 
 One client per site, ``num_threads`` = number of sites (fewer would restart a worker per
-client-round), the workspace inside the run folder, and a log config that keeps the console at
-WARNING while every site's full log lands in ``RUN/nvflare/<job>/<site>/``. This module and
-``controller.py`` / ``client.py`` / ``filters.py`` are the only places in fedbio that import NVFlare.
+client-round), the workspace inside the run folder, every site's full log in
+``RUN/nvflare/<job>/<site>/`` and the simulator's own console output in ``RUN/nvflare/console.txt``.
+This module and ``controller.py`` / ``client.py`` / ``filters.py`` / ``simulate.py`` are the only
+places in fedbio that import NVFlare.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from fedbio.federation.server import ServerSettings
 
 CLIENT_SCRIPT = Path(__file__).resolve().parent / "client.py"
 JOB_NAME = "fedbio"
-TASK_REQUEST_INTERVAL = 0.2  # seconds
+TASK_REQUEST_INTERVAL = 0.1  # seconds
 TASKS = ("stats", "train", "validate")  # what the controller asks of sites (see server.py)
 
 
@@ -98,7 +99,7 @@ class WatchedSimEnv(SimEnv):
                                timeout=sim_timeout(self.fed), retries=self.fed.sim_retries,
                                grace=self.fed.sim_grace, on_progress=self.on_progress, env=env,
                                cwd=self.run_dir, mark=str(self.run_dir), on_stall=self._keep_state,
-                               timeline=timeline)
+                               timeline=timeline, console=self.run_dir / "nvflare" / "console.txt")
         finally:  # where the simulator's time went, kept with the run (failed or not)
             (fed_dir / "simulator.json").write_text(json.dumps(timeline, indent=1) + "\n")
         self.last_run_failed = code != 0

@@ -1,4 +1,9 @@
-"""Logging for the simulator: quiet console (WARNING), complete files per site.
+"""Logging for the simulator: a silent console (CRITICAL only), complete files per site.
+
+fedbio says what a run is doing itself (a line per round, per site and epoch now and then) and,
+when a run fails, one error line that names the folder holding these logs (``error.txt`` quotes
+their last lines); NVFlare's own warnings and errors would interleave with that, so they go to
+the files only.
 
 ``LOG_CONFIG`` is a ``logging.config.dictConfig`` dict that NVFlare applies in each of its
 processes; file names are relative to each site's folder in ``RUN/nvflare/<job>/``.
@@ -28,7 +33,7 @@ LOG_CONFIG = {
     },
     "filters": {"quiet": {"()": "fedbio.federation.logs.ConsoleFilter"}},
     "handlers": {
-        "consoleHandler": {"class": "logging.StreamHandler", "level": "WARNING", "formatter": "console",
+        "consoleHandler": {"class": "logging.StreamHandler", "level": "CRITICAL", "formatter": "console",
                            "filters": ["quiet"], "stream": "ext://sys.stdout"},
         "logFileHandler": {"class": "logging.FileHandler", "level": "DEBUG", "formatter": "base",
                            "filename": "log.txt", "mode": "a"},

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -61,6 +62,16 @@ def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path) -> 
                    "slow_seconds": fed.slow_seconds, "die": list(fed.die_sites)},
         "private": list(private_prefixes(fed.private_heads, task.task_type)),
     }
+
+
+def check_simulator_paths(out: str | Path) -> None:
+    """NVFlare's simulator joins its worker command lines into one string and splits it at
+    spaces, so a run folder (or a Python) whose path holds one breaks every site; refused here."""
+    for path, what in ((os.path.abspath(out), f"--out {out}"), (sys.executable, f"python {sys.executable}")):
+        if any(c.isspace() for c in str(path)):
+            raise FedbioError(f"{what}: NVFlare's simulator splits its command lines at spaces, so a "
+                              "federated run cannot use a path that holds one; choose a path without "
+                              "spaces")
 
 
 def check_federation(cfg: RunConfig, fed: FedConfig) -> None:
@@ -203,12 +214,14 @@ class FederationProgress:
 def simulator_phases(path: Path) -> dict | None:
     """Where the simulator's time went (seconds), from the watchdog's ``simulator.json``:
     ``start_up`` (process start to the first local epoch a site finished), ``federation`` (from
-    there to the server's ``done.json``), ``shutdown`` (from there until every process was gone)."""
+    there to the server's ``done.json``), ``shutdown`` (from there until every process was gone),
+    and the CPU seconds each process used (``simulator``, ``site-N``)."""
     try:
         t = json.loads(path.read_text())
         first = t.get("first_progress", t["done"])
         return {"start_up": round(first - t["started"], 2), "federation": round(t["done"] - first, 2),
-                "shutdown": round(t["ended"] - t["done"], 2), "attempts": t["attempts"]}
+                "shutdown": round(t["ended"] - t["done"], 2), "attempts": t["attempts"],
+                "cpu_seconds": t.get("cpu_seconds")}
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -391,6 +404,8 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         cfg = replace(cfg, data=replace(cfg.data, split=os.path.abspath(cfg.data.split)))
     check_run(cfg)
     check_federation(cfg, fed)
+    if engine == "nvflare":
+        check_simulator_paths(out)
     inputs = read_inputs(cfg)
     fed.validate(inputs.n_sites)
     start = time.time()

@@ -22,7 +22,7 @@ from fedbio.config import DataConfig, ModelConfig, TrainConfig, from_dict
 from fedbio.data import read_records
 from fedbio.errors import TrainingDiverged
 from fedbio.learner import Learner
-from fedbio.tasks import LabelCodec, own_tests, task_statistics
+from fedbio.tasks import LabelCodec, own_tests, task_statistics, trained_tasks
 
 COMMON_CACHE = "common"  # RUN/cache/common: embeddings of the common (public) test sets
 
@@ -172,11 +172,26 @@ class Site:
         if rnd == rounds:  # the site's own model after the last round, scored where it lives
             for part in ("valid", "test", "test_hard"):
                 if part in self.records:
-                    scores = self.learner.score(self.data(part), ci=part != "valid")
+                    scores = (self.learner.score(self.data(part)) if part == "valid"
+                              else self._score_and_keep(part))
                     metrics.update(scalars(scores, f"local_{part}_"))
             if self.spec.get("private"):  # its private head makes it the site's model: kept here
-                self.learner.save(Path(self.spec["run_dir"]) / "sites" / self.name / "model")
+                self.learner.save(Path(self.spec["run_dir"]) / "sites" / self.name / "model",
+                                  trained_tasks(self.records["train"]))
         return self.learner.trainable_state(), metrics, {"curve": curve}
+
+    def _score_and_keep(self, part: str) -> dict:
+        """Scores of the site's model on a common (public) test set, with bootstrap intervals;
+        its per-record predictions stay at the site (``RUN/sites/<site>/<part>_predictions.csv``,
+        what ``fedbio report`` reads for this site's row). Only the scores are sent."""
+        from fedbio.predict import write_predictions
+        from fedbio.trainer import scores_of
+
+        data, codec = self.data(part), self.learner.codec
+        outputs = self.learner.outputs(data)
+        folder = Path(self.spec["run_dir"]) / "sites" / self.name
+        write_predictions(folder / f"{part}_predictions.csv", self.records[part], outputs, codec, truth=True)
+        return scores_of(data.y.numpy(), outputs, codec.task_type, codec, ci=True)
 
     def _faults(self, rnd: int) -> None:
         """Test hooks (``FedConfig.fail_sites``, ``slow_sites``, ``die_sites``)."""

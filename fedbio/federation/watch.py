@@ -33,11 +33,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fedbio.errors import FedbioError
+from fedbio.processes import RUN_ENV, end_processes
 
 POLL = 0.2          # seconds between looks at the child and the watched files
 GRACE = 1.0         # seconds NVFlare may take to exit once the job's end (done.json) is written
 TAIL_LINES = 12
-RUN_ENV = "FEDBIO_RUN"            # the run folder, in the environment of every process of a run
 STACK_DIR_ENV = "FEDBIO_STACK_DIR"
 
 
@@ -54,79 +54,6 @@ def install_stack_dump() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     handle = open(folder / f"stacks-{os.getpid()}.txt", "w")  # noqa: SIM115 - lives with the process
     faulthandler.register(signal.SIGUSR1, file=handle, all_threads=True)
-
-
-def run_processes(mark: str, root: int | None = None) -> list:
-    """Every live process of the run ``mark`` (``FEDBIO_RUN`` in its environment) or below ``root``,
-    never this process or its ancestors."""
-    import psutil
-
-    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
-    found = {}
-    if root is not None:
-        try:
-            top = psutil.Process(root)
-            for proc in [top, *top.children(recursive=True)]:
-                found[proc.pid] = proc
-        except psutil.NoSuchProcess:
-            pass
-    for proc in psutil.process_iter(["environ"], ad_value=None):
-        env = proc.info.get("environ") or {}
-        if env.get(RUN_ENV) == mark:
-            found.setdefault(proc.pid, proc)
-    return [p for pid, p in found.items() if pid not in mine]
-
-
-def end_processes(mark: str, root: int | None = None, dump: bool = False, wait: float = 5.0) -> int:
-    """End every process of the run: optionally ask for stack dumps first, then SIGKILL, and wait
-    until they are gone (their parents reap them). Returns how many were ended."""
-    import psutil
-
-    procs = run_processes(mark, root)
-    if dump and hasattr(signal, "SIGUSR1") and procs:
-        for proc in procs:
-            try:
-                proc.send_signal(signal.SIGUSR1)
-            except psutil.Error:
-                pass
-        time.sleep(1.0)
-    ended = 0
-    for _ in range(3):  # a process may start another while the first are being ended
-        for proc in procs:
-            try:
-                proc.kill()
-                ended += 1
-            except psutil.Error:
-                pass
-        _wait_gone(procs, wait)
-        procs = [p for p in run_processes(mark, root) if _alive(p)]
-        if not procs:
-            break
-    return ended
-
-
-def _alive(proc) -> bool:
-    """Running, and not a zombie (an ended process whose parent has not reaped it yet)."""
-    import psutil
-
-    try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _wait_gone(procs: list, wait: float) -> None:
-    import psutil
-
-    deadline = time.monotonic() + wait
-    for proc in procs:  # reap our own children (the simulator); others are their parents' to reap
-        try:
-            if proc.ppid() == os.getpid():
-                os.waitpid(proc.pid, os.WNOHANG)
-        except (OSError, psutil.Error):
-            pass
-    while any(_alive(p) for p in procs) and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def log_tails(workspace: Path, lines: int = TAIL_LINES) -> str:
@@ -161,7 +88,8 @@ def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, prog
                 timeout: float = 0, retries: int = 1, grace: float = GRACE, say=print,
                 on_progress: Callable[[Path], None] | None = None, env: dict | None = None,
                 cwd: str | Path | None = None, mark: str | None = None,
-                on_stall: Callable[[Path], None] | None = None, timeline: dict | None = None) -> int:
+                on_stall: Callable[[Path], None] | None = None, timeline: dict | None = None,
+                console: str | Path | None = None) -> int:
     """Run ``cmd`` (the simulator) until the job ends; return its exit code (0 when it was ended
     after ``done`` appeared).
 
@@ -170,8 +98,11 @@ def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, prog
     ``timeout``: seconds of silence before a stall (0: none); ``mark``: the ``FEDBIO_RUN`` value
     (default: the workspace), ``on_stall(kept)``: called with a stalled attempt's kept workspace
     before the next attempt. ``timeline`` receives wall-clock times (``time.time()``) of the last
-    attempt: ``started``, ``first_progress``, ``done`` (seen), ``ended`` (every process gone) and
-    ``attempts``. Raises FedbioError when every attempt stalled.
+    attempt: ``started``, ``first_progress``, ``done`` (seen), ``ended`` (every process gone),
+    ``attempts``, and ``cpu_seconds`` by process role (see ``cpu_seconds``; a process that ended
+    on its own before the job did is not counted). ``console``: a file that receives the child's
+    stdout and stderr (appended), so nothing of NVFlare's reaches the user's terminal.
+    Raises FedbioError when every attempt stalled.
     """
     timeline = {} if timeline is None else timeline
     workspace, done = Path(workspace), Path(done)
@@ -183,8 +114,13 @@ def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, prog
                      STACK_DIR_ENV: str(workspace.parent / "stacks")}
         timeline.clear()
         timeline.update(attempts=attempt + 1, started=time.time())
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True, env=child_env,
-                                cwd=cwd)
+        out = open(console, "ab") if console else None  # noqa: SIM115 - closed below
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True, env=child_env,
+                                    cwd=cwd, stdout=out, stderr=subprocess.STDOUT if out else None)
+        finally:
+            if out is not None:
+                out.close()  # the child holds its own copy
         stalled = False
         try:
             last, finished_at = time.monotonic(), None
@@ -202,6 +138,9 @@ def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, prog
                             on_progress(path)
                 if code is not None:
                     return code
+                if cwd is not None and not Path(cwd).is_dir():
+                    raise FedbioError(f"{cwd} was deleted while the run went on; its processes "
+                                      "were ended")
                 if done.is_file():
                     finished_at = finished_at or now
                     timeline.setdefault("done", time.time())
@@ -212,7 +151,8 @@ def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, prog
                     break
                 time.sleep(POLL)
         finally:
-            end_processes(mark, proc.pid, dump=stalled)
+            timeline["cpu_seconds"] = {}
+            end_processes(mark, proc.pid, dump=stalled, cpu=timeline["cpu_seconds"])
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

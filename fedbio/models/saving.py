@@ -127,6 +127,13 @@ def _not_a_model(folder: Path) -> FedbioError:
     """Why ``folder`` (which exists) is not a saved fedbio model, with the likely mix-up."""
     if (folder / "model" / META_FILE).is_file():
         return FedbioError(f"{folder}: a run folder, not a model folder; give {folder / 'model'}")
+    sites = sorted(p.parent.parent.name for p in folder.glob(f"*/model/{META_FILE}"))
+    if sites:  # a local run: one model per site
+        return FedbioError(f"{folder}: a local run folder, whose models are its sites'; give one of "
+                           f"them, e.g. {folder / sites[0] / 'model'}")
+    if (folder / "metrics.json").is_file():
+        return FedbioError(f"{folder}: a run folder without a model of its own (heads stay at the "
+                           f"sites: see {folder / 'sites'}); give a folder that holds {META_FILE}")
     if (folder / "config.json").is_file():
         return FedbioError(f"{folder}: an encoder checkpoint, not a trained fedbio model (no "
                            f"{META_FILE}); train one with `fedbio run --model {folder}`")
