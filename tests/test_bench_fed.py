@@ -119,7 +119,8 @@ def test_bench_fed_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
 
     comp = sim["composition"]
     assert positive_finite(comp["own_exit_s"])
-    assert set(comp["phases"]) == {"before_after", "start_up", "federation", "shutdown"}
+    assert set(comp["phases"]) == {"before_after", "start_up", "federation", "shutdown", "cpu_seconds"}
+    assert set(comp["phases"]["cpu_seconds"]) == {"simulator", "site-1", "site-2", "site-3"}
     assert comp["phases"]["shutdown"] < 10 and comp["own_exit_s"] > comp["nvflare_s"] - 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-fed.json"]  # the work is gone
 

@@ -50,7 +50,7 @@ def test_a_slow_site_is_waited_for_to_the_end(small_split, tmp_path):
 
 def test_a_site_whose_process_dies_is_dropped_and_the_run_goes_on(small_split, tmp_path):
     out = tmp_path / "dead"
-    fed = FedConfig(rounds=2, min_clients=2, task_timeout=10, die_sites=("site-3",), sim_timeout=120)
+    fed = FedConfig(rounds=2, min_clients=2, task_timeout=20, die_sites=("site-3",), sim_timeout=120)
     m = run_federated(composition(small_split), fed, out, progress=False)
     assert all(r["ok"] == ["site-1", "site-2"] for r in m["rounds"][1:])
     assert "site-3" in m["federation"]["failed_sites"]
@@ -113,14 +113,19 @@ def test_a_signal_ends_every_process_and_keeps_the_run(small_split, tmp_path, si
     assert list((tmp_path / "run.failed" / "nvflare").rglob("log.txt"))  # the logs stay
 
 
-def test_a_long_run_path_works(small_split, tmp_path):
+def test_a_long_run_path_works_and_says_how_it_goes(small_split, tmp_path, capsys):
     """NVFlare's temporary files go to RUN/tmp, and its simulator binds a Unix socket there;
-    a socket path may not exceed ~100 bytes, which a user's run folder easily does."""
+    a socket path may not exceed ~100 bytes, which a user's run folder easily does. A run in a
+    log (not a terminal) used to say nothing between "federating…" and its end."""
     out = tmp_path / ("a_long_folder_name_" * 8) / "run"
     assert len(str(out)) > 200
-    m = run_federated(composition(small_split, epochs=2), FedConfig(rounds=2), out, progress=False)
+    m = run_federated(composition(small_split, epochs=2), FedConfig(rounds=2), out, progress=True)
     assert m["test"]["n"] == 60 and (out / "model" / "model.safetensors").is_file()
     assert not (out / "tmp").exists() and not leftovers(out)
+    said = capsys.readouterr()
+    assert "round 1/2 done" in said.err and "round 2/2 done" in said.err
+    assert "Traceback" not in said.out + said.err and "WARNING" not in said.out  # NVFlare: console.txt
+    assert (out / "nvflare" / "console.txt").is_file()
 
 
 def test_a_killed_fedbio_takes_its_simulator_with_it(small_split, tmp_path):

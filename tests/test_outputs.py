@@ -241,8 +241,9 @@ def test_nothing_is_written_outside_the_output(tmp_path, small_split):
     index = (ROOT / ".git" / "index").stat().st_mtime_ns if (ROOT / ".git").exists() else None
     for mode in ("local", "fedavg"):
         out = tmp_path / "runs" / mode
+        rounds = ["--rounds", "2"] if mode == "fedavg" else []
         done = subprocess.run([sys.executable, "-m", "fedbio", "run", "--mode", mode, "--model",
-                               "composition", "--epochs", "2", "--rounds", "2", "--split",
+                               "composition", "--epochs", "2", *rounds, "--split",
                                str(small_split), "--out", str(out)], cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
