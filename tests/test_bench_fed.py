@@ -13,9 +13,9 @@ from fedbio import bench_fed
 from fedbio.bench_fed import FedSizes, register
 
 # A sliver of the default split and a tiny checkpoint: every code path (four federated runs,
-# two of them in the NVFlare simulator), in about a minute.
+# three of them in the NVFlare simulator), in about a minute.
 TINY = FedSizes("tiny", sim_fraction=0.05, floor_model="esm2-tiny", floor_fraction=0.01,
-                floor_crop=32, floor_engine="loop", floor_passes=1)
+                floor_crop=32, floor_engine="loop", floor_passes=1, fixed_runs=2)
 
 
 def _parser(register_bench=None) -> argparse.ArgumentParser:
@@ -119,6 +119,9 @@ def test_bench_fed_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
 
     comp = sim["composition"]
     assert positive_finite(comp["own_exit_s"])
+    assert len(comp["nvflare_runs_s"]) == 2 and comp["nvflare_s"] == pytest.approx(max(comp["nvflare_runs_s"]), abs=0.01)
+    ended = sum(sim["tiny"]["phases"]["cpu_seconds"].values())  # the simulator's processes,
+    assert ended > 1 and sim["tiny"]["nvflare_cpu_s"] >= ended     # ended, count in its CPU
     assert set(comp["phases"]) == {"before_after", "start_up", "federation", "shutdown", "cpu_seconds"}
     assert set(comp["phases"]["cpu_seconds"]) == {"simulator", "site-1", "site-2", "site-3"}
     assert comp["phases"]["shutdown"] < 10 and comp["own_exit_s"] > comp["nvflare_s"] - 5

@@ -183,3 +183,43 @@ def test_demo_refuses_a_foreign_non_empty_folder(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     assert main(["demo", "--out", str(tmp_path), "--profile", "quick"]) == 2
     assert "not empty" in capsys.readouterr().err and (tmp_path / "notes.txt").exists()
+
+
+def _regression_fit(y, lr: float, epochs: int = 3, reference: dict | None = None):
+    import torch
+    from torch import nn
+
+    from fedbio.batching import TensorData
+    from fedbio.config import TrainConfig
+    from fedbio.trainer import fit
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    module = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1), nn.Flatten(0))
+    cfg = TrainConfig(lr=lr, batch_size=8, epochs=epochs, grad_clip=0.0)
+    return fit(module, TensorData(x, y), None, cfg, "regression", epochs, tag="central",
+               progress=False, reference=reference)
+
+
+def test_a_diverging_loss_stops_training_naming_where():
+    import torch
+
+    from fedbio.errors import TrainingDiverged
+
+    y, start = torch.randn(64), {}
+    assert len(_regression_fit(y, lr=1e-3, reference=start)) == 3  # a sane rate trains on
+    assert 0.1 < start["loss"] < 10  # where training started, kept across calls (a site's rounds)
+    with pytest.raises(TrainingDiverged, match=r"central, epoch 1 of 3: the training loss rose to "
+                                               r".*times where it started"):
+        _regression_fit(y, lr=50.0, reference=start)
+
+
+def test_a_non_finite_loss_stops_training_at_its_step():
+    import torch
+
+    from fedbio.errors import TrainingDiverged
+
+    y = torch.randn(64)
+    y[5] = float("nan")
+    with pytest.raises(TrainingDiverged, match=r"central, epoch 1 of 3, step \d+: the training loss is nan"):
+        _regression_fit(y, lr=1e-3)

@@ -53,7 +53,7 @@ class FedConfig:
     sim_timeout: int = 0           # seconds without progress before the simulator counts as stalled;
                                    # 0 = $FEDBIO_SIM_TIMEOUT, else no limit
     sim_retries: int = 1           # a stalled simulator is started again this many times
-    sim_grace: float = 1.0         # seconds NVFlare may take to exit after the job's end (done.json)
+    sim_grace: float = 0.5         # seconds NVFlare may take to exit after the job's end (done.json)
     # Fault injection, for tests: sites that raise in local training, sleep ``slow_seconds`` in
     # every round, or whose process exits during its first training round.
     fail_sites: tuple[str, ...] = ()
