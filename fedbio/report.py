@@ -259,7 +259,7 @@ def seed_table(groups: Groups, n_boot: int = 1000, predictions: _Predictions | N
         if all(_delivered_file(d, m) is not None for d, m in runs):
             cells = [predictions.values(d, m, None) for d, m in runs]
             per_seed = np.array([_score(v, score) for _, v in cells])
-            rows.setdefault("delivered", {"# samples": None})[name] = _cell(cells, per_seed, score, n_boot)
+            rows.setdefault("delivered", {"# samples": ""})[name] = _cell(cells, per_seed, score, n_boot)
     if "delivered" in rows:
         rows["delivered"] = {name: rows["delivered"].get(name, "—") for name in ["# samples", *groups]}
     return pd.DataFrame(rows).T

@@ -153,6 +153,8 @@ def test_seed_table_over_seeds(runs):
     table = seed_table(collect([runs.local0, runs.local1, runs.central0]), n_boot=100)
     assert list(table.index) == ["site-1", "site-2", "site-3", "average", "delivered"]
     assert table.loc["delivered", "composition · local"] == "—"  # a local run delivers no model
+    assert table.loc["delivered", "# samples"] == ""  # the delivered model has no site of its own
+    assert "NaN" not in table.to_string() and "None" not in table.to_string()
     cell = table.loc["average", "composition · local"]
     mean = float(cell.split(" ± ")[0])
     lo, hi = (float(v) for v in cell.split("[")[1].rstrip("]").split(", "))
