@@ -11,7 +11,7 @@ RUNS     ?= runs
 # Notebooks in CI run the offline quick profile, whatever weights the machine holds.
 NB_TIMEOUT ?= 600
 # A hung test fails alone (pytest-timeout) instead of holding CI; a stalled NVFlare simulator is
-# stopped and retried once (fedbio.federation.watch).
+# stopped and retried once (fedbio.federation.nvflare.watch).
 TEST_TIMEOUT ?= 1500
 SIM_TIMEOUT  ?= 600
 

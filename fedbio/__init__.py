@@ -1,6 +1,6 @@
 """fedbio: federated fine-tuning of protein language models, from raw data to a results table.
 
-The ML code (``fedbio.data``, ``fedbio.split``, ``fedbio.models``, ``fedbio.train``) is plain
+The ML code (``fedbio.data.records``, ``fedbio.data.split``, ``fedbio.models``, ``fedbio.train``) is plain
 PyTorch and never imports NVFlare; only ``fedbio.federation`` does.
 """
 

@@ -66,7 +66,7 @@ def _add_debug(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_split_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    from fedbio.split import PARTITIONS, POOLS
+    from fedbio.data.split import PARTITIONS, POOLS
 
     p.add_argument("--fasta", required=required, help="biotrainer FASTA (or CSV) to split")
     p.add_argument("--hard", help="a second, separate hard test set (setHARD)")
@@ -82,7 +82,7 @@ def _add_split_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _split_config(args):
-    from fedbio.split import SplitConfig
+    from fedbio.data.split import SplitConfig
 
     return SplitConfig(sites=args.sites, alpha=args.alpha, seed=args.seed, pool=args.pool,
                        partition=args.partition, valid_fraction=args.valid_fraction,
@@ -90,7 +90,7 @@ def _split_config(args):
 
 
 def _device_arguments(p: argparse.ArgumentParser, default: str | None) -> None:
-    """--device, --precision and --trust-remote-code (fedbio.device, fedbio.models.backbone)."""
+    """--device, --precision and --trust-remote-code (fedbio.training.device, fedbio.models.backbone)."""
     keep = "the profile's: auto" if default is None else default
     p.add_argument("--device", default=default,
                    help=f"auto | cpu | cuda | cuda:N (default: {keep})")
@@ -102,7 +102,7 @@ def _device_arguments(p: argparse.ArgumentParser, default: str | None) -> None:
 
 
 def cmd_split(args) -> int:
-    from fedbio.split import make_split, split_table, warn_random_pool, write_split
+    from fedbio.data.split import make_split, split_table, warn_random_pool, write_split
 
     cfg = _split_config(args)
     split = make_split(args.fasta, cfg, hard=args.hard)   # read and checked before anything is written
@@ -115,7 +115,7 @@ def cmd_split(args) -> int:
 
 
 def cmd_data_download(args) -> int:
-    from fedbio.download import download_flip_scl
+    from fedbio.data.download import download_flip_scl
 
     path = download_flip_scl(args.to, overwrite=args.overwrite)
     print(f"wrote {path}")
@@ -129,8 +129,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from fedbio.run import plan, run
-    from fedbio.summary import print_metrics
+    from fedbio.reporting.summary import print_metrics
+    from fedbio.training.run import plan, run
 
     check_applicable(args)
     cfg = plan(task=args.task, mode=args.mode, profile=args.profile, seed=args.seed,
@@ -176,7 +176,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from fedbio.predict import predict_file
+    from fedbio.training.predict import predict_file
 
     n = predict_file(args.model, args.fasta, args.out, overwrite=args.overwrite,
                      device=args.device, precision=args.precision,
@@ -281,7 +281,7 @@ def _version() -> str:
 
 
 def _register_bench(sub) -> None:
-    from fedbio.bench import register
+    from fedbio.bench.cli import register
 
     register(sub)
 
@@ -301,7 +301,7 @@ def _register_report(sub) -> None:
 
 
 def cmd_report(args) -> int:
-    from fedbio.report import write_report
+    from fedbio.reporting.report import write_report
 
     out, files = write_report(args.runs, args.out, n_boot=args.n_boot, overwrite=args.overwrite,
                               allow_mixed=args.allow_mixed)

@@ -1,9 +1,9 @@
 """Configuration: one small dataclass per concern, defaults commented.
 
 ``ModelConfig`` says which network, ``DataConfig`` which data and how sequences are cut,
-``TrainConfig`` how a model is optimised. ``fedbio.split.SplitConfig`` says how data is spread
+``TrainConfig`` how a model is optimised. ``fedbio.data.split.SplitConfig`` says how data is spread
 over sites, and ``fedbio.federation`` adds its own ``FedConfig``. Profiles
-(``fedbio.profiles``) fill these in for a machine.
+(``fedbio.training.profiles``) fill these in for a machine.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ CROP_POLICIES = ("ends", "start")
 class ModelConfig:
     name: str = "esm2-tiny"      # preset name (fedbio.models.PRESETS), a local folder, or "composition"
     backend: str = "hf"          # hf (Hugging Face / PyTorch) | bionemo (BioNeMo container) | auto
-                                 # (bionemo on a CUDA machine with BioNeMo, else hf): fedbio.bionemo.backend
+                                 # (bionemo on a CUDA machine with BioNeMo, else hf): fedbio.backends.bionemo.backend
     tuning: str = "full"         # head: frozen encoder + cached embeddings; lora; full
     head_hidden: int = 256       # BioNeMo's ESM-2nv head: Linear(h, 256) -> ReLU -> Dropout -> Linear
     dropout: float = 0.1
@@ -66,7 +66,7 @@ class TrainConfig:
     bucket_size: int = 0         # length buckets hold batch_size * this many sequences; 0 = 50
     device: str = "auto"         # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
     precision: str = "auto"      # auto (bf16-mixed on a bf16 GPU, else 32) | 32 | bf16-mixed
-                                 # (CUDA only; refused on a CPU): see fedbio.device
+                                 # (CUDA only; refused on a CPU): see fedbio.training.device
 
     def validate(self) -> TrainConfig:
         """Refuse settings that cannot train (a FedbioError naming the option)."""

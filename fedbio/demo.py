@@ -22,7 +22,7 @@ ROUNDS = 4   # FedAvg: 4 rounds x E/4 local epochs, the same budget as local and
 def _table(runs: dict[str, dict[str, dict]]) -> str:
     import pandas as pd
 
-    from fedbio.report import results_table
+    from fedbio.reporting.report import results_table
 
     parts = {name: results_table(r, digits=None) for name, r in runs.items()}  # rounded once, below
     first = next(iter(parts.values()))
@@ -33,7 +33,7 @@ def _table(runs: dict[str, dict[str, dict]]) -> str:
 
 def run_demo(out: str | Path, overwrite: bool = False, profile: str | None = None) -> int:
     """Split, train, print the table; ``out`` holds the split and the cached runs."""
-    from fedbio.profiles import resolve_profile
+    from fedbio.training.profiles import resolve_profile
 
     out = Path(out)
     if not (out / "split" / "summary.json").is_file():  # else an earlier demo: its runs are reused
@@ -44,8 +44,8 @@ def run_demo(out: str | Path, overwrite: bool = False, profile: str | None = Non
 
 
 def _demo(out: Path, prof) -> int:
-    from fedbio.run import cached_run, plan
-    from fedbio.split import SplitConfig, make_split, split_table, write_split
+    from fedbio.data.split import SplitConfig, make_split, split_table, write_split
+    from fedbio.training.run import cached_run, plan
 
     print(f"profile: {prof.name} ({prof.reason})")
     print("\n== 1. Split the shipped DeepLoc data over 3 sites (Dirichlet label skew, alpha 1.0)")

@@ -26,7 +26,7 @@ def write(tmp_path):
 def _cut_small(split) -> None:
     """Each site's first 40 train / 8 valid records, 60 test, 30 hard; every class keeps a
     training record somewhere (a class seen only in the test set is refused, rightly)."""
-    from fedbio.split import restore_classes
+    from fedbio.data.split import restore_classes
 
     full = {name: parts["train"] for name, parts in split.sites.items()}
     for parts in split.sites.values():
@@ -39,7 +39,7 @@ def _cut_small(split) -> None:
 def small_split(tmp_path_factory):
     """A split folder of the shipped data, cut small: ~40 train / 8 valid per site (every class
     trained somewhere), 60 test, 30 hard."""
-    from fedbio.split import SplitConfig, make_split, write_split
+    from fedbio.data.split import SplitConfig, make_split, write_split
 
     split = make_split(SCL, SplitConfig(seed=0), hard=HARD)
     _cut_small(split)

@@ -1,4 +1,4 @@
-"""fedbio.antibody: real counts, antibodies held out across all tasks, real skew, same bytes."""
+"""fedbio.data.antibody: real counts, antibodies held out across all tasks, real skew, same bytes."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from fedbio import antibody as ab
-from fedbio.data import read_records
+from fedbio.data import antibody as ab
+from fedbio.data.records import read_records
+from fedbio.data.split import js_divergence
 from fedbio.errors import DataError, FedbioError
-from fedbio.split import js_divergence
 
 DATA = ROOT / "data" / "antibody"
 JAIN_TASKS = ["thermostability", "expression", "aggregation", "polyreactivity", "immunogenicity"]

@@ -10,8 +10,9 @@ import pytest
 import torch
 from conftest import positive_finite
 
-from fedbio import bench
-from fedbio.bench import Sizes, register
+from fedbio.bench import train as bench
+from fedbio.bench.cli import register
+from fedbio.bench.train import Sizes
 
 # Tiny models and a handful of sequences: every code path of the benchmark, in seconds.
 TINY = Sizes("tiny", pad_seqs=8, pad_seqs_long=8, pad_batch_long=4, pad_rounds=2,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import positive_finite
 
-from fedbio import bench_fed
-from fedbio.bench_fed import FedSizes, register
+from fedbio.bench import fed as bench_fed
+from fedbio.bench.fed import FedSizes, register
 
 # A sliver of the default split and a tiny checkpoint: every code path (four federated runs,
 # three of them in the NVFlare simulator), in about a minute.
@@ -41,17 +41,17 @@ def test_register_parses_flags():
 
 
 def test_bench_command_offers_fed():
-    from fedbio.bench import register as register_bench
+    from fedbio.bench.cli import register as register_bench
 
     try:
         args = _parser(register_bench).parse_args(["bench", "fed"])
     except SystemExit:
-        pytest.skip("fedbio.bench.register does not add the fed action yet")
+        pytest.skip("fedbio.bench.train.register does not add the fed action yet")
     assert args.func is bench_fed.cmd_bench_fed
 
 
 def test_split_subset_keeps_the_default_split_proportions(tmp_path):
-    from fedbio.tasks import load_task
+    from fedbio.data.tasks import load_task
 
     whole = load_task(bench_fed.split_subset(tmp_path / "all", 1.0))
     part = load_task(bench_fed.split_subset(tmp_path / "part", 0.1))
@@ -73,15 +73,15 @@ def restore_threads():
 
 
 def test_bench_fed_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
-    import fedbio.learner
+    import fedbio.training.learner
 
-    embed = fedbio.learner.embed
+    embed = fedbio.training.learner.embed
     monkeypatch.setattr(bench_fed, "SMALL", TINY)
     out = tmp_path / "bench-fed.json"
     args = _parser().parse_args(["bench", "fed", "--threads", "1", "--out", str(out),
                                  "--workdir", str(tmp_path / "work")])
     assert args.func(args) == 0
-    assert fedbio.learner.embed is embed  # the encode counter is gone again
+    assert fedbio.training.learner.embed is embed  # the encode counter is gone again
     printed = capsys.readouterr().out
     assert "measure" in printed and "tiny federation benchmark" in printed
 

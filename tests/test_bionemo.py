@@ -1,4 +1,4 @@
-"""fedbio.bionemo without BioNeMo: backend choice, finetune_esm2 arguments, CSVs, weight names,
+"""fedbio.backends.bionemo without BioNeMo: backend choice, finetune_esm2 arguments, CSVs, weight names,
 result folders. BioNeMo itself never runs here (it needs CUDA); a stand-in package on sys.path
 plays ``bionemo`` where an import must be seen to happen, or not to."""
 
@@ -16,7 +16,7 @@ import torch
 from conftest import ROOT, SCL
 from torch import nn
 
-from fedbio.bionemo import (
+from fedbio.backends.bionemo import (
     BACKENDS,
     bionemo_available,
     checkpoint_tag,
@@ -32,11 +32,11 @@ from fedbio.bionemo import (
     wrapper_prefix,
     write_bionemo_csv,
 )
-from fedbio.bionemo.args import FINETUNE_ESM2_OPTIONS
+from fedbio.backends.bionemo.args import FINETUNE_ESM2_OPTIONS
 from fedbio.config import ModelConfig
-from fedbio.data import Record, class_list, read_records
+from fedbio.data.records import Record, class_list, read_records
 from fedbio.errors import DataError, FedbioError
-from fedbio.profiles import resolve_profile
+from fedbio.training.profiles import resolve_profile
 
 CLASSES = ["Cell_membrane", "Cytoplasm", "Endoplasmic_reticulum", "Extracellular",
            "Golgi_apparatus", "Lysosome/Vacuole", "Mitochondrion", "Nucleus", "Peroxisome",
@@ -72,8 +72,8 @@ def _run(code: str, fake_root, tmp_path, cuda: bool = False) -> subprocess.Compl
 def test_import_does_not_import_bionemo_or_nvflare(fake_bionemo, tmp_path):
     out = _run("""
         import sys
-        import fedbio.bionemo
-        from fedbio.bionemo import resolve_backend
+        import fedbio.backends.bionemo
+        from fedbio.backends.bionemo import resolve_backend
         assert resolve_backend("auto") == "bionemo", resolve_backend("auto")   # located, not imported
         loaded = [m for m in sys.modules if m.startswith(("bionemo.", "nvflare"))]
         assert not loaded, loaded
@@ -85,8 +85,8 @@ def test_import_does_not_import_bionemo_or_nvflare(fake_bionemo, tmp_path):
 
 def test_the_default_checkpoint_loader_imports_bionemo_lazily(fake_bionemo, tmp_path):
     out = _run("""
-        from fedbio.bionemo import finetune_args, load_checkpoint
-        from fedbio.profiles import resolve_profile
+        from fedbio.backends.bionemo import finetune_args, load_checkpoint
+        from fedbio.training.profiles import resolve_profile
         p = resolve_profile("reference")
         print(load_checkpoint("esm2-8m"))
         a = finetune_args(p.model, p.train, p.data, task_type="regression", n_train=10,
@@ -98,7 +98,7 @@ def test_the_default_checkpoint_loader_imports_bionemo_lazily(fake_bionemo, tmp_
 
 
 def test_load_checkpoint_without_bionemo_says_where_to_run():
-    from fedbio.bionemo import load_checkpoint
+    from fedbio.backends.bionemo import load_checkpoint
 
     if importlib.util.find_spec("bionemo") is not None:  # pragma: no cover - inside the container
         pytest.skip("BioNeMo is installed here")

@@ -95,12 +95,12 @@ def main_exit(args: list[str]) -> int:
 
 
 def test_an_unexpected_error_is_one_line_and_debug_shows_it(tmp_path, monkeypatch, capsys):
-    import fedbio.split
+    import fedbio.data.split
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(fedbio.split, "make_split", broken)
+    monkeypatch.setattr(fedbio.data.split, "make_split", broken)
     assert main(["split", "--fasta", str(SCL), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["fedbio: error: unexpected ZeroDivisionError: a bug; run with --debug for the traceback"]

@@ -1,4 +1,4 @@
-"""fedbio.data: every bad input gives one clear error naming the file and line."""
+"""fedbio.data.records: every bad input gives one clear error naming the file and line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import HARD, SCL
 
-from fedbio.data import class_list, read_records
+from fedbio.data.records import class_list, read_records
 from fedbio.errors import DataError
 
 GOOD = """>P1 TARGET=Nucleus SET=train VALIDATION=False
@@ -115,7 +115,7 @@ def test_cli_bad_input_exits_nonzero_without_traceback(write, tmp_path):
 
 
 def test_download_offline_says_so_and_leaves_nothing(tmp_path):
-    from fedbio.download import download_flip_scl
+    from fedbio.data.download import download_flip_scl
     from fedbio.errors import FedbioError
 
     with pytest.raises(FedbioError, match="needs the network") as err:

@@ -1,4 +1,4 @@
-"""Device and precision (fedbio.device), backend dispatch (Learner.build -> BioNemoLearner), the
+"""Device and precision (fedbio.training.device), backend dispatch (Learner.build -> BioNemoLearner), the
 BioNeMo learner's file formats with stand-ins, and opt-in remote-code checkpoints. No GPU and no
 BioNeMo here: CUDA is faked where only the choice is tested, BioNeMo's commands are stand-ins that
 write what the real ones write."""
@@ -20,11 +20,13 @@ import pytest
 import torch
 from conftest import ROOT, SCL
 
-import fedbio.device as device_mod
-from fedbio.batching import TensorData
+import fedbio.training.device as device_mod
 from fedbio.config import DataConfig, ModelConfig, TrainConfig
-from fedbio.data import Record, class_list, read_records
-from fedbio.device import (
+from fedbio.data.batching import TensorData
+from fedbio.data.records import Record, class_list, read_records
+from fedbio.data.tasks import LabelCodec
+from fedbio.errors import DataError, FedbioError
+from fedbio.training.device import (
     autocast,
     autocast_kwargs,
     placement,
@@ -32,9 +34,7 @@ from fedbio.device import (
     resolve_precision,
     to_device,
 )
-from fedbio.errors import DataError, FedbioError
-from fedbio.learner import Learner
-from fedbio.tasks import LabelCodec
+from fedbio.training.learner import Learner
 
 NO_CUDA = not torch.cuda.is_available()
 needs_no_cuda = pytest.mark.skipif(not NO_CUDA, reason="this machine has CUDA")
@@ -175,7 +175,7 @@ def test_learner_refuses_a_bad_device_before_building(tiny_records):
 
 
 def test_predict_file_takes_device_and_precision(tmp_path, tiny_records):
-    from fedbio.predict import predict_file
+    from fedbio.training.predict import predict_file
 
     learner, _, _, _ = _tiny_fit(tiny_records, "full", device="cpu")
     learner.save(tmp_path / "model")
@@ -193,7 +193,7 @@ def test_predict_file_takes_device_and_precision(tmp_path, tiny_records):
 @pytest.fixture
 def bionemo_here(monkeypatch):
     """resolve_backend as on a CUDA machine with BioNeMo (only the answer is faked)."""
-    import fedbio.bionemo.backend as backend
+    import fedbio.backends.bionemo.backend as backend
 
     monkeypatch.setattr(backend, "resolve_backend", lambda name="auto": "hf" if name == "hf" else "bionemo")
 
@@ -217,7 +217,7 @@ def test_bionemo_without_cuda_or_bionemo_is_the_resolvers_error():
 
 
 def test_dispatch_to_the_bionemo_learner(bionemo_here, tmp_path):
-    from fedbio.bionemo.learner import BioNemoLearner
+    from fedbio.backends.bionemo.learner import BioNemoLearner
     from fedbio.models import build_model
 
     learner = Learner.build(ModelConfig(name="esm2-8m", backend="bionemo", tuning="head"),
@@ -317,7 +317,7 @@ def make_finetune_result(argv):
     result = Path(opts["--result-dir"]) / opts["--experiment-name"]
     steps = int(opts["--num-steps"])
     restore = Path(opts["--restore-from-checkpoint-path"])
-    from fedbio.bionemo.weights import read_checkpoint_weights
+    from fedbio.backends.bionemo.weights import read_checkpoint_weights
 
     encoder = read_checkpoint_weights(restore)["module.encoder.w"]
     ckpt = result / "dev" / "checkpoints" / f"checkpoint-step={steps - 1}-consumed_samples=1.0-last"
@@ -337,7 +337,7 @@ def make_finetune_result(argv):
 
 
 def _bionemo_learner(tmp_path, tuning, codec=CODEC, **kw):
-    from fedbio.bionemo.learner import BioNemoLearner
+    from fedbio.backends.bionemo.learner import BioNemoLearner
 
     runner = StandIn(n_classes=len(codec.classes or [1]))
     learner = BioNemoLearner.build(ModelConfig(name="esm2-8m", backend="bionemo", tuning=tuning),
@@ -385,7 +385,7 @@ def test_head_mode_embeds_once_with_infer_esm2_and_trains_fedbios_head(tmp_path)
 
 
 def test_read_predictions_per_batch_files_and_bad_shapes(tmp_path):
-    from fedbio.bionemo.learner import embeddings_from, read_predictions
+    from fedbio.backends.bionemo.learner import embeddings_from, read_predictions
 
     for i in (0, 2, 1, 10):
         torch.save({"embeddings": torch.full((2, 3), float(i))}, tmp_path / f"predictions__rank_0__batch_{i}.pt")
@@ -411,7 +411,7 @@ def test_full_mode_csvs_use_the_global_class_list(tmp_path):
 
 
 def test_full_mode_runs_finetune_esm2_and_exchanges_bare_trainable_names(tmp_path):
-    from fedbio.bionemo.weights import read_checkpoint_weights
+    from fedbio.backends.bionemo.weights import read_checkpoint_weights
     from fedbio.models import load_trainable_state_dict, trainable_state_dict
 
     learner, runner = _bionemo_learner(tmp_path, "full")
@@ -465,7 +465,7 @@ def test_lora_scores_through_the_adapter_checkpoint(tmp_path):
 
 
 def test_label_order_and_global_columns():
-    from fedbio.bionemo.learner import history_from_scalars, label_order, to_global_columns
+    from fedbio.backends.bionemo.learner import history_from_scalars, label_order, to_global_columns
 
     assert label_order(["c", "a", "c"]) == ["a", "c"]
     probs = np.array([[0.2, 0.7, 0.1], [0.5, 0.5, 0.0]], np.float32)  # 3rd column: untrained id
@@ -482,7 +482,7 @@ def test_label_order_and_global_columns():
 
 
 def test_checkpoint_weights_are_checked(tmp_path):
-    from fedbio.bionemo.weights import (
+    from fedbio.backends.bionemo.weights import (
         model_weights,
         read_checkpoint_weights,
         write_checkpoint_weights,
@@ -627,8 +627,8 @@ def test_lora_is_refused_for_fused_attention():
 # -- profiles and env_check report the same resolution ------------------------------------------
 @needs_no_cuda
 def test_profile_runtime_and_env_check_agree():
-    from fedbio import env_check
-    from fedbio.profiles import resolve_profile, runtime
+    from fedbio.bench import env_check
+    from fedbio.training.profiles import resolve_profile, runtime
 
     ran = runtime(resolve_profile("quick"))
     assert (ran["backend"], ran["device"], ran["precision"]) == ("hf", "cpu", "32")
@@ -646,7 +646,7 @@ def test_profile_runtime_and_env_check_agree():
 def test_run_key_is_unchanged_by_the_new_settings_at_their_defaults():
     from dataclasses import replace
 
-    from fedbio.run import plan, run_key
+    from fedbio.training.run import plan, run_key
 
     cfg = plan(mode="central", model="composition", profile="quick", seed=0)
     key = run_key(cfg)
@@ -657,7 +657,7 @@ def test_run_key_is_unchanged_by_the_new_settings_at_their_defaults():
 
 
 def test_write_sequences_csv(tmp_path):
-    from fedbio.bionemo.csvio import write_sequences_csv
+    from fedbio.backends.bionemo.csvio import write_sequences_csv
 
     path = write_sequences_csv(["MKVL" + "A" * 20 + "KDEL", "mkv"], tmp_path / "s.csv", max_length=8)
     assert path.read_text().splitlines() == ["sequences", "MKVLKDEL", "MKV"]

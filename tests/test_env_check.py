@@ -1,4 +1,4 @@
-"""fedbio.env_check (what this machine is, what each profile costs here) and fedbio.gpu_bench's
+"""fedbio.bench.env_check (what this machine is, what each profile costs here) and fedbio.bench.gpu's
 arithmetic and its refusal to run without CUDA."""
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import pytest
 import torch
 from conftest import ROOT
 
-from fedbio import env_check, gpu_bench
-from fedbio.cli import main as cli_main
-from fedbio.errors import FedbioError
-from fedbio.gpu_bench import (
+from fedbio.bench import env_check
+from fedbio.bench import gpu as gpu_bench
+from fedbio.bench.gpu import (
     Shape,
     attention_flops_per_token,
     encoder_params,
@@ -24,7 +23,9 @@ from fedbio.gpu_bench import (
     mfu,
     train_flops_per_step,
 )
-from fedbio.profiles import resolve_profile
+from fedbio.cli import main as cli_main
+from fedbio.errors import FedbioError
+from fedbio.training.profiles import resolve_profile
 
 H100 = {"cuda": True, "gpu": "NVIDIA H100 80GB HBM3", "gpu_count": 1, "bf16": True}
 
@@ -60,7 +61,7 @@ def test_cpu_machine_is_reported_honestly(env):
 
 
 def test_check_environment_imports_neither_nvflare_nor_bionemo():
-    code = ("import sys; from fedbio import env_check; env_check.check_environment(); "
+    code = ("import sys; from fedbio.bench import env_check; env_check.check_environment(); "
             "bad = [m for m in sys.modules if m.startswith(('nvflare', 'bionemo'))]; "
             "assert not bad, bad")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -136,7 +137,7 @@ def test_human_durations():
 
 
 def test_command_line():
-    out = subprocess.run([sys.executable, "-m", "fedbio.env_check"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "fedbio.bench.env_check"], capture_output=True,
                          text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "backend `auto` picks" in out.stdout and "reference" in out.stdout
@@ -155,7 +156,7 @@ def test_encoder_params_match_the_model(preset):
 
 
 def test_counted_params_of_a_sequence_model():
-    from fedbio.bench import random_model
+    from fedbio.bench.common import random_model
 
     model = random_model("esm2-tiny", 10, "full")
     shape = Shape.of("esm2-tiny")
@@ -226,7 +227,7 @@ def test_gpu_bench_refuses_cpu(monkeypatch, capsys):
 def test_gpu_bench_module_exits_nonzero_on_this_machine():
     if torch.cuda.is_available():  # pragma: no cover - GPU machines
         pytest.skip("this machine has CUDA")
-    out = subprocess.run([sys.executable, "-m", "fedbio.gpu_bench"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "fedbio.bench.gpu"], capture_output=True,
                          text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 2
     assert "sees none" in out.stderr and "Traceback" not in out.stderr

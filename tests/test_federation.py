@@ -17,7 +17,7 @@ from safetensors.numpy import load_file
 from fedbio.errors import FedbioError
 from fedbio.federation import FedConfig, bytes_of, run_federated
 from fedbio.federation.aggregate import ServerOptimizer, pooled_scaler, weighted_mean
-from fedbio.run import plan
+from fedbio.training.run import plan
 
 SITES = ["site-1", "site-2", "site-3"]
 
@@ -114,10 +114,10 @@ def test_a_raising_site_does_not_stop_the_run(small_split, tmp_path):
 
 
 def test_esm_tiny_full_tuning_exchanges_learnable_parameters_only(small_split, tmp_path):
-    from fedbio.learner import Learner
+    from fedbio.data.tasks import load_task
     from fedbio.models import load_model
     from fedbio.models.classifier import trainable_state_dict
-    from fedbio.tasks import load_task
+    from fedbio.training.learner import Learner
 
     cfg = esm_tiny(small_split)
     m = run_federated(cfg, FedConfig(rounds=2), tmp_path / "esm", progress=False)

@@ -19,7 +19,7 @@ import pytest
 from fedbio.errors import FedbioError
 from fedbio.federation import FedConfig, run_federated
 from fedbio.processes import run_processes
-from fedbio.run import plan
+from fedbio.training.run import plan
 
 SITES = ["site-1", "site-2", "site-3"]
 

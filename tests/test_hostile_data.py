@@ -12,10 +12,10 @@ import pytest
 from conftest import HARD, SCL
 
 from fedbio.cli import main
-from fedbio.data import MAX_SEQUENCE_LENGTH, NA_STRINGS, read_records
+from fedbio.data.records import MAX_SEQUENCE_LENGTH, NA_STRINGS, read_records
+from fedbio.data.split import SplitConfig, make_split, write_split
+from fedbio.data.tasks import load_task
 from fedbio.errors import DataError, FedbioError
-from fedbio.split import SplitConfig, make_split, write_split
-from fedbio.tasks import load_task
 
 GOOD_FASTA = (">P1 TARGET=Nucleus SET=train\nMKV\n>P2 TARGET=Cytoplasm SET=train\nMKL\n"
               ">P3 TARGET=Nucleus SET=test\nMKA\n>P4 TARGET=Cytoplasm SET=test\nMKC\n")

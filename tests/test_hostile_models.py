@@ -22,11 +22,11 @@ import pytest
 import torch
 
 from fedbio.config import DataConfig, ModelConfig, TrainConfig
+from fedbio.data.tasks import LabelCodec
 from fedbio.errors import FedbioError
-from fedbio.learner import Learner
 from fedbio.models import build_model, composition_features, load_backbone, load_model
-from fedbio.predict import predict_file, write_predictions
-from fedbio.tasks import LabelCodec
+from fedbio.training.learner import Learner
+from fedbio.training.predict import predict_file, write_predictions
 
 SEQS = ["MKVLAAGIVALLLAAGCSSS", "MKTAYIAKQR", "GSHMLEDPVDAFQLGRNVAW"]
 CLASSES = ["Cytoplasm", "Nucleus", "Membrane"]
@@ -455,13 +455,13 @@ def test_a_second_writer_fails_at_once(saved, tmp_path, fasta):
 
 
 def test_predict_failing_while_writing_leaves_nothing(saved, tmp_path, fasta, monkeypatch):
-    import fedbio.predict
+    import fedbio.training.predict
 
     def half_then_fail(path, *args, **kwargs):
         Path(path).write_text("id,predicted\n")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(fedbio.predict, "_write_rows", half_then_fail)
+    monkeypatch.setattr(fedbio.training.predict, "_write_rows", half_then_fail)
     with pytest.raises(OSError):
         predict_file(saved, fasta, tmp_path / "preds.csv")
     assert listing(tmp_path) == ["in"]
@@ -490,7 +490,7 @@ class Boom:
 def test_write_predictions_writes_all_or_nothing(tmp_path):
     import numpy as np
 
-    from fedbio.data import Record
+    from fedbio.data.records import Record
 
     codec = LabelCodec("classification", list(CLASSES))
     records = [Record("a", "MKV", "Nucleus"), Boom()]

@@ -319,3 +319,10 @@ def test_save_and_load_esm_model(tmp_path, tuning):
     ids, attn = batch(tok2, SEQS)
     with torch.no_grad():
         assert torch.equal(model.eval()(ids, attn), loaded(ids, attn))
+
+
+def test_the_model_types_weights_knows_are_the_families_backbone_builds():
+    from fedbio.models.backbone import FAMILIES
+    from fedbio.models.weights import BUILT_IN_MODEL_TYPES
+
+    assert set(BUILT_IN_MODEL_TYPES) == set(FAMILIES)

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from fedbio.antibody import make_antibody_split
-from fedbio.data import Record
+from fedbio.data.antibody import make_antibody_split
+from fedbio.data.records import Record
+from fedbio.data.tasks import LabelCodec, load_task
 from fedbio.errors import FedbioError
 from fedbio.federation import FedConfig, run_federated
 from fedbio.federation.privacy import private_prefixes, read_audit, split_private
-from fedbio.metrics import combine_task_scores, multitask_scores
-from fedbio.run import plan, run
-from fedbio.tasks import LabelCodec, load_task
-from fedbio.trainer import masked_mse
+from fedbio.training.metrics import combine_task_scores, multitask_scores
+from fedbio.training.run import plan, run
+from fedbio.training.trainer import masked_mse
 
 TASKS = ["thermostability", "expression", "aggregation", "polyreactivity", "immunogenicity"]
 
@@ -195,7 +195,7 @@ def test_alltasks_with_shared_heads_pools_label_scales(tmp_path):
 
 def test_report_and_predict_for_multitask_runs(ab_split, tmp_path, capsys):
     from fedbio.cli import main
-    from fedbio.report_tasks import task_table
+    from fedbio.reporting.tasks import task_table
 
     runs = {}
     for seed in (0, 1):

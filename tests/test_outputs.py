@@ -15,8 +15,8 @@ import pytest
 
 from fedbio.cli import main
 from fedbio.errors import FedbioError
-from fedbio.manifest import code_version
 from fedbio.outputs import output_dir, output_file
+from fedbio.reporting.manifest import code_version
 
 ROOT = Path(__file__).resolve().parent.parent
 SCL = ROOT / "data" / "scl" / "deeploc_valtest.fasta"
@@ -238,7 +238,8 @@ def test_nothing_is_written_outside_the_output(tmp_path, small_split):
     env.pop("TORCHINDUCTOR_CACHE_DIR", None)
     checkout = subprocess.run(["git", "--no-optional-locks", "-C", str(ROOT), "status", "--porcelain",
                                "--ignored"], capture_output=True, text=True).stdout
-    index = (ROOT / ".git" / "index").stat().st_mtime_ns if (ROOT / ".git").exists() else None
+    git_index = ROOT / ".git" / "index"  # a plain clone (a worktree's .git is a file)
+    index = git_index.stat().st_mtime_ns if git_index.is_file() else None
     for mode in ("local", "fedavg"):
         out = tmp_path / "runs" / mode
         rounds = ["--rounds", "2"] if mode == "fedavg" else []
@@ -255,7 +256,7 @@ def test_nothing_is_written_outside_the_output(tmp_path, small_split):
     assert subprocess.run(["git", "--no-optional-locks", "-C", str(ROOT), "status", "--porcelain",
                            "--ignored"], capture_output=True, text=True).stdout == checkout
     if index is not None:
-        assert (ROOT / ".git" / "index").stat().st_mtime_ns == index
+        assert git_index.stat().st_mtime_ns == index
 
 
 def test_the_code_version_is_read_without_writing_the_checkout(tmp_path):

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from fedbio.cli import main
-from fedbio.report import bootstrap_ci, confusion, per_class_accuracy, plot_curves, write_report
+from fedbio.reporting.report import (
+    bootstrap_ci,
+    confusion,
+    per_class_accuracy,
+    plot_curves,
+    write_report,
+)
 
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_data():
@@ -70,9 +76,9 @@ TASKS = ["thermostability", "expression", "aggregation", "polyreactivity", "immu
 def antibody_runs(tmp_path_factory):
     """Composition-model antibody runs: local, central, and FedAvg in the NVFlare simulator
     (1 round; shared heads, as the composition model has no encoder to federate alone)."""
-    from fedbio.antibody import make_antibody_split
+    from fedbio.data.antibody import make_antibody_split
     from fedbio.federation import FedConfig, run_federated
-    from fedbio.run import plan, run
+    from fedbio.training.run import plan, run
 
     tmp = tmp_path_factory.mktemp("antibody_report")
     split = make_antibody_split(tmp / "split", setup="multitask", seed=0)

@@ -16,8 +16,8 @@ from conftest import SCL
 from fedbio.cli import main
 from fedbio.errors import FedbioError
 from fedbio.federation import FedConfig, run_federated
-from fedbio.report import collect, plot_curves, seed_table, write_report
-from fedbio.run import plan, run
+from fedbio.reporting.report import collect, plot_curves, seed_table, write_report
+from fedbio.training.run import plan, run
 
 
 def _central(split: Path, out: Path, seed: int = 0, task: str = "scl") -> Path:
@@ -54,7 +54,7 @@ def _add_class(folder: Path) -> None:
 
 def _regression_split(folder: Path) -> Path:
     """Per-site CSVs with a numeric label (hydrophobic share, %) of real sequences."""
-    from fedbio.data import read_records
+    from fedbio.data.records import read_records
 
     rows = [f"{r.id},{r.sequence},{100 * sum(c in 'AILMFVW' for c in r.sequence) / len(r.sequence):.3f}"
             for r in read_records(SCL)[:240]]

@@ -1,4 +1,4 @@
-"""fedbio.split: real label skew, counts that add up, byte-identical outputs for a seed."""
+"""fedbio.data.split: real label skew, counts that add up, byte-identical outputs for a seed."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from conftest import HARD, SCL
 
 from fedbio.cli import main
+from fedbio.data.split import SplitConfig, js_divergence, make_split
 from fedbio.errors import FedbioError
-from fedbio.split import SplitConfig, js_divergence, make_split
 
 
 def _ids(records):
@@ -149,7 +149,7 @@ def test_min_site_size_counts_training_records_after_the_validation_slice(tmp_pa
 
 
 def test_smallest_site_is_the_least_size_that_keeps_min_site_size():
-    from fedbio.split import n_valid, smallest_site
+    from fedbio.data.split import n_valid, smallest_site
 
     for frac in (0.05, 0.1, 0.3, 0.5, 0.9, 0.99):
         for m in (0, 1, 2, 20, 150):
@@ -160,7 +160,7 @@ def test_smallest_site_is_the_least_size_that_keeps_min_site_size():
 
 
 def test_summary_says_how_validation_records_are_chosen(tmp_path):
-    from fedbio.split import write_split
+    from fedbio.data.split import write_split
 
     folder = write_split(make_split(SCL, SplitConfig(valid_fraction=0.15)), tmp_path / "s",
                          plot=False)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import HARD, SCL
 
+from fedbio.data.tasks import load_task
 from fedbio.errors import DataError, FedbioError
-from fedbio.tasks import load_task
 
 HEAD = "id,sequences,labels\n"
 FILES = {
@@ -232,8 +232,8 @@ def test_a_dangling_optional_file_is_refused_not_skipped(tmp_path):
 
 
 def test_shipped_splits_load(tmp_path):
-    from fedbio.antibody import make_antibody_split
-    from fedbio.split import SplitConfig, make_split, save_split
+    from fedbio.data.antibody import make_antibody_split
+    from fedbio.data.split import SplitConfig, make_split, save_split
 
     scl = save_split(make_split(SCL, SplitConfig(seed=1), hard=HARD), tmp_path / "scl", plot=False)
     task = load_task(scl, "scl")
@@ -246,7 +246,7 @@ def test_shipped_splits_load(tmp_path):
 def test_a_split_run_reads_is_also_what_a_broken_copy_is_refused_from(tmp_path):
     """The checks see through nothing fedbio writes itself: its own split loads, and the same
     split with one record copied into another site is refused."""
-    from fedbio.split import SplitConfig, make_split, save_split
+    from fedbio.data.split import SplitConfig, make_split, save_split
 
     folder = save_split(make_split(SCL, SplitConfig(seed=0)), tmp_path / "s", plot=False)
     load_task(folder)
@@ -272,7 +272,7 @@ def test_multitask_tasks_must_be_carried_and_trained(tmp_path):
 
 
 def test_make_split_refuses_a_class_list_class_no_record_carries(tmp_path):
-    from fedbio.split import SplitConfig, make_split
+    from fedbio.data.split import SplitConfig, make_split
 
     fasta = tmp_path / "t.fasta"
     fasta.write_text(">P1 TARGET=Nucleus SET=train\nMKV\n>P2 TARGET=Nucleus SET=train\nMKL\n"

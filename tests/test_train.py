@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from conftest import HARD, SCL
 
-from fedbio.batching import crop, padding_fraction, tokenize
 from fedbio.cli import main
-from fedbio.data import read_records
-from fedbio.run import SCHEMA_VERSION, plan, run
+from fedbio.data.batching import crop, padding_fraction, tokenize
+from fedbio.data.records import read_records
+from fedbio.training.run import SCHEMA_VERSION, plan, run
 
 
 def test_ml_modules_never_import_nvflare():
-    code = ("import sys, fedbio.data, fedbio.split, fedbio.models, fedbio.trainer, fedbio.learner, "
-            "fedbio.run, fedbio.predict, fedbio.profiles; "
+    code = ("import sys, fedbio.data.records, fedbio.data.split, fedbio.models, fedbio.training.trainer, fedbio.training.learner, "
+            "fedbio.training.run, fedbio.training.predict, fedbio.training.profiles; "
             "assert 'nvflare' not in sys.modules, 'nvflare imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -127,7 +127,7 @@ def test_user_checkpoint_fine_tunes_in_every_tuning_mode(tmp_path, small_split, 
 def test_profile_auto_says_what_it_chose(tmp_path, tiny_esm_folder, monkeypatch):
     import shutil
 
-    from fedbio.profiles import resolve_profile
+    from fedbio.training.profiles import resolve_profile
 
     monkeypatch.delenv("FEDBIO_PROFILE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -189,9 +189,9 @@ def _regression_fit(y, lr: float, epochs: int = 3, reference: dict | None = None
     import torch
     from torch import nn
 
-    from fedbio.batching import TensorData
     from fedbio.config import TrainConfig
-    from fedbio.trainer import fit
+    from fedbio.data.batching import TensorData
+    from fedbio.training.trainer import fit
 
     torch.manual_seed(0)
     x = torch.randn(64, 8)

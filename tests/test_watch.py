@@ -15,7 +15,7 @@ import pytest
 
 from fedbio.errors import FedbioError
 from fedbio.federation.config import FedConfig
-from fedbio.federation.watch import run_watched
+from fedbio.federation.nvflare.watch import run_watched
 from fedbio.processes import RUN_ENV, run_processes
 
 
@@ -145,7 +145,7 @@ def test_the_child_starts_without_python_code_between_fork_and_exec(tmp_path, mo
     """``preexec_fn`` runs Python in the forked child and can deadlock a process that has threads
     (torch's, tqdm's); NVFlare's own launcher passes ``preexec_fn=os.setsid``. The watchdog asks
     for a new session the safe way (``start_new_session``), and closes the child's stdin."""
-    import fedbio.federation.watch as watch
+    import fedbio.federation.nvflare.watch as watch
 
     seen = {}
     real = subprocess.Popen

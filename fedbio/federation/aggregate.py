@@ -1,6 +1,6 @@
 """Server-side arithmetic, in numpy: weighted averaging in a fixed site order and FedOpt's step.
 
-Nothing here knows NVFlare; ``fedbio.federation.controller`` calls it each round. Sums run in
+Nothing here knows NVFlare; ``fedbio.federation.nvflare.controller`` calls it each round. Sums run in
 float64 over the sites in sorted order, so the same inputs always give the same global model.
 """
 

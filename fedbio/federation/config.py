@@ -16,7 +16,7 @@ drops a client that sent no heartbeat for ``heart_beat_timeout`` seconds (600 by
 ``servers[0]`` of the server's ``fed_server.json``); ``heartbeat_timeout`` here writes that value
 into the job's server configuration.
 
-Stalls. The simulator itself runs as a watched child process (``fedbio.federation.watch``).
+Stalls. The simulator itself runs as a watched child process (``fedbio.federation.nvflare.watch``).
 ``sim_timeout`` (or ``$FEDBIO_SIM_TIMEOUT``) is a limit on *silence*, not on the run's length:
 after that many seconds without progress (a site finishing a local epoch, the server finishing a
 round) the simulator is stopped, with stack dumps and log tails kept, and started again up to

@@ -2,7 +2,7 @@
 
 With ``FedConfig.private_heads`` (the default for multi-task data), every parameter under
 ``head.`` stays where it was trained: the server's first model has none, the NVFlare filter
-``fedbio.federation.filters.KeepPrivate`` removes them from whatever a site sends, and the
+``fedbio.federation.nvflare.filters.KeepPrivate`` removes them from whatever a site sends, and the
 server refuses a reply whose names differ from its own model's. Each site then trains the shared
 trunk with its own head. Every outgoing message's parameter names are appended to
 ``RUN/federation/audit/<site>.jsonl`` by the same filter, so what left a site can be read back.

@@ -1,12 +1,12 @@
 """``run_federated``: a federated run in the NVFlare simulator, written like a local/central run.
 
-    from fedbio.run import plan
+    from fedbio.training.run import plan
     from fedbio.federation import FedConfig, run_federated
     cfg = plan(mode="fedavg", model="composition")
     metrics = run_federated(cfg, FedConfig(rounds=3), "runs/fedavg")
 
 The run folder gets ``config.json`` (the ``RunConfig`` plus ``federation``: the ``FedConfig``),
-``manifest.json``, ``metrics.json`` (the schema of ``fedbio.run`` plus ``rounds`` and
+``manifest.json``, ``metrics.json`` (the schema of ``fedbio.training.run`` plus ``rounds`` and
 ``bytes_per_round``), the selected global model in ``model/`` (safetensors) with its per-record
 predictions on the common test sets (``test_predictions.csv``, ``test_hard_predictions.csv``:
 the coordinator scores them, no site is involved), TensorBoard curves
@@ -25,14 +25,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from fedbio.config import to_dict
+from fedbio.data.tasks import TaskData, task_type_of
 from fedbio.errors import FedbioError
 from fedbio.federation.config import ALGORITHMS, FedConfig
 from fedbio.federation.privacy import private_prefixes, split_private
 from fedbio.federation.server import ServerSettings
-from fedbio.manifest import manifest
 from fedbio.outputs import output_dir
 from fedbio.progress import ProgressLines
-from fedbio.run import (
+from fedbio.reporting.manifest import manifest
+from fedbio.training.run import (
     RunConfig,
     check_run,
     metrics_head,
@@ -41,7 +42,6 @@ from fedbio.run import (
     run_inputs,
     score_and_keep,
 )
-from fedbio.tasks import TaskData, task_type_of
 
 
 def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path) -> dict:
@@ -95,7 +95,7 @@ def _initial_model(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path
     from safetensors.numpy import save_file
 
     from fedbio.federation.site import COMMON_CACHE
-    from fedbio.learner import Learner
+    from fedbio.training.learner import Learner
 
     learner = Learner.build(cfg.model, cfg.data, cfg.train, task.codec(),
                             run_dir / "cache" / COMMON_CACHE, progress=False)
@@ -117,7 +117,7 @@ def _initial_model(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path
 
 
 def server_settings(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path) -> ServerSettings:
-    from fedbio.metrics import key_metric
+    from fedbio.training.metrics import key_metric
 
     metric, sign = key_metric(task.task_type)
     return ServerSettings(
@@ -149,8 +149,8 @@ def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, prog
         except RunStopped as err:
             raise FedbioError(f"federated run stopped: {err}") from None
     elif engine == "nvflare":
-        from fedbio.federation.job import FedbioRecipe, simulator
-        from fedbio.federation.watch import log_tails
+        from fedbio.federation.nvflare.job import FedbioRecipe, simulator
+        from fedbio.federation.nvflare.watch import log_tails
 
         if progress:
             print(f"federating {len(sites)} sites x {fed.rounds} rounds ({fed.algorithm}) in the NVFlare "
@@ -265,7 +265,7 @@ def _deliver(learner, history: dict, task: TaskData, run_dir: Path) -> tuple[dic
 def _site_test_scores(history: dict, part: str = "test") -> dict | None:
     """Private heads: the common test set scored by each site's own model (global trunk + its
     head, after the last round) on its own tasks, merged per task (``combine_task_scores``)."""
-    from fedbio.metrics import combine_task_scores
+    from fedbio.training.metrics import combine_task_scores
 
     rows = []
     prefix = f"local_{part}_"
@@ -324,7 +324,7 @@ def _write_tensorboard(history: dict, run_dir: Path) -> None:
 
 def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: dict,
                       test: dict, test_hard: dict | None, engine: str = "nvflare") -> dict:
-    """``metrics.json`` content from the server's history (same schema as ``fedbio.run``)."""
+    """``metrics.json`` content from the server's history (same schema as ``fedbio.training.run``)."""
     private = private_prefixes(fed.private_heads, task.task_type)
     last = history["rounds"][-1]
     per_site, failed_sites = {}, {}

@@ -1,6 +1,6 @@
 """One site's local work in a federated run: its own data, fedbio's ``Learner``, and what may leave.
 
-``fedbio/federation/client.py`` (the NVFlare client script) calls these methods; nothing here
+``fedbio/federation/nvflare/client.py`` (the NVFlare client script) calls these methods; nothing here
 imports NVFlare. A site reads only its own ``train``/``valid`` files and the common test sets,
 trains with the same ``Learner.fit`` as a local run, and returns trainable parameters
 (``Learner.trainable_state``) and scalar scores, never records, embeddings or buffers. After
@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from fedbio.config import DataConfig, ModelConfig, TrainConfig, from_dict
-from fedbio.data import read_records
+from fedbio.data.records import read_records
+from fedbio.data.tasks import LabelCodec, own_tests, task_statistics, trained_tasks
 from fedbio.errors import TrainingDiverged
-from fedbio.learner import Learner
-from fedbio.tasks import LabelCodec, own_tests, task_statistics, trained_tasks
+from fedbio.training.learner import Learner
 
 COMMON_CACHE = "common"  # RUN/cache/common: embeddings of the common (public) test sets
 
@@ -184,8 +184,8 @@ class Site:
         """Scores of the site's model on a common (public) test set, with bootstrap intervals;
         its per-record predictions stay at the site (``RUN/sites/<site>/<part>_predictions.csv``,
         what ``fedbio report`` reads for this site's row). Only the scores are sent."""
-        from fedbio.predict import write_predictions
-        from fedbio.trainer import scores_of
+        from fedbio.training.predict import write_predictions
+        from fedbio.training.trainer import scores_of
 
         data, codec = self.data(part), self.learner.codec
         outputs = self.learner.outputs(data)

@@ -33,15 +33,9 @@ from fedbio.models.classifier import (
 )
 from fedbio.models.composition import CompositionModel, composition_features
 from fedbio.models.heads import MLPHead, mean_pool, residue_mask
-from fedbio.models.presets import (
-    PRESETS,
-    ModelPreset,
-    amplify_config,
-    encoder_config,
-    esm_config,
-    get_preset,
-)
+from fedbio.models.presets import PRESETS, ModelPreset, get_preset
 from fedbio.models.saving import load_model, save_model
+from fedbio.models.shapes import amplify_config, encoder_config, esm_config
 from fedbio.models.tokenizer import encode, load_tokenizer
 from fedbio.models.weights import WeightsNotFound, download_weights, find_local_weights
 

@@ -43,12 +43,15 @@ from fedbio.models.amplify import (
     amplify_from_folder,
     random_amplify,
 )
-from fedbio.models.presets import PRESETS, amplify_config, esm_config
+from fedbio.models.presets import PRESETS
+from fedbio.models.shapes import amplify_config, esm_config
 from fedbio.models.tokenizer import load_tokenizer
 from fedbio.models.weights import (
     check_weight_files,
     has_weights,
+    is_remote_config,
     read_json_object,
+    remote_code_refusal,
     resolve_weights,
 )
 
@@ -60,24 +63,6 @@ ESM_LORA_TARGETS = ["query", "key", "value"]
 FAMILIES = {"esm": "esm2", AMPLIFY_MODEL_TYPE: "amplify"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name on the Hugging Face hub
 REMOTE = "remote"  # family of checkpoints loaded with trust_remote_code (see the module docstring)
-
-
-def is_remote_config(config: dict) -> bool:
-    """True for a config.json fedbio cannot build itself but its ``auto_map`` can (remote code)."""
-    return (isinstance(config, dict) and config.get("model_type") not in FAMILIES
-            and isinstance(config.get("auto_map"), dict) and "AutoModel" in config["auto_map"])
-
-
-def remote_code_refusal(source: str | Path, config: dict) -> FedbioError:
-    """The error for a remote-code checkpoint loaded without the opt-in."""
-    target = config.get("auto_map", {}).get("AutoModel", "?")
-    return FedbioError(
-        f"{source}: config.json has model_type {config.get('model_type')!r} and an auto_map "
-        f"(AutoModel -> {target}): loading it runs Python code shipped with the checkpoint. "
-        "Only if you trust that code, opt in with ModelConfig(trust_remote_code=True) "
-        "(`--trust-remote-code` on the command line); otherwise use an ESM-2 or AMPLIFY "
-        "checkpoint fedbio loads itself (e.g. facebook/esm2_t33_650M_UR50D, preset esm2-650m)"
-    )
 
 
 class Backbone(nn.Module):

@@ -160,18 +160,18 @@ def build_model(
     """The tokenizer and model a ``ModelConfig`` describes; the tokenizer is None for composition.
 
     ``targets`` (task names) gives a multi-task model: one head per task, ``head.heads.<task>``.
-    ``cfg.backend`` is resolved with ``fedbio.bionemo.backend.model_backend`` (``backend``, when
+    ``cfg.backend`` is resolved with ``fedbio.backends.bionemo.backend.model_backend`` (``backend``, when
     given, is the already-resolved answer): only ``hf`` builds a PyTorch model here; ``bionemo``
-    is a ``BioNemoLearner`` (``fedbio.learner.Learner.build``), and a FedbioError here.
+    is a ``BioNemoLearner`` (``fedbio.training.learner.Learner.build``), and a FedbioError here.
     """
     if backend is None:
-        from fedbio.bionemo.backend import model_backend
+        from fedbio.backends.bionemo.backend import model_backend
 
         backend = model_backend(cfg)
     if backend != "hf":
         raise FedbioError(
             f"backend {backend!r} trains through BioNeMo's own scripts, not a PyTorch module: "
-            "build it with fedbio.learner.Learner.build (a BioNemoLearner), or use backend 'hf'"
+            "build it with fedbio.training.learner.Learner.build (a BioNemoLearner), or use backend 'hf'"
         )
     if cfg.is_composition:
         with torch.random.fork_rng(devices=[]):

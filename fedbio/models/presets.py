@@ -2,22 +2,15 @@
 
 Two families: ``esm2`` (``esm2-tiny``, random init, small enough to train on two CPU cores, and
 Meta's published ESM-2 checkpoints, the ones BioNeMo's ESM-2nv converts) and ``amplify``
-(``amplify-tiny``, random init, and chandar-lab's AMPLIFY 120M / 350M). ``encoder_config`` gives
-the architecture of any preset (``esm_config`` / ``amplify_config`` per family), so a random
-model of a real shape can be built for benchmarks.
+(``amplify-tiny``, random init, and chandar-lab's AMPLIFY 120M / 350M). Their architectures as
+model configs are in ``fedbio.models.shapes``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from fedbio.errors import FedbioError
-
-if TYPE_CHECKING:
-    from transformers import EsmConfig
-
-    from fedbio.models.amplify import AmplifyConfig
 
 # Vocabulary facts shared by every ESM-2 checkpoint (see esm_vocab.txt).
 VOCAB_SIZE = 33
@@ -74,59 +67,3 @@ def get_preset(name: str) -> ModelPreset:
         raise FedbioError(
             f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}"
         ) from None
-
-
-def esm_config(preset: ModelPreset | str, max_position: int = 1026) -> EsmConfig:
-    """A ``transformers.EsmConfig`` with the preset's shape and ESM-2's conventions.
-
-    Matches Meta's ESM-2 configs: rotary positions, token dropout, no embedding layer norm,
-    no dropout inside the encoder, layer-norm eps 1e-5.
-    """
-    from transformers import EsmConfig
-
-    if isinstance(preset, str):
-        preset = get_preset(preset)
-    if preset.family != "esm2":
-        raise FedbioError(f"{preset.name} is an {preset.family} model; use encoder_config")
-    return EsmConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=preset.hidden_size,
-        num_hidden_layers=preset.num_layers,
-        num_attention_heads=preset.num_heads,
-        intermediate_size=preset.ffn_size,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        max_position_embeddings=max_position,
-        layer_norm_eps=1e-5,
-        position_embedding_type="rotary",
-        token_dropout=True,
-        emb_layer_norm_before=False,
-        pad_token_id=PAD_ID,
-        mask_token_id=MASK_ID,
-        eos_token_id=EOS_ID,
-    )
-
-
-def amplify_config(preset: ModelPreset | str) -> AmplifyConfig:
-    """An ``AmplifyConfig`` with the preset's shape and the published AMPLIFY conventions
-    (RMSNorm eps 1e-5, SwiGLU, no biases, no dropout, 27 tokens, at most 2048 tokens)."""
-    from fedbio.models.amplify import AmplifyConfig
-
-    if isinstance(preset, str):
-        preset = get_preset(preset)
-    if preset.family != "amplify":
-        raise FedbioError(f"{preset.name} is an {preset.family} model; use encoder_config")
-    return AmplifyConfig(
-        hidden_size=preset.hidden_size,
-        num_hidden_layers=preset.num_layers,
-        num_attention_heads=preset.num_heads,
-        intermediate_size=preset.ffn_size,
-    )
-
-
-def encoder_config(preset: ModelPreset | str) -> EsmConfig | AmplifyConfig:
-    """The architecture of any preset: an ``EsmConfig`` or an ``AmplifyConfig`` (both have
-    ``to_dict()``, which ``SequenceModel(encoder_config=...)`` accepts)."""
-    if isinstance(preset, str):
-        preset = get_preset(preset)
-    return amplify_config(preset) if preset.family == "amplify" else esm_config(preset)

@@ -243,7 +243,7 @@ def bionemo_refusal(folder: Path, meta: dict) -> FedbioError:
     """Why a BioNeMo model folder cannot be loaded here, and where it can."""
     return FedbioError(f"{folder} holds a model trained with backend 'bionemo' "
                        f"({meta['kind']}): predicting with it needs BioNeMo's encoder; load "
-                       "it with fedbio.bionemo.learner.BioNemoLearner inside the container")
+                       "it with fedbio.backends.bionemo.learner.BioNemoLearner inside the container")
 
 
 def read_model_meta(folder: str | Path, option: str = "") -> dict:

@@ -17,6 +17,9 @@ from pathlib import Path
 from fedbio.errors import FedbioError
 from fedbio.models.presets import ModelPreset, get_preset
 
+# config.json model_types fedbio builds itself (``fedbio.models.backbone.FAMILIES``); any other
+# with an ``auto_map`` is remote code.
+BUILT_IN_MODEL_TYPES = ("esm", "AMPLIFY")
 # Only what loading needs; never pickled checkpoints (pytorch_model.bin, tf_model.h5).
 ALLOW_PATTERNS = [
     "config.json",
@@ -208,8 +211,6 @@ def hub_checkpoint(repo_id: str, trust_remote_code: bool = False) -> Path:
     ``fedbio.models.backbone``) without ``trust_remote_code`` is refused before its code is
     downloaded. Never pickled weights.
     """
-    from fedbio.models.backbone import is_remote_config, remote_code_refusal
-
     cache = hf_cache_dir()
     hint = (f"{repo_id!r} is neither a preset, an existing folder nor a model in the Hugging Face "
             "cache")
@@ -432,3 +433,21 @@ def read_weight_files(folder: str | Path) -> tuple[dict, Path]:
     for path in files:
         tensors.update(read_pickled_weights(path) if is_pickled([path]) else read_safetensors(path))
     return tensors, source
+
+
+def is_remote_config(config: dict) -> bool:
+    """True for a config.json fedbio cannot build itself but its ``auto_map`` can (remote code)."""
+    return (isinstance(config, dict) and config.get("model_type") not in BUILT_IN_MODEL_TYPES
+            and isinstance(config.get("auto_map"), dict) and "AutoModel" in config["auto_map"])
+
+
+def remote_code_refusal(source: str | Path, config: dict) -> FedbioError:
+    """The error for a remote-code checkpoint loaded without the opt-in."""
+    target = config.get("auto_map", {}).get("AutoModel", "?")
+    return FedbioError(
+        f"{source}: config.json has model_type {config.get('model_type')!r} and an auto_map "
+        f"(AutoModel -> {target}): loading it runs Python code shipped with the checkpoint. "
+        "Only if you trust that code, opt in with ModelConfig(trust_remote_code=True) "
+        "(`--trust-remote-code` on the command line); otherwise use an ESM-2 or AMPLIFY "
+        "checkpoint fedbio loads itself (e.g. facebook/esm2_t33_650M_UR50D, preset esm2-650m)"
+    )

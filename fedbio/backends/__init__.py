@@ -1,0 +1,1 @@
+"""Backends other than fedbio's own PyTorch/Hugging Face models: BioNeMo."""

@@ -1,0 +1,1 @@
+"""Benchmarks: ``fedbio bench train``, ``bench fed``, ``bench gpu`` and the environment check."""

@@ -1,0 +1,53 @@
+"""A site of a fedbio federation: fedbio's PyTorch training plus NVFlare's Client API.
+
+NVFlare starts this script once per site (``fedbio.federation.nvflare.job`` builds the job):
+
+    client.py --config RUN/federation/sites.json
+
+Tasks from the server: ``stats`` (feature/label sums for a shared scaler, composition and
+regression only), ``train`` (one round of local epochs), ``validate`` (score a global model on
+the site's validation split). What leaves the site: trainable parameters, the sample count used
+as FedAvg weight, and scalars.
+"""
+
+import argparse
+import logging
+
+import nvflare.client as flare
+from nvflare.client import FLModel
+
+from fedbio.federation.nvflare.watch import install_stack_dump
+from fedbio.federation.site import Site, failure_meta
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True, help="RUN/federation/sites.json")
+    config = parser.parse_args().config
+    install_stack_dump()                                          # for a watchdog's diagnosis
+
+    flare.init()                                                  # (1) join the federation
+    site = Site.load(config, flare.get_site_name())               # own train/valid + common test
+    while flare.is_running():
+        task = flare.receive()                                    # (2) a task and the global model
+        if task is None:
+            break
+        name = flare.get_task_name()
+        try:
+            if name == "train":                                   # (3) E/R local epochs from the global
+                params, metrics, meta = site.train(task.params, task.meta, task.current_round,
+                                                   task.total_rounds)
+                reply = FLModel(params=params, metrics=metrics,
+                                meta={"NUM_STEPS_CURRENT_ROUND": site.n_train, **meta})
+            elif name == "stats":
+                reply = FLModel(params=site.statistics())
+            else:                                                 # validate: scores only
+                reply = FLModel(metrics=site.evaluate(task.params, task.meta))
+        except Exception as err:  # report and stay: the server decides whether the run goes on
+            logging.getLogger("fedbio.site").exception(f"{name} failed at {site.name}")  # site's own log
+            reply = FLModel(metrics={}, meta=failure_meta(err))   # the error's type (+ scalars) only
+        flare.send(reply)                                         # (4) back to the server
+
+
+if __name__ == "__main__":
+    main()

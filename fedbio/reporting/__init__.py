@@ -1,0 +1,1 @@
+"""Reporting: results tables over runs and seeds, figures, manifests, printed summaries."""
