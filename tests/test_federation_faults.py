@@ -58,6 +58,26 @@ def test_a_site_whose_process_dies_is_dropped_and_the_run_goes_on(small_split, t
     assert not leftovers(out)
 
 
+def test_a_site_lost_before_it_started_restarts_the_simulator_at_once(small_split, tmp_path, monkeypatch,
+                                                                     capsys):
+    """NVFlare's simulator sometimes loses a worker it has just started ("Communication error with
+    client site-1", no log of site-1) and then waits for that site for ever: CI sat on one for
+    the whole silence limit. The watchdog restarts it at once instead."""
+    marker = tmp_path / "lost-once"
+    monkeypatch.setenv("FEDBIO_TEST_LOSE_WORKER", f"site-1:{marker}")
+    out = tmp_path / "lost"
+    start = time.monotonic()
+    m = run_federated(composition(small_split, epochs=2), FedConfig(rounds=2, sim_timeout=600), out,
+                      progress=False)
+    assert time.monotonic() - start < 120  # not the 600 s silence limit
+    assert marker.exists() and m["federation"]["simulator_seconds"]["attempts"] == 2
+    assert all(r["ok"] == SITES for r in m["rounds"][1:])
+    assert "lost site-1's worker process before it started" in capsys.readouterr().out
+    kept = out / "nvflare" / "fedbio-stalled-1"
+    assert "Communication error with client site-1" in (kept / "server" / "log.txt").read_text()
+    assert not leftovers(out)
+
+
 def test_a_diverging_server_step_stops_the_run_naming_site_round_and_epoch(small_split, tmp_path):
     out = tmp_path / "diverged"
     fed = FedConfig(rounds=3, server_optimizer="sgd", server_lr=1e9, server_momentum=0.0)

@@ -65,7 +65,7 @@ def test_a_stalled_child_is_stopped_retried_and_reported(tmp_path):
         run_watched(_python(code), workspace, tmp_path / "done", timeout=2, retries=1, say=said.append,
                     on_stall=stalls.append)
     assert time.monotonic() - start < 30
-    assert "no progress for 2 s in 2 attempt(s)" in str(err.value)
+    assert "no progress for 2 s, in the last of 2 attempt(s)" in str(err.value)
     assert "waiting for clients" in str(err.value)           # the log tail is quoted
     assert len(said) == 1 and "starting it again" in said[0]
     assert stalls == [workspace.parent / "job-stalled-1"]
@@ -159,3 +159,22 @@ def test_the_child_starts_without_python_code_between_fork_and_exec(tmp_path, mo
     assert seen.get("start_new_session") is True and "preexec_fn" not in seen
     assert seen.get("stdin") == subprocess.DEVNULL
     assert os.environ.get(RUN_ENV) is None  # the mark is the children's, not this process's
+
+
+def test_lost_sites_are_those_with_no_log_of_their_own(tmp_path):
+    from fedbio.federation.watch import LostSites
+
+    (tmp_path / "server").mkdir()
+    (tmp_path / "site-3").mkdir()
+    (tmp_path / "site-3" / "log.txt").write_text("started\n")
+    log = tmp_path / "server" / "log.txt"
+    watch = LostSites(tmp_path)
+    assert watch.lost() is None  # no log yet
+    log.write_text("x - SimulatorClientRunner - ERROR - Communication error with client site-3: \n")
+    assert watch.lost() is None  # site-3 ran, then died: NVFlare drops it, not a lost start
+    with log.open("a") as f:
+        f.write("x - SimulatorClientRunner - ERROR - Communication error with cli")
+    assert watch.lost() is None  # half a line: read again when it is whole
+    with log.open("a") as f:
+        f.write("ent site-1: [Errno 104] Connection reset by peer\n")
+    assert watch.lost() == "site-1"

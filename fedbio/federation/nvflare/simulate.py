@@ -124,7 +124,26 @@ def run_simulator() -> None:
     runpy.run_module(SIMULATOR, run_name="__main__", alter_sys=True)
 
 
+LOSE_WORKER_ENV = "FEDBIO_TEST_LOSE_WORKER"  # test hook: "SITE:MARKER", see _lose_worker
+
+
+def _lose_worker(argv: list[str]) -> None:
+    """A test hook: when ``$FEDBIO_TEST_LOSE_WORKER`` is ``SITE:MARKER`` and MARKER does not
+    exist yet, SITE's worker creates MARKER, takes the simulator's connection and drops it before
+    NVFlare starts: what NVFlare's start-up race does to a worker (``fedbio.federation.watch``)."""
+    site, _, marker = os.environ.get(LOSE_WORKER_ENV, "").partition(":")
+    if not site or site not in argv or os.path.exists(marker):
+        return
+    from multiprocessing.connection import Listener
+
+    open(marker, "w").close()
+    port = int(argv[argv.index("--port") + 1])
+    Listener(("localhost", port)).accept().close()
+    os._exit(3)
+
+
 def run_worker(argv: list[str]) -> None:
+    _lose_worker(argv)
     threading.Thread(target=_preload, name="fedbio-preload", daemon=True).start()
     worker = importlib.import_module(WORKER)
     worker.time = _PollingTime()

@@ -17,6 +17,11 @@ per site, each in a session of its own, which outlive a ``killpg`` of the simula
   ``retries`` times;
 - takes ``done`` (``done.json``, written by the server last, after the delivered model) as the end
   of the job: ``grace`` seconds later, whatever is left of NVFlare's shutdown is ended;
+- restarts at once (as a stalled attempt) a simulator that lost a site's worker before it ever
+  started: NVFlare's simulator sometimes cannot reach a worker it has just started (the server
+  log's "Communication error with client site-N" with no log of that site), and then waits for
+  that site for ever. A site that dies after it started is NVFlare's to handle (it drops it);
+
 - ends every process of the run when it returns, fails or is interrupted (Ctrl-C, SIGTERM).
 
 Plain ``subprocess`` and ``psutil``: nothing here imports NVFlare.
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import re
 import signal
 import subprocess
 import time
@@ -38,6 +44,7 @@ from fedbio.processes import RUN_ENV, end_processes
 POLL = 0.2          # seconds between looks at the child and the watched files
 GRACE = 1.0         # seconds NVFlare may take to exit once the job's end (done.json) is written
 TAIL_LINES = 12
+LOST = re.compile(r"Communication error with client (\S+?):")  # NVFlare's simulator_runner
 STACK_DIR_ENV = "FEDBIO_STACK_DIR"
 
 
@@ -84,6 +91,29 @@ def _watched_files(paths: Iterable[Path]) -> dict[Path, int]:
     return out
 
 
+class LostSites:
+    """Reads the simulator's server log as it grows for a site lost before it started: a
+    ``LOST`` line naming a site whose workspace holds no log (its worker never ran)."""
+
+    def __init__(self, workspace: Path):
+        self.workspace, self.offset, self.rest = Path(workspace), 0, ""
+
+    def lost(self) -> str | None:
+        try:
+            with open(self.workspace / "server" / "log.txt", "rb") as log:
+                log.seek(self.offset)
+                chunk = log.read()
+        except OSError:
+            return None
+        self.offset += len(chunk)
+        *lines, self.rest = (self.rest + chunk.decode(errors="replace")).split("\n")
+        for line in lines:
+            found = LOST.search(line)
+            if found and not (self.workspace / found.group(1) / "log.txt").exists():
+                return found.group(1)
+        return None
+
+
 def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, progress: Iterable = (),
                 timeout: float = 0, retries: int = 1, grace: float = GRACE, say=print,
                 on_progress: Callable[[Path], None] | None = None, env: dict | None = None,
@@ -121,7 +151,8 @@ def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, prog
         finally:
             if out is not None:
                 out.close()  # the child holds its own copy
-        stalled = False
+        stalled, why = False, f"made no progress for {timeout:.0f} s"
+        lost_sites = LostSites(workspace)
         try:
             last, finished_at = time.monotonic(), None
             while True:
@@ -149,6 +180,10 @@ def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, prog
                 elif timeout and now - last > timeout:
                     stalled = True
                     break
+                elif (site := lost_sites.lost()) is not None:
+                    stalled, why = True, (f"lost {site}'s worker process before it started (a "
+                                          "start-up race inside NVFlare's simulator)")
+                    break
                 time.sleep(POLL)
         finally:
             timeline["cpu_seconds"] = {}
@@ -163,13 +198,13 @@ def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, prog
             kept = _keep_stalled(workspace, attempt + 1)
             if on_stall is not None:
                 on_stall(kept)
-            say(f"the NVFlare simulator made no progress for {timeout:.0f} s (attempt {attempt + 1} "
+            say(f"the NVFlare simulator {why} (attempt {attempt + 1} "
                 f"of {retries + 1}); starting it again. Its logs are kept in {kept}; their last "
                 f"lines:\n{tails}")
             continue
         raise FedbioError(
-            f"the NVFlare simulator made no progress for {timeout:.0f} s in {retries + 1} "
-            f"attempt(s); its logs and stack dumps are in {workspace.parent}. Last log lines:\n{tails}")
+            f"the NVFlare simulator {why}, in the last of {retries + 1} attempt(s); its logs and "
+            f"stack dumps are in {workspace.parent}. Last log lines:\n{tails}")
     raise AssertionError("unreachable")
 
 
