@@ -19,10 +19,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fedbio.backends.bionemo.backend import BACKENDS
+from fedbio.config import TUNING_MODES
 from fedbio.errors import FedbioError, Interrupted
+from fedbio.federation.config import ALGORITHMS as FEDERATED
+from fedbio.federation.config import DEFAULT_SERVER_LR, SERVER_OPTIMIZERS, FedConfig
 
-FEDERATED = ("fedavg", "fedprox", "fedopt")
-ROUNDS = 4  # --rounds when not given
+ROUNDS = FedConfig.rounds  # --rounds when not given
 
 
 def check_applicable(args) -> None:
@@ -31,7 +34,7 @@ def check_applicable(args) -> None:
     federated = args.mode in FEDERATED
     antibody = args.task == "antibody" and not args.split
     rules = [("--rounds", args.rounds, federated, "federated runs (--mode fedavg, fedprox, fedopt)"),
-             ("--min-clients", args.min_clients, federated, "federated runs (--mode fedavg, fedprox, fedopt)"),
+             ("--min-sites", args.min_sites, federated, "federated runs (--mode fedavg, fedprox, fedopt)"),
              ("--mu", args.mu, args.mode == "fedprox", "--mode fedprox"),
              ("--server-optimizer", args.server_optimizer, args.mode == "fedopt", "--mode fedopt"),
              ("--server-lr", args.server_lr, args.mode == "fedopt", "--mode fedopt"),
@@ -66,19 +69,23 @@ def _add_debug(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_split_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    from fedbio.data.split import PARTITIONS, POOLS
+    """The split options; their defaults are ``SplitConfig``'s."""
+    from fedbio.data.split import PARTITIONS, POOLS, SplitConfig
 
+    d = SplitConfig()
     p.add_argument("--fasta", required=required, help="biotrainer FASTA (or CSV) to split")
     p.add_argument("--hard", help="a second, separate hard test set (setHARD)")
-    p.add_argument("--sites", type=int, default=3)
-    p.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration (label skew)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pool", choices=POOLS, default="original",
+    p.add_argument("--sites", type=int, default=d.sites, help=f"default {d.sites}")
+    p.add_argument("--alpha", type=float, default=d.alpha,
+                   help=f"Dirichlet concentration (label skew; default {d.alpha:g})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    p.add_argument("--pool", choices=POOLS, default=d.pool,
                    help="original: keep the file's homology-separated SET labels (default); "
                         "random: pool and re-split every record")
-    p.add_argument("--partition", choices=PARTITIONS, default="dirichlet")
-    p.add_argument("--valid-fraction", type=float, default=0.1)
-    p.add_argument("--min-site-size", type=int, default=20)
+    p.add_argument("--partition", choices=PARTITIONS, default=d.partition, help=f"default {d.partition}")
+    p.add_argument("--valid-fraction", type=float, default=d.valid_fraction,
+                   help=f"default {d.valid_fraction:g}")
+    p.add_argument("--min-site-size", type=int, default=d.min_site_size, help=f"default {d.min_site_size}")
 
 
 def _split_config(args):
@@ -140,15 +147,9 @@ def cmd_run(args) -> int:
                trust_remote_code=True if args.trust_remote_code else None)
     fed = None
     if cfg.mode in FEDERATED:
-        from fedbio.federation import FedConfig
-
-        optimizer = args.server_optimizer or FedConfig.server_optimizer
-        given = {"mu": args.mu, "min_clients": args.min_clients}
-        fed = FedConfig(algorithm=cfg.mode, rounds=ROUNDS if args.rounds is None else args.rounds,
-                        server_optimizer=optimizer,
-                        server_lr=args.server_lr if args.server_lr is not None else
-                        (1.0 if optimizer == "sgd" else 0.01),
-                        private_heads=False if args.shared_heads else None,
+        given = {"rounds": args.rounds, "mu": args.mu, "min_sites": args.min_sites,
+                 "server_optimizer": args.server_optimizer, "server_lr": args.server_lr}
+        fed = FedConfig(private_heads=False if args.shared_heads else None,
                         **{k: v for k, v in given.items() if v is not None})
 
     def announce() -> None:  # once every option and input has been checked
@@ -157,7 +158,7 @@ def cmd_run(args) -> int:
               + f"; {cfg.train.epochs:g} epochs; mode {cfg.mode}; seed {cfg.seed}")
         if fed is not None:
             print(f"federation: {cfg.mode}, {fed.rounds} rounds x {cfg.train.epochs / fed.rounds:g} "
-                  f"local epochs, {'all sites' if not fed.min_clients else f'min {fed.min_clients} sites'}",
+                  f"local epochs, {'all sites' if not fed.min_sites else f'min {fed.min_sites} sites'}",
                   flush=True)
 
     if fed is not None:
@@ -233,17 +234,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="0 to 2**32 - 1: every random choice")
     p.add_argument("--split", default=None, help="a split folder (default: split the shipped data)")
     p.add_argument("--model", default=None, help="preset (esm2-8m…), a local folder, or composition")
-    p.add_argument("--tuning", default=None, choices=("head", "lora", "full"))
+    p.add_argument("--tuning", default=None, choices=TUNING_MODES)
     p.add_argument("--epochs", type=float, default=None, help="passes over each site's data")
     p.add_argument("--rounds", type=int, default=None,
                    help=f"federated rounds, each E/R local epochs (default {ROUNDS})")
-    p.add_argument("--mu", type=float, default=None, help="FedProx proximal weight (default 0.01)")
-    p.add_argument("--server-optimizer", default=None, choices=("sgd", "adam"),
+    p.add_argument("--mu", type=float, default=None,
+                   help=f"FedProx proximal weight (default {FedConfig.mu:g})")
+    p.add_argument("--server-optimizer", default=None, choices=SERVER_OPTIMIZERS,
                    help="FedOpt server optimizer (sgd with momentum, or adam)")
-    p.add_argument("--server-lr", type=float, default=None, help="FedOpt server step size")
-    p.add_argument("--min-clients", type=int, default=None, help="sites a round needs (default 0: all)")
+    p.add_argument("--server-lr", type=float, default=None,
+                   help="FedOpt server step size (default " + ", ".join(
+                       f"{lr:g} for {name}" for name, lr in DEFAULT_SERVER_LR.items()) + ")")
+    p.add_argument("--min-sites", "--min-clients", dest="min_sites", type=int, default=None,
+                   help="sites a round needs (default 0: all; --min-clients is the old spelling)")
     p.add_argument("--weights-dir", default=None, help="folder of pretrained weights (else $FEDBIO_WEIGHTS)")
-    p.add_argument("--backend", default=None, choices=("auto", "hf", "bionemo"),
+    p.add_argument("--backend", default=None, choices=BACKENDS,
                    help="model backend (default: the profile's, hf)")
     _device_arguments(p, default=None)
     p.add_argument("--out", required=True, help="run folder (refused if non-empty); while the run "

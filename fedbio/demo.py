@@ -67,7 +67,7 @@ def _demo(out: Path, prof) -> int:
                        for mode in ("local", "central")}
         runs[label]["FedAvg"] = cached_run(
             plan(mode="fedavg", model=model, profile=prof.name, seed=0), out / "runs",
-            runner=run_federated, fed=FedConfig("fedavg", rounds=ROUNDS))
+            runner=run_federated, fed=FedConfig(rounds=ROUNDS))
     majority = runs["composition"]["central"]["majority_rate"]
     print("\n== Results: test accuracy (%) of the model each site ends with "
           f"(DeepLoc test set, 2,768 proteins; majority class {100 * majority:.1f} %)")

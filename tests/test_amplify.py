@@ -36,7 +36,7 @@ from fedbio.models import (
     save_model,
     trainable_state_dict,
 )
-from fedbio.models.backbone import random_backbone
+from fedbio.models.backbone_loading import random_backbone
 
 FIXTURE = Path(__file__).parent / "fixtures" / "amplify_tiny"
 SEQS = ["MKVLAAGIVALLLAAGCSSS", "MKTAYIAKQR", "GSHMLEDPVDAFQLGRNVAW"]

@@ -16,6 +16,7 @@ from fedbio.data import antibody as ab
 from fedbio.data.records import read_records
 from fedbio.data.split import js_divergence
 from fedbio.errors import DataError, FedbioError
+from fedbio.reporting.antibody_plots import plot_task_distributions
 
 DATA = ROOT / "data" / "antibody"
 JAIN_TASKS = ["thermostability", "expression", "aggregation", "polyreactivity", "immunogenicity"]
@@ -245,7 +246,7 @@ def test_summary_and_figure(folders):
     assert tm.loc["train", "n"] == 89 and 59.5 <= tm.loc["train", "min"] <= tm.loc["train", "max"] <= 91.5
     by_site = ab.task_summary(folders["alltasks"], by_site=True)
     assert set(by_site["site"]) == {"site-1", "site-2", "site-3", ""}
-    fig = ab.plot_task_distributions(folders["tap"])
+    fig = plot_task_distributions(folders["tap"])
     assert sum(ax.get_visible() for ax in fig.axes) == 5
     import matplotlib.pyplot as plt
 

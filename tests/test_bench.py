@@ -12,7 +12,8 @@ from conftest import positive_finite
 
 from fedbio.bench import train as bench
 from fedbio.bench.cli import register
-from fedbio.bench.train import Sizes
+from fedbio.bench.train_measures import Sizes
+from fedbio.bench.train_rss import peak_rss
 
 # Tiny models and a handful of sequences: every code path of the benchmark, in seconds.
 TINY = Sizes("tiny", pad_seqs=8, pad_seqs_long=8, pad_batch_long=4, pad_rounds=2,
@@ -107,11 +108,11 @@ def test_bench_train_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
 def test_peak_rss_counts_the_child_not_this_process(tmp_path):
     big = bytearray(400_000_000)  # this process's RSS must not leak into the child's figure
     big[::4096] = b"1" * len(big[::4096])
-    quiet = bench.peak_rss([sys.executable, "-c", "pass"], tmp_path / "quiet.log")
+    quiet = peak_rss([sys.executable, "-c", "pass"], tmp_path / "quiet.log")
     assert quiet["returncode"] == 0 and quiet["peak_rss_gb"] < 0.15
     del big
     code = "x = bytearray(200_000_000); x[::4096] = b'1' * len(x[::4096])"
-    hungry = bench.peak_rss([sys.executable, "-c", code], tmp_path / "hungry.log")
+    hungry = peak_rss([sys.executable, "-c", code], tmp_path / "hungry.log")
     assert hungry["returncode"] == 0 and 0.2 <= hungry["peak_rss_gb"] < 0.5
-    failed = bench.peak_rss([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "bad.log")
+    failed = peak_rss([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "bad.log")
     assert failed["returncode"] == 3

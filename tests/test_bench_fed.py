@@ -10,7 +10,9 @@ import torch
 from conftest import positive_finite
 
 from fedbio.bench import fed as bench_fed
-from fedbio.bench.fed import FedSizes, register
+from fedbio.bench import fed_setup
+from fedbio.bench.fed import register
+from fedbio.bench.fed_setup import FedSizes
 
 # A sliver of the default split and a tiny checkpoint: every code path (four federated runs,
 # three of them in the NVFlare simulator), in about a minute.
@@ -53,8 +55,8 @@ def test_bench_command_offers_fed():
 def test_split_subset_keeps_the_default_split_proportions(tmp_path):
     from fedbio.data.tasks import load_task
 
-    whole = load_task(bench_fed.split_subset(tmp_path / "all", 1.0))
-    part = load_task(bench_fed.split_subset(tmp_path / "part", 0.1))
+    whole = load_task(fed_setup.split_subset(tmp_path / "all", 1.0))
+    part = load_task(fed_setup.split_subset(tmp_path / "part", 0.1))
     assert list(part.sites) == list(whole.sites) == ["site-1", "site-2", "site-3"]
     for site, parts in whole.sites.items():
         for key in ("train", "valid"):

@@ -385,7 +385,7 @@ def test_head_mode_embeds_once_with_infer_esm2_and_trains_fedbios_head(tmp_path)
 
 
 def test_read_predictions_per_batch_files_and_bad_shapes(tmp_path):
-    from fedbio.backends.bionemo.learner import embeddings_from, read_predictions
+    from fedbio.backends.bionemo.results import embeddings_from, read_predictions
 
     for i in (0, 2, 1, 10):
         torch.save({"embeddings": torch.full((2, 3), float(i))}, tmp_path / f"predictions__rank_0__batch_{i}.pt")
@@ -465,7 +465,7 @@ def test_lora_scores_through_the_adapter_checkpoint(tmp_path):
 
 
 def test_label_order_and_global_columns():
-    from fedbio.backends.bionemo.learner import history_from_scalars, label_order, to_global_columns
+    from fedbio.backends.bionemo.results import history_from_scalars, label_order, to_global_columns
 
     assert label_order(["c", "a", "c"]) == ["a", "c"]
     probs = np.array([[0.2, 0.7, 0.1], [0.5, 0.5, 0.0]], np.float32)  # 3rd column: untrained id
@@ -643,16 +643,17 @@ def test_profile_runtime_and_env_check_agree():
     assert env_check.machine_rate(fp32)["flops"] == env_check.machine_rate(gpu)["flops"] / 2
 
 
-def test_run_key_is_unchanged_by_the_new_settings_at_their_defaults():
+def test_run_key_follows_every_setting_that_decides_a_result():
     from dataclasses import replace
 
     from fedbio.training.run import plan, run_key
 
     cfg = plan(mode="central", model="composition", profile="quick", seed=0)
     key = run_key(cfg)
-    assert key == "5dbab5fd6d"  # what fedbio computed before device/precision existed
-    assert key == run_key(replace(cfg, train=replace(cfg.train, device="auto", precision="auto")))
+    assert len(key) == 10 and key == run_key(plan(mode="central", model="composition", profile="quick"))
     assert key != run_key(replace(cfg, train=replace(cfg.train, device="cpu")))
+    assert key != run_key(replace(cfg, model=replace(cfg.model, trust_remote_code=True)))
+    assert key == run_key(replace(cfg, profile_reason="another reason"))  # says why, decides nothing
     assert plan(profile="quick", device="cpu", precision="32", backend="auto").train.device == "cpu"
 
 

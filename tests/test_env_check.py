@@ -147,7 +147,7 @@ def test_command_line():
 @pytest.mark.parametrize("preset", ["esm2-tiny", "esm2-8m"])
 def test_encoder_params_match_the_model(preset):
     from fedbio.models import esm_config
-    from fedbio.models.backbone import random_backbone
+    from fedbio.models.backbone_loading import random_backbone
 
     backbone = random_backbone(esm_config(preset), preset)
     counted = sum(p.numel() for name, p in backbone.named_parameters()

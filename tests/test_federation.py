@@ -104,7 +104,7 @@ def test_fedprox_with_mu_zero_matches_fedavg(fedavg_run, small_split, tmp_path):
 
 def test_a_raising_site_does_not_stop_the_run(small_split, tmp_path):
     start = time.time()
-    m = run_federated(composition(small_split), FedConfig(rounds=2, min_clients=2, fail_sites=("site-2",)),
+    m = run_federated(composition(small_split), FedConfig(rounds=2, min_sites=2, fail_sites=("site-2",)),
                       tmp_path / "failing", progress=False)
     assert time.time() - start < 90
     assert m["federation"]["failed_sites"] == {"site-2": {"1": "RuntimeError", "2": "RuntimeError"}}
@@ -158,8 +158,8 @@ def test_fedopt_with_plain_sgd_step_is_fedavg_and_adam_differs(small_split, tmp_
 
 
 def test_too_few_answering_sites_stop_the_run(small_split, tmp_path):
-    fed = FedConfig(rounds=2, min_clients=2, fail_sites=("site-2", "site-3"))
-    with pytest.raises(FedbioError, match="min_clients"):
+    fed = FedConfig(rounds=2, min_sites=2, fail_sites=("site-2", "site-3"))
+    with pytest.raises(FedbioError, match="min_sites"):
         run_federated(composition(small_split), fed, tmp_path / "stopped", progress=False, engine="loop")
     assert not (tmp_path / "stopped").exists()
 
@@ -167,8 +167,8 @@ def test_too_few_answering_sites_stop_the_run(small_split, tmp_path):
 def test_bad_settings_are_refused(small_split, tmp_path):
     with pytest.raises(FedbioError, match="unknown federated --mode"):
         run_federated(composition(small_split, "local"), FedConfig(), tmp_path / "x", progress=False)
-    with pytest.raises(FedbioError, match="--min-clients"):
-        FedConfig(min_clients=4).validate(3)
+    with pytest.raises(FedbioError, match="--min-sites"):
+        FedConfig(min_sites=4).validate(3)
     with pytest.raises(FedbioError, match="server optimizer"):
         FedConfig(server_optimizer="rmsprop").validate(3)
 

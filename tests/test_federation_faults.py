@@ -50,7 +50,7 @@ def test_a_slow_site_is_waited_for_to_the_end(small_split, tmp_path):
 
 def test_a_site_whose_process_dies_is_dropped_and_the_run_goes_on(small_split, tmp_path):
     out = tmp_path / "dead"
-    fed = FedConfig(rounds=2, min_clients=2, task_timeout=20, die_sites=("site-3",), sim_timeout=120)
+    fed = FedConfig(rounds=2, min_sites=2, task_timeout=20, die_sites=("site-3",), sim_timeout=120)
     m = run_federated(composition(small_split), fed, out, progress=False)
     assert all(r["ok"] == ["site-1", "site-2"] for r in m["rounds"][1:])
     assert "site-3" in m["federation"]["failed_sites"]
@@ -90,15 +90,15 @@ def test_a_diverging_server_step_stops_the_run_naming_site_round_and_epoch(small
 def test_a_failed_run_keeps_its_logs_and_says_where(small_split, tmp_path):
     """The last release deleted a failed federated run's NVFlare logs with its temporary folder."""
     out = tmp_path / "stopped"
-    fed = FedConfig(rounds=2, min_clients=2, fail_sites=("site-2", "site-3"))
-    with pytest.raises(FedbioError, match="min_clients") as err:
+    fed = FedConfig(rounds=2, min_sites=2, fail_sites=("site-2", "site-3"))
+    with pytest.raises(FedbioError, match="min_sites") as err:
         run_federated(composition(small_split), fed, out, progress=False)
     kept = tmp_path / "stopped.failed"
     assert err.value.kept == kept and not out.exists()
     assert not (tmp_path / "stopped.running").exists() and not (tmp_path / "stopped.lock").exists()
     for site in SITES:
         assert (kept / "nvflare" / "fedbio" / site / "log.txt").stat().st_size > 0
-    assert "min_clients" in (kept / "error.txt").read_text()
+    assert "min_sites" in (kept / "error.txt").read_text()
     assert not leftovers(out)
 
 

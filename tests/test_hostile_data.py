@@ -12,7 +12,8 @@ import pytest
 from conftest import HARD, SCL
 
 from fedbio.cli import main
-from fedbio.data.records import MAX_SEQUENCE_LENGTH, NA_STRINGS, read_records
+from fedbio.data.fields import MAX_SEQUENCE_LENGTH, NA_STRINGS
+from fedbio.data.records import read_records
 from fedbio.data.split import SplitConfig, make_split, write_split
 from fedbio.data.tasks import load_task
 from fedbio.errors import DataError, FedbioError

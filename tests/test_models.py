@@ -321,8 +321,8 @@ def test_save_and_load_esm_model(tmp_path, tuning):
         assert torch.equal(model.eval()(ids, attn), loaded(ids, attn))
 
 
-def test_the_model_types_weights_knows_are_the_families_backbone_builds():
+def test_the_model_types_the_remote_policy_knows_are_the_families_backbone_builds():
     from fedbio.models.backbone import FAMILIES
-    from fedbio.models.weights import BUILT_IN_MODEL_TYPES
+    from fedbio.models.remote import BUILT_IN_MODEL_TYPES
 
     assert set(BUILT_IN_MODEL_TYPES) == set(FAMILIES)

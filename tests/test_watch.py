@@ -162,7 +162,7 @@ def test_the_child_starts_without_python_code_between_fork_and_exec(tmp_path, mo
 
 
 def test_lost_sites_are_those_with_no_log_of_their_own(tmp_path):
-    from fedbio.federation.watch import LostSites
+    from fedbio.federation.nvflare.watch import LostSites
 
     (tmp_path / "server").mkdir()
     (tmp_path / "site-3").mkdir()

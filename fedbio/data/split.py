@@ -191,7 +191,7 @@ def _pools(records: list[Record], cfg: SplitConfig, classes: list[str],
     return _stable(records, np.flatnonzero(~in_test)), _stable(records, np.flatnonzero(in_test))
 
 
-def _cuts(n: int, proportions: np.ndarray) -> np.ndarray:
+def cuts(n: int, proportions: np.ndarray) -> np.ndarray:
     """Cut points that split n items by the given proportions (largest-remainder rounding)."""
     raw = proportions * n
     sizes = np.floor(raw).astype(int)
@@ -239,12 +239,12 @@ def partition(labels: np.ndarray, n_classes: int, cfg: SplitConfig,
         if cfg.partition == "dirichlet":
             for c in range(n_classes):   # each class draws its own proportions: real label skew
                 idx = rng.permutation(np.flatnonzero(labels == c))
-                for site, chunk in enumerate(np.split(idx, _cuts(len(idx), rng.dirichlet([cfg.alpha] * k)))):
+                for site, chunk in enumerate(np.split(idx, cuts(len(idx), rng.dirichlet([cfg.alpha] * k)))):
                     parts[site].extend(chunk.tolist())
         else:
             props = np.full(k, 1 / k) if cfg.partition == "iid" else rng.dirichlet([cfg.alpha] * k)
             idx = rng.permutation(n)
-            for site, chunk in enumerate(np.split(idx, _cuts(n, props))):
+            for site, chunk in enumerate(np.split(idx, cuts(n, props))):
                 parts[site].extend(chunk.tolist())
         if min(len(p) for p in parts) >= least:
             return [np.array(sorted(p), dtype=int) for p in parts]

@@ -3,7 +3,7 @@
     from fedbio.federation import FedConfig, run_federated
     run_federated(plan(mode="fedavg", model="composition"), FedConfig(rounds=3), "runs/fedavg")
 
-- ``config``      ``FedConfig``: algorithm, rounds, FedProx mu, FedOpt server optimizer, min_clients
+- ``config``      ``FedConfig``: algorithm, rounds, FedProx mu, FedOpt server optimizer, min_sites
 - ``site``        one site's local work (plain PyTorch via ``Learner``; no NVFlare)
 - ``client.py``   the NVFlare client script: ``flare.init / receive / send`` around ``Site``
 - ``aggregate``   weighted averaging in a fixed site order, FedOpt's server step (numpy)
@@ -11,6 +11,8 @@
 - ``controller``  that workflow as an NVFlare ``ModelController``
 - ``job``         the recipe and the simulator environment
 - ``runner``      ``run_federated``: run folder in, ``metrics.json`` out
+- ``results``     ``metrics.json``, TensorBoard curves and site-scored tests from the server's history
+- ``progress``    progress lines while the simulator runs; where its time went (``simulator_phases``)
 - ``logs``        the simulator's log config (console at WARNING, full logs per site)
 - ``loop``        the same federation as a plain single-process loop (``engine="loop"``)
 

@@ -1,4 +1,6 @@
-"""``FedConfig``: how sites federate (algorithm, rounds, server optimizer, tolerance of failures).
+"""``FedConfig``: how sites federate (rounds, FedProx mu, server optimizer, tolerance of failures).
+
+The algorithm is the run's ``--mode`` (``RunConfig.mode``: fedavg | fedprox | fedopt), nothing here.
 
 Plain data, importable without NVFlare, written into ``RUN/config.json`` (key ``federation``)
 beside the ``RunConfig`` it goes with. The training budget is the ``TrainConfig``'s: ``rounds``
@@ -7,7 +9,7 @@ local one.
 
 Failures. A site whose local work raises sends back a flagged, empty reply (only the
 exception's type leaves the site; the traceback stays in its log); the round goes on with the
-others while at least ``min_clients`` answered, and ``metrics.json`` names the failed site per
+others while at least ``min_sites`` answered, and ``metrics.json`` names the failed site per
 round. A site whose process dies gives no answer at all: the server waits for it up to
 ``task_timeout`` seconds (0 = forever), then goes on without it and asks it nothing more. In the
 simulator that timeout is the only way a crashed site is noticed (a crashed simulated client is
@@ -34,19 +36,20 @@ from fedbio.errors import FedbioError
 
 ALGORITHMS = ("fedavg", "fedprox", "fedopt")
 SERVER_OPTIMIZERS = ("sgd", "adam")
+DEFAULT_SERVER_LR = {"sgd": 1.0, "adam": 0.01}
 
 
 @dataclass
 class FedConfig:
-    algorithm: str = "fedavg"      # fedavg | fedprox (proximal term mu) | fedopt (server optimizer)
-    rounds: int = 3                # R rounds; each site trains E/R epochs per round
+    rounds: int = 4                # R rounds; each site trains E/R epochs per round
     mu: float = 0.01               # FedProx: mu/2 * ||w - w_global||^2 added to the local loss
     server_optimizer: str = "sgd"  # FedOpt: sgd (FedAvgM with momentum) | adam (FedAdam)
-    server_lr: float = 1.0         # FedOpt: step size on the averaged update (1.0 + no momentum = FedAvg)
+    server_lr: float | None = None  # FedOpt: step size on the averaged update; None: 1.0 for sgd
+                                    # (1.0 + no momentum = FedAvg), 0.01 for adam
     server_momentum: float = 0.6   # FedOpt sgd (NVFlare's FedOpt default)
     server_betas: tuple[float, float] = (0.9, 0.99)  # FedOpt adam
     server_eps: float = 1e-3       # FedOpt adam: tau of Reddi et al. (2021), controls adaptivity
-    min_clients: int = 0           # results a round needs to go on; 0 = every site
+    min_sites: int = 0           # results a round needs to go on; 0 = every site
     task_timeout: int = 0          # seconds a round waits for a site before going on without it; 0 = forever
     heartbeat_timeout: int = 0     # seconds without a heartbeat before the server drops a site; 0 = NVFlare's
     private_heads: bool | None = None  # task heads stay at their sites; None = yes for multi-task data
@@ -62,14 +65,14 @@ class FedConfig:
     die_sites: tuple[str, ...] = ()
 
     def __post_init__(self):
+        if self.server_lr is None:
+            self.server_lr = DEFAULT_SERVER_LR.get(self.server_optimizer, 1.0)
         self.server_betas = tuple(self.server_betas)
         for name in ("fail_sites", "slow_sites", "die_sites"):
             setattr(self, name, tuple(getattr(self, name)))
 
     def validate(self, n_sites: int) -> FedConfig:
         """Raise a FedbioError for settings that cannot work with ``n_sites`` sites."""
-        if self.algorithm not in ALGORITHMS:
-            raise FedbioError(f"unknown federated algorithm {self.algorithm!r}; choose {', '.join(ALGORITHMS)}")
         if self.server_optimizer not in SERVER_OPTIMIZERS:
             raise FedbioError(f"unknown server optimizer {self.server_optimizer!r}; "
                               f"choose {', '.join(SERVER_OPTIMIZERS)}")
@@ -80,9 +83,9 @@ class FedConfig:
         for beta in self.server_betas:
             check_number("server betas", beta, low=0, high=0.999999)
         check_number("server eps", self.server_eps, low=0, strict=True)
-        check_number("--min-clients", self.min_clients, low=0, integer=True)
-        if self.min_clients > n_sites:
-            raise FedbioError(f"--min-clients {self.min_clients} must lie between 0 (all) and the "
+        check_number("--min-sites", self.min_sites, low=0, integer=True)
+        if self.min_sites > n_sites:
+            raise FedbioError(f"--min-sites {self.min_sites} must lie between 0 (all) and the "
                               f"number of sites ({n_sites})")
         for name in ("task_timeout", "heartbeat_timeout", "sim_timeout", "sim_grace", "slow_seconds"):
             check_number(name, getattr(self, name), low=0)
@@ -91,4 +94,4 @@ class FedConfig:
 
     def needed(self, n_sites: int) -> int:
         """How many sites must answer a round for it to count."""
-        return self.min_clients or n_sites
+        return self.min_sites or n_sites

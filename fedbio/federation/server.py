@@ -23,7 +23,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -47,7 +47,7 @@ DIVERGED = "TrainingDiverged"  # a site's failure that stops the whole run (fedb
 
 
 class RunStopped(Exception):
-    """Fewer sites answered than the run needs (``min_clients``)."""
+    """Fewer sites answered than the run needs (``min_sites``)."""
 
 
 @dataclass
@@ -55,7 +55,7 @@ class ServerSettings:
     run_dir: str
     algorithm: str = "fedavg"
     num_rounds: int = 3
-    min_clients: int = 0
+    min_sites: int = 0
     mu: float = 0.0
     server_optimizer: str = "sgd"
     server_lr: float = 1.0
@@ -66,13 +66,22 @@ class ServerSettings:
     higher_is_better: bool = True
     feature_stats: bool = False
     label_stats: bool = False
+    task_timeout: int = 0  # seconds a round waits for a site (the NVFlare controller's)
+
+    def to_dict(self) -> dict:
+        """Plain, JSON-ready data (what NVFlare's job config carries)."""
+        return {**asdict(self), "server_betas": list(self.server_betas)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ServerSettings:
+        return cls(**{**data, "server_betas": tuple(data.get("server_betas", (0.9, 0.99)))})
 
 
 class Server:
     def __init__(self, settings: ServerSettings, sites: list[str]):
         self.s = settings
         self.sites = sorted(sites)
-        self.needed = settings.min_clients or len(self.sites)
+        self.needed = settings.min_sites or len(self.sites)
         self.active = list(self.sites)  # a site that does not answer at all is not asked again
         self.best: tuple | None = None
         self.history: dict = {"sites": self.sites, "needed": self.needed, "rounds": [{"round": 0}], "shared": {}}
@@ -111,7 +120,7 @@ class Server:
     def _require(self, ok: dict, stage: str) -> None:
         if len(ok) < self.needed:
             self.stop(f"{stage}: only {len(ok)} of {len(self.sites)} sites answered; "
-                      f"the run needs {self.needed} (min_clients)")
+                      f"the run needs {self.needed} (min_sites)")
 
     @staticmethod
     def weighted_valid(ok: dict[str, Reply]) -> dict:

@@ -1,4 +1,4 @@
-"""AMPLIFY (chandar-lab) in plain PyTorch: config, encoder, tokenizer, and its folder layout.
+"""AMPLIFY (chandar-lab) in plain PyTorch: ``AmplifyConfig``, the ``Amplify`` encoder and its layers.
 
 AMPLIFY is a pre-norm transformer encoder for proteins: RMSNorm (computed in float32), rotary
 positions in the complex (LLaMA) form that rotates feature pairs (2m, 2m+1), SwiGLU feed-forward
@@ -9,15 +9,13 @@ Hugging Face checkpoints ``chandar-lab/AMPLIFY_120M`` and ``chandar-lab/AMPLIFY_
 they are. ``forward`` gives the final hidden states *before* the last norm (``layer_norm_2``),
 which the reference applies only on the way into its masked-language-model decoder.
 
-A folder in the published layout holds ``config.json`` (``model_type`` "AMPLIFY", the reference's
-field names) and ``model.safetensors`` (or a ``pytorch_model.bin``, read with
-``weights_only=True``: a pickle holding anything but tensors is refused, never unpickled);
-``save_amplify`` writes one and ``amplify_from_folder`` reads one.
+The published folder layout (``save_amplify``, ``amplify_from_folder``) is
+``fedbio.models.amplify_folder``; the 27-token ``AmplifyTokenizer`` is in
+``fedbio.models.tokenizer``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -27,14 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedbio.errors import FedbioError
-from fedbio.models.weights import read_json_object, read_weight_files
 
 MODEL_TYPE = "AMPLIFY"
-CONFIG_FILE = "config.json"
-SAFETENSORS_FILE = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-PICKLE_FILE = "pytorch_model.bin"
-VOCAB_FILE = Path(__file__).with_name("amplify_vocab.txt")
 ROPE_THETA = 10000.0
 LORA_TARGETS = ["q", "k", "v"]
 
@@ -292,165 +284,3 @@ def random_amplify(config: AmplifyConfig, seed: int = 0) -> Amplify:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Amplify(config).float()
-
-
-# --- the published folder layout -----------------------------------------------------------
-
-
-def read_amplify_config(folder: str | Path) -> AmplifyConfig:
-    """The ``AmplifyConfig`` in ``folder/config.json``; FedbioError naming the file otherwise."""
-    path = Path(folder) / CONFIG_FILE
-    if not path.is_file():
-        raise FedbioError(f"{Path(folder)} has no {CONFIG_FILE}")
-    data = read_json_object(path, "re-save or re-download the checkpoint")
-    return AmplifyConfig.from_dict(data, source=path)
-
-
-def save_amplify(model: Amplify, folder: str | Path) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` (published names, float32 as trained)."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(tensors, str(folder / SAFETENSORS_FILE), metadata={"format": "pt"})
-    (folder / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-    return folder
-
-
-def _load_weight_files(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    """Every tensor in the folder and the file naming them; a damaged file or a pickle holding
-    more than tensors is one FedbioError naming the file (``fedbio.models.weights``)."""
-    return read_weight_files(folder)
-
-
-def _names(keys: list[str]) -> str:
-    return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-
-
-def amplify_from_folder(folder: str | Path) -> Amplify:
-    """The ``Amplify`` (float32) saved in ``folder`` in the published layout.
-
-    Every tensor the config implies must be there with its shape, and nothing else: a missing,
-    extra or misshapen tensor is a FedbioError naming the file and the keys.
-    """
-    folder = Path(folder)
-    config = read_amplify_config(folder)
-    tensors, source = _load_weight_files(folder)
-    with torch.device("meta"):  # no memory and no init for weights about to be replaced
-        model = Amplify(config)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in tensors]
-    if missing:
-        raise FedbioError(f"{source} lacks tensor(s) {_names(missing)} that {CONFIG_FILE} implies")
-    extra = [k for k in tensors if k not in expected]
-    if extra:
-        raise FedbioError(f"{source} has tensor(s) {_names(extra)} that an AMPLIFY model of "
-                          f"this {CONFIG_FILE} does not")
-    for key, ref in expected.items():
-        if tuple(tensors[key].shape) != tuple(ref.shape):
-            raise FedbioError(f"{source}: tensor {key} has shape {tuple(tensors[key].shape)}, "
-                              f"{CONFIG_FILE} implies {tuple(ref.shape)}")
-    model.load_state_dict({k: v.float() for k, v in tensors.items()}, assign=True)
-    return model.float()
-
-
-# --- tokenizer ------------------------------------------------------------------------------
-
-
-class AmplifyTokenizer:
-    """AMPLIFY's vocabulary with the small tokenizer interface fedbio uses.
-
-    ``<bos>`` plays the role of ESM's ``<cls>`` (``cls_token_id`` = ``bos_token_id`` = 3), so
-    ``fedbio.models.encode`` and ``residue_mask`` work unchanged. Calling it encodes one sequence
-    or a list: ``<bos>``, one id per residue (unknown letters are ``<unk>``), ``<eos>``.
-    """
-
-    pad_token, unk_token, mask_token = "<pad>", "<unk>", "<mask>"
-    bos_token = cls_token = "<bos>"
-    eos_token = "<eos>"
-
-    def __init__(self, vocab_file: str | Path | None = None):
-        path = Path(vocab_file) if vocab_file is not None else VOCAB_FILE
-        if not path.is_file():
-            raise FedbioError(f"tokenizer vocabulary {path} not found")
-        self.vocab_file = path
-        self._tokens = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        self._vocab = {tok: i for i, tok in enumerate(self._tokens)}
-        absent = [t for t in (self.pad_token, self.unk_token, self.mask_token, self.bos_token,
-                              self.eos_token) if t not in self._vocab]
-        if absent:
-            raise FedbioError(f"{path}: not an AMPLIFY vocabulary, lacks {', '.join(absent)}")
-
-    @property
-    def pad_token_id(self) -> int:
-        return self._vocab[self.pad_token]
-
-    @property
-    def unk_token_id(self) -> int:
-        return self._vocab[self.unk_token]
-
-    @property
-    def mask_token_id(self) -> int:
-        return self._vocab[self.mask_token]
-
-    @property
-    def bos_token_id(self) -> int:
-        return self._vocab[self.bos_token]
-
-    cls_token_id = bos_token_id
-
-    @property
-    def eos_token_id(self) -> int:
-        return self._vocab[self.eos_token]
-
-    @property
-    def all_special_ids(self) -> list[int]:
-        return [self._vocab[t] for t in self._tokens if t.startswith("<") and t.endswith(">")]
-
-    def __len__(self) -> int:
-        return len(self._tokens)
-
-    def __repr__(self) -> str:
-        return f"AmplifyTokenizer({str(self.vocab_file)!r}, {len(self)} tokens)"
-
-    def get_vocab(self) -> dict[str, int]:
-        return dict(self._vocab)
-
-    def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
-        if isinstance(tokens, str):
-            return self._vocab.get(tokens, self.unk_token_id)
-        return [self._vocab.get(t, self.unk_token_id) for t in tokens]
-
-    def convert_ids_to_tokens(self, ids: int | list[int]) -> str | list[str]:
-        if isinstance(ids, int):
-            return self._tokens[ids]
-        return [self._tokens[int(i)] for i in ids]
-
-    def __call__(self, text: str | list[str], padding: bool = False,
-                 return_tensors: str | None = None) -> dict[str, Any]:
-        """``{"input_ids", "attention_mask"}`` of one sequence or a list (``padding``: right-pad
-        a list to its longest; ``return_tensors="pt"``: tensors, which needs equal lengths)."""
-        from fedbio.models.tokenizer import encode
-
-        single = isinstance(text, str)
-        ids = [encode(self, seq) for seq in ([text] if single else text)]
-        if padding and ids:
-            width = max(map(len, ids))
-            masks = [[1] * len(row) + [0] * (width - len(row)) for row in ids]
-            ids = [row + [self.pad_token_id] * (width - len(row)) for row in ids]
-        else:
-            masks = [[1] * len(row) for row in ids]
-        out: dict[str, Any] = {"input_ids": ids, "attention_mask": masks}
-        if return_tensors == "pt":
-            out = {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
-        elif return_tensors is not None:
-            raise FedbioError(f"return_tensors={return_tensors!r}: only 'pt' is supported")
-        return {k: v[0] for k, v in out.items()} if single else out
-
-    def save_vocabulary(self, save_directory: str | Path, filename_prefix: str | None = None) -> tuple[str]:
-        """Write the vocabulary as ``[prefix-]vocab.txt`` (the ``transformers`` signature)."""
-        name = (f"{filename_prefix}-" if filename_prefix else "") + "vocab.txt"
-        path = Path(save_directory) / name
-        path.write_text("\n".join(self._tokens) + "\n")
-        return (str(path),)

@@ -17,7 +17,7 @@ from torch import nn
 
 from fedbio.config import TUNING_MODES, ModelConfig
 from fedbio.errors import FedbioError
-from fedbio.models.backbone import load_backbone, random_backbone_from_dict
+from fedbio.models.backbone_loading import load_backbone, random_backbone_from_dict
 from fedbio.models.composition import CompositionModel
 from fedbio.models.heads import MLPHead, MultiTaskHead, mean_pool, residue_mask
 
@@ -80,7 +80,7 @@ class SequenceModel(nn.Module):
         self.seed = seed
         self.esm_config = esm_config
         self.targets = list(targets) if targets else None  # multi-task: one head per task name
-        self.trust_remote_code = bool(trust_remote_code)  # see fedbio.models.backbone
+        self.trust_remote_code = bool(trust_remote_code)  # see fedbio.models.remote
         if self.targets:
             n_outputs = self.n_outputs = len(self.targets)
 

@@ -32,10 +32,12 @@ from torch import nn
 import fedbio
 from fedbio.config import TUNING_MODES, ModelConfig, from_dict, to_dict
 from fedbio.errors import FedbioError
-from fedbio.models.backbone import FAMILIES, is_remote_config, tokenizer_for
+from fedbio.models.backbone import FAMILIES
+from fedbio.models.backbone_loading import tokenizer_for
+from fedbio.models.checkpoint_files import RESAVE, read_json_object, read_safetensors
 from fedbio.models.classifier import SequenceModel
 from fedbio.models.composition import CompositionModel
-from fedbio.models.weights import RESAVE, read_json_object, read_safetensors
+from fedbio.models.remote import is_remote_config
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "fedbio_model.json"

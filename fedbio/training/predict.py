@@ -29,7 +29,7 @@ from fedbio.config import CROP_POLICIES, DataConfig
 from fedbio.data.records import read_records
 from fedbio.data.tasks import LabelCodec
 from fedbio.errors import FedbioError
-from fedbio.models.weights import RESAVE
+from fedbio.models.checkpoint_files import RESAVE
 
 TASK_FILE = "fedbio_task.json"
 TASK_TYPES = ("classification", "regression", "multitask")
@@ -111,8 +111,8 @@ def load_predictor(folder: str | Path, trust_remote_code: bool = False):
     Both JSON files are checked, and against each other, before the model is built.
     ``trust_remote_code``: see ``fedbio.models.load_model`` (remote-code encoders only)."""
     from fedbio.models import load_model
+    from fedbio.models.checkpoint_files import read_json_object
     from fedbio.models.saving import META_FILE, bionemo_refusal, is_bionemo, read_model_meta
-    from fedbio.models.weights import read_json_object
 
     folder = Path(folder)
     model_meta = read_model_meta(folder, option="--model")

@@ -134,7 +134,7 @@ def check_run(cfg: RunConfig) -> None:
 
 def check_model_name(model: ModelConfig) -> None:
     """``--model``: ``composition``, a preset, a local folder, or a hub id (``org/name``)."""
-    from fedbio.models.backbone import HUB_ID
+    from fedbio.models.backbone_loading import HUB_ID
     from fedbio.models.presets import PRESETS
 
     name = model.name
@@ -151,9 +151,9 @@ def check_model_name(model: ModelConfig) -> None:
             raise FedbioError(f"--model {name}: the folder has no config.json; give a checkpoint "
                               "saved with save_pretrained, or a preset "
                               f"({', '.join(PRESETS)})")
-        from fedbio.models.backbone import _folder_family
+        from fedbio.models.backbone_loading import folder_family
 
-        _folder_family(folder, model.trust_remote_code)  # an unknown model_type fails here
+        folder_family(folder, model.trust_remote_code)  # an unknown model_type fails here
         return
     if folder.exists():
         raise FedbioError(f"--model {name} is a file; give a checkpoint folder or a preset")
@@ -320,10 +320,6 @@ def run(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool
     return metrics
 
 
-_NEW_MODEL_DEFAULTS = {"trust_remote_code": False}
-_NEW_TRAIN_DEFAULTS = {"device": "auto", "precision": "auto"}
-
-
 def run_key(cfg: RunConfig, extra: dict | None = None) -> str:
     """A short hash of everything that decides a run's result (configuration, seed, shipped data)."""
     import hashlib
@@ -340,12 +336,7 @@ def run_key(cfg: RunConfig, extra: dict | None = None) -> str:
         split = Path(cfg.data.split)
         payload["data"] = {p.relative_to(split).as_posix(): file_md5(p)
                            for p in sorted(split.rglob("*.csv"))}
-    payload["config"].pop("profile_reason", None)
-    # Settings added later are left out while at their defaults, so earlier runs keep their key.
-    for part, defaults in (("model", _NEW_MODEL_DEFAULTS), ("train", _NEW_TRAIN_DEFAULTS)):
-        for key, value in defaults.items():
-            if payload["config"][part].get(key) == value:
-                payload["config"][part].pop(key)
+    payload["config"].pop("profile_reason", None)  # says why, decides nothing
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha1(blob).hexdigest()[:10]
 

@@ -17,7 +17,11 @@ Pure functions that translate between fedbio and BioNeMo's NeMo2 ESM-2 fine-tuni
                tensors with plain PyTorch (torch.distributed.checkpoint), for the exchange
 - ``learner``  ``BioNemoLearner``: ``fedbio.training.learner.Learner``'s methods on top of ``infer_esm2`` /
                ``finetune_esm2`` (what ``Learner.build`` returns for backend ``bionemo``); not
-               imported here (it imports torch)
+               imported here (it imports torch), nor are the modules it alone uses:
+- ``jobs``     the CSVs and command lines of its ``infer_esm2`` / ``finetune_esm2`` runs, ``run_command``
+- ``results``  ``read_predictions`` and the rest that turns what those runs wrote into fedbio's
+               embeddings, outputs (global class columns) and history rows
+- ``holders``  ``EmbeddingHead`` / ``WeightStore``: the ``nn.Module`` it holds as ``learner.model``
 
 Importing this package never imports BioNeMo (nor NVFlare): every BioNeMo import happens inside
 the one function that needs it, so all of it is unit-tested on a CPU machine without BioNeMo.

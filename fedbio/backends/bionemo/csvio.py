@@ -22,7 +22,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedbio.data.records import PROTEIN_ALPHABET, Record, read_csv
+from fedbio.data.csvfile import read_csv
+from fedbio.data.fields import PROTEIN_ALPHABET
+from fedbio.data.records import Record
 from fedbio.errors import DataError, FedbioError
 
 HEADER = ("sequences", "labels")

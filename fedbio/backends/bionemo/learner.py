@@ -36,8 +36,11 @@
     the validation CSV holds the training CSV's classes.
 
 Everything BioNeMo-specific happens in the commands this learner runs (``runner``, by default
-a subprocess; BioNeMo's checkpoint download through ``fedbio.backends.bionemo.args.load_checkpoint``),
-so this module imports on any machine; its file formats are unit-tested with stand-ins.
+``fedbio.backends.bionemo.jobs.run_command``, a subprocess; BioNeMo's checkpoint download through
+``fedbio.backends.bionemo.args.load_checkpoint``), so this module imports on any machine. The
+files and command lines of those runs live in ``fedbio.backends.bionemo.jobs``, reading their
+results back in ``fedbio.backends.bionemo.results``, the modules held as ``model`` in
+``fedbio.backends.bionemo.holders``; all unit-tested with stand-ins.
 """
 
 from __future__ import annotations
@@ -45,10 +48,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,173 +58,37 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedbio.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from fedbio.backends.bionemo import jobs
+from fedbio.backends.bionemo.args import checkpoint_tag, load_checkpoint
+from fedbio.backends.bionemo.exchange import is_head, to_exchange
+from fedbio.backends.bionemo.holders import EmbeddingHead, WeightStore
+from fedbio.backends.bionemo.jobs import CsvData
+from fedbio.backends.bionemo.metrics import read_metrics
+from fedbio.backends.bionemo.results import (
+    history_from_scalars,
+    label_order,
+    model_outputs,
+    read_predictions,
+)
+from fedbio.backends.bionemo.weights import (
+    model_weights,
+    read_checkpoint_weights,
+    write_checkpoint_weights,
+)
+from fedbio.config import TUNING_MODES, DataConfig, ModelConfig, TrainConfig, to_dict
 from fedbio.data.batching import TensorData
 from fedbio.data.digests import cache_key
 from fedbio.data.records import Record
 from fedbio.data.tasks import LabelCodec
 from fedbio.errors import FedbioError
+from fedbio.models import load_trainable_state_dict, trainable_state_dict
+from fedbio.models.presets import get_preset
+from fedbio.training import trainer
 from fedbio.training.device import Placement, placement
 
-EXPERIMENT = "fedbio"
 SINGLE_TASK = ("classification", "regression")
-# BioNeMo's scalar names -> fedbio's history keys (everything else ``val_x`` -> ``valid_x``).
-SCALAR_NAMES = {"val_acc": "valid_accuracy", "val_accuracy": "valid_accuracy",
-                "val_loss": "valid_loss", "val_mse": "valid_mse"}
-TRAIN_LOSS = "reduced_train_loss"
 
 
-def run_command(argv: Sequence[str]) -> None:
-    """Run a BioNeMo command line; a missing command or a failure is one FedbioError."""
-    if shutil.which(argv[0]) is None:
-        raise FedbioError(f"{argv[0]} not found: BioNeMo Framework is not installed here; run "
-                          "inside the BioNeMo container on a GPU machine (docker/README.md), "
-                          "or use backend 'hf'")
-    done = subprocess.run(list(argv), capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout or "").strip().splitlines()[-15:])
-        raise FedbioError(f"{argv[0]} failed (exit {done.returncode}):\n{tail}")
-
-
-# -- pure helpers (unit-tested) ------------------------------------------------------------------
-def read_predictions(results_dir: str | Path) -> dict[str, torch.Tensor]:
-    """What ``infer_esm2`` wrote into ``results_dir``: ``predictions__rank_0.pt`` (one dict of
-    tensors), or per-batch files ``predictions__rank_0__batch_<i>.pt`` concatenated in order."""
-    from fedbio.backends.bionemo.args import PREDICTIONS_FILE
-
-    results_dir = Path(results_dir)
-    single = results_dir / PREDICTIONS_FILE
-    if single.is_file():
-        parts = [single]
-    else:
-        def batch_index(p: Path) -> int:
-            tail = p.stem.rsplit("batch_", 1)[-1]
-            return int(tail) if tail.isdigit() else -1
-
-        parts = sorted(results_dir.glob(PREDICTIONS_FILE[:-3] + "__batch_*.pt"), key=batch_index)
-    if not parts:
-        raise FedbioError(f"{results_dir}: no {PREDICTIONS_FILE} (did infer_esm2 run and finish?)")
-    loaded = [torch.load(p, map_location="cpu", weights_only=True) for p in parts]
-    keys = [k for k, v in loaded[0].items() if isinstance(v, torch.Tensor)]
-    return {k: torch.cat([d[k] for d in loaded]) if len(loaded) > 1 else loaded[0][k] for k in keys}
-
-
-def embeddings_from(predictions: dict[str, torch.Tensor], n: int, source: str = "") -> torch.Tensor:
-    """The ``embeddings`` [n, hidden] of ``read_predictions``, float32 on the CPU."""
-    emb = predictions.get("embeddings")
-    if emb is None:
-        raise FedbioError(f"{source}: no 'embeddings' in the predictions (infer_esm2 run without "
-                          "--include-embeddings?)")
-    if emb.ndim != 2 or emb.shape[0] != n:
-        raise FedbioError(f"{source}: embeddings of shape {tuple(emb.shape)}, expected [{n}, hidden]")
-    return emb.detach().to("cpu", torch.float32).contiguous()
-
-
-def label_order(labels: Sequence[str]) -> list[str]:
-    """The class ids ``finetune_esm2`` gives the labels of a training CSV: its distinct labels,
-    sorted (``InMemorySingleValueDataset`` builds its ``Label2IDTokenizer`` from sorted values)."""
-    return sorted({str(x) for x in labels})
-
-
-def to_global_columns(probs: np.ndarray, order: Sequence[str], classes: Sequence[str]) -> np.ndarray:
-    """Probabilities over BioNeMo's class ids (``order``) as columns of the global class list;
-    classes the training CSV did not hold get 0. Extra columns (the head is sized for the global
-    list, ``--mlp-target-size``) beyond ``order`` are dropped and rows renormalised."""
-    probs = np.asarray(probs, np.float32)
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = [c for c in order if c not in index]
-    if unknown:
-        raise FedbioError(f"labels {unknown} are not in the global class list {list(classes)}")
-    if probs.shape[1] < len(order):
-        raise FedbioError(f"the model gives {probs.shape[1]} outputs for {len(order)} classes")
-    out = np.zeros((len(probs), len(classes)), np.float32)
-    for j, name in enumerate(order):
-        out[:, index[name]] = probs[:, j]
-    total = out.sum(axis=1, keepdims=True)
-    return np.divide(out, total, out=np.zeros_like(out), where=total > 0)
-
-
-def history_from_scalars(scalars: dict[str, list[tuple[int, float]]], steps_per_epoch: int,
-                         epoch_offset: int = 0) -> list[dict]:
-    """One history row per validation point of a ``finetune_esm2`` run (``read_metrics``'s
-    ``scalars``): ``epoch`` (from the step), ``train_loss`` (mean of ``reduced_train_loss`` since
-    the previous point) and the ``val_*`` scalars as ``valid_*``. No validation: one row."""
-    train = scalars.get(TRAIN_LOSS, [])
-    valid = {t: SCALAR_NAMES.get(t, "valid_" + t[4:]) for t in scalars if t.startswith("val_")}
-    steps = sorted({s for t in valid for s, _ in scalars[t]})
-    if not steps:
-        steps = [max(s for s, _ in train)] if train else []
-    rows, previous = [], -1
-    spe = max(1, int(steps_per_epoch))
-    for step in steps:
-        losses = [v for s, v in train if previous < s <= step]
-        row: dict[str, Any] = {"epoch": epoch_offset + max(1, math.ceil(step / spe)),
-                               "train_loss": float(np.mean(losses)) if losses else None}
-        for tag, name in valid.items():
-            hit = [v for s, v in scalars[tag] if s == step]
-            if hit:
-                row[name] = float(hit[-1])
-        rows.append(row)
-        previous = step
-    return rows
-
-
-# -- the models it holds ------------------------------------------------------------------------
-class EmbeddingHead(nn.Module):
-    """fedbio's head on precomputed embeddings, as ``model.head`` (names ``head.net.*``, as the
-    ``hf`` backend's head mode). Drawn from ``seed + 1``, as ``SequenceModel``'s head."""
-
-    def __init__(self, hidden_size: int, n_outputs: int, head_hidden: int = 256,
-                 dropout: float = 0.1, seed: int = 0, targets: list[str] | None = None):
-        super().__init__()
-        from fedbio.models.heads import MLPHead, MultiTaskHead
-
-        self.hidden_size = int(hidden_size)
-        self.n_outputs = len(targets) if targets else int(n_outputs)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + 1)
-            self.head = (MultiTaskHead(hidden_size, list(targets), head_hidden, dropout) if targets
-                         else MLPHead(hidden_size, n_outputs, head_hidden, dropout))
-
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.head(embeddings)
-
-
-class WeightStore(nn.Module):
-    """Named tensors as trainable parameters (nested modules per dotted name), so that
-    ``trainable_state_dict`` / ``load_trainable_state_dict`` work on a BioNeMo checkpoint's
-    exchanged weights. Not callable: BioNeMo runs the model."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor] | None = None):
-        super().__init__()
-        for name, value in (tensors or {}).items():
-            *path, leaf = name.split(".")
-            module: nn.Module = self
-            for part in path:
-                if not hasattr(module, part) or not isinstance(getattr(module, part), nn.Module):
-                    module.add_module(part, nn.Module())
-                module = getattr(module, part)
-            tensor = torch.as_tensor(value).detach().to("cpu", copy=True)
-            module.register_parameter(leaf, nn.Parameter(tensor, requires_grad=tensor.is_floating_point()))
-
-    def forward(self, *args, **kwargs):
-        raise FedbioError("a BioNeMo full/lora model runs inside BioNeMo (finetune_esm2 / "
-                          "infer_esm2); use the learner's fit/outputs")
-
-
-@dataclass
-class CsvData:
-    """A record set as BioNeMo reads it: the CSV (global class list, fedbio's crop) and targets."""
-
-    path: Path
-    y: torch.Tensor
-    labels: list[str]
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-# -- the learner --------------------------------------------------------------------------------
 class BioNemoLearner:
     """See the module docstring. Build with ``BioNemoLearner.build`` (or ``Learner.build``)."""
 
@@ -236,7 +102,7 @@ class BioNemoLearner:
         self.model_cfg, self.data_cfg, self.train_cfg, self.codec = model_cfg, data_cfg, train_cfg, codec
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.progress = progress
-        self.runner = runner or run_command
+        self.runner = runner or jobs.run_command
         self.load = load
         self.place = place or placement(train_cfg)
         if work_dir is None:
@@ -251,8 +117,6 @@ class BioNemoLearner:
         self._fits = 0
         self.head_mode = model_cfg.tuning == "head"
         if self.head_mode:
-            from fedbio.models.presets import get_preset
-
             self._head = EmbeddingHead(get_preset(model_cfg.name).hidden_size, codec.n_outputs,
                                        model_cfg.head_hidden, model_cfg.dropout, train_cfg.seed,
                                        codec.targets)
@@ -263,9 +127,6 @@ class BioNemoLearner:
               codec: LabelCodec, cache_dir: str | Path | None = None, progress: bool = True,
               **kwargs) -> BioNemoLearner:
         """Check the configuration (fails here, not half-way through a run) and build."""
-        from fedbio.backends.bionemo.args import checkpoint_tag
-        from fedbio.config import TUNING_MODES
-
         if model_cfg.is_composition:
             raise FedbioError("the composition model has no BioNeMo counterpart; use backend 'hf'")
         checkpoint_tag(model_cfg.name)  # a model BioNeMo has
@@ -302,25 +163,18 @@ class BioNemoLearner:
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """What this site sends: the head's parameters (head) or the checkpoint's trainable
         weights under bare names (full/lora, ``fedbio.backends.bionemo.exchange.to_exchange``)."""
-        from fedbio.models import trainable_state_dict
-
         if self.head_mode:
             return trainable_state_dict(self._head)
         if self._store is not None:  # may hold received weights not yet trained on
             return trainable_state_dict(self._store)
         if self.checkpoint is None:
             return {}
-        from fedbio.backends.bionemo.exchange import to_exchange
-        from fedbio.backends.bionemo.weights import model_weights, read_checkpoint_weights
-
         state = to_exchange(model_weights(read_checkpoint_weights(self.checkpoint)), self.model_cfg.tuning)
         return {k: v.detach().to("cpu", torch.float32) for k, v in state.items()}
 
     def load_trainable_state(self, state: dict) -> list[str]:
         """Load received weights; full/lora: they go into the checkpoint the next ``fit``
         restores from. Returns the local names ``state`` did not have."""
-        from fedbio.models import load_trainable_state_dict
-
         if self.head_mode:
             return load_trainable_state_dict(self._head, state)
         store = self.model
@@ -335,23 +189,7 @@ class BioNemoLearner:
         seqs = [r.sequence for r in records]
         if self.head_mode:
             return TensorData(self._embeddings(seqs), self.codec.encode(records))
-        from fedbio.backends.bionemo.csvio import write_bionemo_csv
-
-        key = cache_key({"kind": "csv", "max_length": self.data_cfg.max_length,
-                            "crop": self.data_cfg.crop, "codec": self.codec.to_dict(),
-                            "labels": [str(r.label) for r in records]}, seqs)
-        path = self.work_dir / "data" / f"{key}.csv"
-        if self.codec.task_type == "classification":  # the CSV checks labels: DataErrors first
-            labels = [str(r.label) for r in records]
-            write_bionemo_csv(records, path, self.codec.classes, max_length=self.data_cfg.max_length,
-                              crop=self.data_cfg.crop)
-            y = self.codec.encode(records)
-        else:  # standardised targets, so BioNeMo's outputs decode with the codec
-            y = self.codec.encode(records)
-            labels = [repr(float(v)) for v in y.reshape(-1).tolist()]
-            write_bionemo_csv(list(zip(seqs, labels, strict=True)), path, task_type="regression",
-                              max_length=self.data_cfg.max_length, crop=self.data_cfg.crop)
-        return CsvData(path, y, labels)
+        return jobs.csv_inputs(records, self.codec, self.data_cfg, self.work_dir)
 
     def embedding_key(self, seqs: Sequence[str]) -> str:
         return cache_key({"backend": "bionemo", "model": self.model_cfg.name,
@@ -360,39 +198,17 @@ class BioNemoLearner:
 
     def _embeddings(self, seqs: list[str]) -> torch.Tensor:
         """BioNeMo's pooled embeddings of ``seqs`` (cached), float32 on the CPU."""
-        from fedbio.backends.bionemo.args import bionemo_precision, infer_args, to_infer_argv
-        from fedbio.backends.bionemo.csvio import write_sequences_csv
-
         key = self.embedding_key(seqs)
-        path = self.cache_dir / f"emb-bionemo-{key}.safetensors" if self.cache_dir else None
-        if path is not None and path.exists():
-            from safetensors.torch import load_file
-
-            return load_file(path)["embeddings"]
-        job = self.work_dir / "embed" / key
-        shutil.rmtree(job / "results", ignore_errors=True)  # never read a stale result
-        csv_path = write_sequences_csv(seqs, job / "sequences.csv",
-                                       max_length=self.data_cfg.max_length, crop=self.data_cfg.crop)
-        args = infer_args(self.pretrained_checkpoint(), csv_path, job / "results", embeddings=True,
-                          micro_batch_size=self.train_cfg.batch_size,
-                          precision=bionemo_precision(self.place.precision))
-        self.runner(["infer_esm2", *to_infer_argv(args)])
-        out = embeddings_from(read_predictions(job / "results"), len(seqs), str(job / "results"))
-        if path is not None:
-            from safetensors.torch import save_file
-
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".part")
-            save_file({"embeddings": out}, str(tmp))
-            tmp.replace(path)
-        return out
+        cache = self.cache_dir / f"emb-bionemo-{key}.safetensors" if self.cache_dir else None
+        return jobs.embed(seqs, self.work_dir / "embed" / key, cache, self.pretrained_checkpoint,
+                          data_cfg=self.data_cfg, batch_size=self.train_cfg.batch_size,
+                          precision=self.place.precision, runner=self.runner)
 
     def pretrained_checkpoint(self) -> Path:
         """The ESM-2nv checkpoint of the preset (``bionemo.core.data.load.load``, once)."""
         if self._pretrained is None:
-            from fedbio.backends.bionemo.args import _bionemo_load, checkpoint_tag
-
-            self._pretrained = Path((self.load or _bionemo_load)(checkpoint_tag(self.model_cfg.name)))
+            name = self.model_cfg.name
+            self._pretrained = Path(self.load(checkpoint_tag(name)) if self.load else load_checkpoint(name))
         return self._pretrained
 
     # -- training and scoring -------------------------------------------------------------------
@@ -400,11 +216,9 @@ class BioNemoLearner:
             select: bool = True, step_offset: int = 0, **kwargs) -> list[dict]:
         """head: fedbio's trainer on the embeddings; full/lora: one ``finetune_esm2`` run."""
         if self.head_mode:
-            from fedbio.training.trainer import fit
-
-            return fit(self.module, train, valid, self.train_cfg, self.codec.task_type, epochs,
-                       codec=self.codec, progress=self.progress, writer=writer, tag=tag, prox=prox,
-                       select=select, step_offset=step_offset, **kwargs)
+            return trainer.fit(self.module, train, valid, self.train_cfg, self.codec.task_type,
+                               epochs, codec=self.codec, progress=self.progress, writer=writer,
+                               tag=tag, prox=prox, select=select, step_offset=step_offset, **kwargs)
         if prox is not None:
             raise FedbioError("FedProx's proximal term is not available with backend 'bionemo' in "
                               f"{self.model_cfg.tuning!r} mode (BioNeMo's trainer runs the loss)")
@@ -413,16 +227,9 @@ class BioNemoLearner:
     def finetune_command(self, train: CsvData, valid: CsvData | None, epochs: float,
                          result_dir: Path, checkpoint: Path) -> list[str]:
         """The ``finetune_esm2`` command line of one ``fit`` (pure: nothing runs)."""
-        from fedbio.backends.bionemo.args import bionemo_precision, finetune_args, to_argv
-
-        args = finetune_args(
-            self.model_cfg, replace(self.train_cfg, epochs=epochs), self.data_cfg,
-            task_type=self.codec.task_type, n_train=len(train), train_csv=train.path,
-            valid_csv=(valid if valid is not None and len(valid) else train).path,
-            result_dir=result_dir, checkpoint=checkpoint,
-            classes=self.codec.classes if self.codec.task_type == "classification" else None,
-            precision=bionemo_precision(self.place.precision), experiment=EXPERIMENT)
-        return ["finetune_esm2", *to_argv(args)]
+        return jobs.finetune_command(self.model_cfg, replace(self.train_cfg, epochs=epochs),
+                                     self.data_cfg, self.codec, train, valid, result_dir, checkpoint,
+                                     self.place.precision)
 
     def _restore_from(self) -> Path:
         """The checkpoint the next ``finetune_esm2`` starts from: received weights written into
@@ -430,10 +237,6 @@ class BioNemoLearner:
         base = self.checkpoint or self.pretrained_checkpoint()
         if self._store is None or not list(self._store.parameters()):
             return base
-        from fedbio.backends.bionemo.exchange import is_head
-        from fedbio.backends.bionemo.weights import write_checkpoint_weights
-        from fedbio.models import trainable_state_dict
-
         received = trainable_state_dict(self._store)
         heads = [n for n in received if is_head(n)]
         if heads:
@@ -447,12 +250,10 @@ class BioNemoLearner:
 
     def _finetune(self, train: CsvData, valid: CsvData | None, epochs: float, writer, tag: str,
                   step_offset: int) -> list[dict]:
-        from fedbio.backends.bionemo.metrics import read_metrics
-
         result_dir = self.work_dir / f"finetune-{self._fits:03d}"
         argv = self.finetune_command(train, valid, epochs, result_dir, self._restore_from())
         self.runner(argv)
-        found = read_metrics(result_dir, EXPERIMENT)
+        found = read_metrics(result_dir, jobs.EXPERIMENT)
         if not found["checkpoint"]:
             raise FedbioError(f"finetune_esm2 left no checkpoint under {found['experiment_dir']}")
         self.checkpoint = Path(found["checkpoint"])
@@ -471,47 +272,29 @@ class BioNemoLearner:
     def outputs(self, data) -> np.ndarray:
         """Probabilities over the global classes (classification) or standardised values."""
         if self.head_mode:
-            from fedbio.training.trainer import predict
-
-            return predict(self.module, data, task_type=self.codec.task_type,
-                           device=self.place.device, precision=self.place.precision)
+            return trainer.predict(self.module, data, task_type=self.codec.task_type,
+                                   device=self.place.device, precision=self.place.precision)
         return self._infer(data)
 
     def infer_command(self, data: CsvData, results_dir: Path) -> list[str]:
         """The ``infer_esm2`` command line scoring ``data`` with the fine-tuned model (pure)."""
-        from fedbio.backends.bionemo.args import bionemo_precision, infer_args, to_infer_argv
-
         if self.checkpoint is None:
             raise FedbioError("no fine-tuned BioNeMo model yet: call fit first")
         lora = self.model_cfg.tuning == "lora"
-        args = infer_args(self.pretrained_checkpoint() if lora else self.checkpoint, data.path,
-                          results_dir, fine_tuned=True,
-                          lora_checkpoint=self.checkpoint if lora else None,
-                          micro_batch_size=self.train_cfg.batch_size,
-                          precision=bionemo_precision(self.place.precision))
-        return ["infer_esm2", *to_infer_argv(args)]
+        return jobs.infer_command(self.pretrained_checkpoint() if lora else self.checkpoint, data,
+                                  results_dir, lora_checkpoint=self.checkpoint if lora else None,
+                                  batch_size=self.train_cfg.batch_size, precision=self.place.precision)
 
     def _infer(self, data: CsvData) -> np.ndarray:
         results = self.work_dir / f"infer-{self._fits:03d}-{data.path.stem}"
         shutil.rmtree(results, ignore_errors=True)  # never read a stale result
         self.runner(self.infer_command(data, results))
-        pred = read_predictions(results)
-        if self.codec.task_type == "classification":
-            logits = pred.get("classification_output")
-            if logits is None:
-                raise FedbioError(f"{results}: no classification_output in the predictions")
-            probs = torch.softmax(logits.float().reshape(len(data), -1), dim=-1).numpy()
-            return to_global_columns(probs, self.label_order or list(self.codec.classes),
-                                     self.codec.classes)
-        values = pred.get("regression_output")
-        if values is None:
-            raise FedbioError(f"{results}: no regression_output in the predictions")
-        return values.float().reshape(len(data), -1).numpy()
+        return model_outputs(read_predictions(results), len(data), self.codec.task_type,
+                             self.label_order, self.codec.classes, str(results))
 
     def score(self, data, ci: bool = False) -> dict:
-        from fedbio.training.trainer import scores_of
-
-        return scores_of(data.y.numpy(), self.outputs(data), self.codec.task_type, self.codec, ci)
+        return trainer.scores_of(data.y.numpy(), self.outputs(data), self.codec.task_type,
+                                 self.codec, ci)
 
     def save(self, folder: str | Path) -> Path:
         """head: the head's weights (``model.safetensors``); full/lora: a copy of the fine-tuned
@@ -541,6 +324,4 @@ class BioNemoLearner:
         return folder
 
     def _tag(self) -> str:
-        from fedbio.backends.bionemo.args import checkpoint_tag
-
         return checkpoint_tag(self.model_cfg.name)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from nvflare.job_config.api import FedJob
@@ -33,7 +32,7 @@ from fedbio.federation.server import ServerSettings
 CLIENT_SCRIPT = Path(__file__).resolve().parent / "client.py"
 JOB_NAME = "fedbio"
 TASK_REQUEST_INTERVAL = 0.1  # seconds
-TASKS = ("stats", "train", "validate")  # what the controller asks of sites (see server.py)
+STEPS = ("stats", "train", "validate")  # what the controller asks of sites (NVFlare calls them tasks)
 
 
 class FedbioRecipe(Recipe):
@@ -41,17 +40,16 @@ class FedbioRecipe(Recipe):
 
     def __init__(self, settings: ServerSettings, fed: FedConfig, spec_path: str | Path,
                  private: tuple[str, ...] = ()):
-        job = FedJob(name=JOB_NAME, min_clients=max(1, settings.min_clients))
+        job = FedJob(name=JOB_NAME, min_clients=max(1, settings.min_sites))  # NVFlare's word
         # Sites run the installed fedbio; NVFlare must not copy (shadow) its modules into the job.
         job.set_app_packages(["fedbio"])
-        args = {**asdict(settings), "server_betas": list(settings.server_betas)}
-        job.to_server(FedbioController(task_timeout=fed.task_timeout, **args))
+        job.to_server(FedbioController(settings.to_dict()))
         job.to_clients(ScriptRunner(script=str(CLIENT_SCRIPT), script_args=f"--config {spec_path}"))
         # The site's last word on what leaves it: private names held back, every message audited.
         audit_dir = Path(settings.run_dir) / "federation" / "audit"
         # Task names listed: NVFlare 2.9 matches filter chains by exact task name ("*" matches none).
         job.to_clients(KeepPrivate(list(private), str(audit_dir)), filter_type=FilterType.TASK_RESULT,
-                       tasks=list(TASKS))
+                       tasks=list(STEPS))
         super().__init__(job)
         # Sites ask for their next task this often (NVFlare's default, 2 s, idles every round);
         # a site that stops sending heartbeats is dropped after heart_beat_timeout seconds.

@@ -130,7 +130,7 @@ LOSE_WORKER_ENV = "FEDBIO_TEST_LOSE_WORKER"  # test hook: "SITE:MARKER", see _lo
 def _lose_worker(argv: list[str]) -> None:
     """A test hook: when ``$FEDBIO_TEST_LOSE_WORKER`` is ``SITE:MARKER`` and MARKER does not
     exist yet, SITE's worker creates MARKER, takes the simulator's connection and drops it before
-    NVFlare starts: what NVFlare's start-up race does to a worker (``fedbio.federation.watch``)."""
+    NVFlare starts: what NVFlare's start-up race does to a worker (``fedbio.federation.nvflare.watch``)."""
     site, _, marker = os.environ.get(LOSE_WORKER_ENV, "").partition(":")
     if not site or site not in argv or os.path.exists(marker):
         return

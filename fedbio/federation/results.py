@@ -1,0 +1,151 @@
+"""A finished federation's results, from the server's history: ``metrics.json``, curves, test scores.
+
+    metrics = federated_metrics(cfg, fed, task, history, test, test_hard, engine)  # metrics.json
+    write_tensorboard(history, run_dir)          # tb/server and tb/<site>
+    test = site_test_scores(history)             # private heads: each site's own test scores
+
+``history`` is what the server wrote (``RUN/federation/server/history.json``, plus
+``simulator``: ``fedbio.federation.progress.simulator_phases``). ``fedbio.federation.runner``
+calls these once the federation has ended; the schema is ``fedbio.training.run``'s plus
+``rounds``, ``bytes_per_round`` and ``federation``. Nothing here imports NVFlare.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedbio.data.tasks import TaskData
+from fedbio.federation.config import FedConfig
+from fedbio.federation.privacy import private_prefixes
+from fedbio.training.metrics import combine_task_scores
+from fedbio.training.run import RunConfig, metrics_head
+
+
+def nest_tasks(flat: dict) -> dict:
+    """Flat multi-task scalars (``"<task>.rmse"``) gathered under ``per_task`` again."""
+    out, per = {}, {}
+    for key, value in flat.items():
+        if "." in key:
+            name, metric = key.rsplit(".", 1)
+            per.setdefault(name, {})[metric] = value
+        else:
+            out[key] = value
+    if per:
+        out["per_task"] = per
+    return out
+
+
+def _split_scores(metrics: dict, part: str) -> dict | None:
+    """``{"test_accuracy": .., "test_hard_accuracy": ..}`` -> the scores of one part."""
+    other = "test_hard_" if part == "test" else None
+    out = {k[len(part) + 1:]: v for k, v in metrics.items()
+           if k.startswith(part + "_") and not (other and k.startswith(other))}
+    if not out:
+        return None
+    if "n" in out:
+        out["n"] = int(out["n"])
+    return nest_tasks(out)
+
+
+def site_test_scores(history: dict, part: str = "test") -> dict | None:
+    """Private heads: the common test set scored by each site's own model (global trunk + its
+    head, after the last round) on its own tasks, merged per task (``combine_task_scores``)."""
+    rows = []
+    prefix = f"local_{part}_"
+    for info in history["rounds"][-1]["sites"].values():
+        flat = {k[len(prefix):]: v for k, v in info.get("metrics", {}).items() if k.startswith(prefix)}
+        nested = nest_tasks(flat)
+        if "per_task" in nested:
+            rows.append({"per_task": nested["per_task"], "mse_std": nested.get("mse_std", float("nan"))})
+    if not rows:
+        return None
+    out = combine_task_scores(rows)
+    out["scored_by"] = "each site, with its own model (global trunk + private head), on its own tasks"
+    return out
+
+
+def write_tensorboard(history: dict, run_dir: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(run_dir / "tb" / "server")) as writer:
+        for row in history["rounds"]:
+            for key, value in (row.get("global_valid") or {}).items():
+                if key != "n":
+                    writer.add_scalar(f"global/valid_{key}", value, row["round"])
+            if row["round"]:
+                writer.add_scalar("sites/aggregated", len(row["ok"]), row["round"])
+    for site in history["sites"]:
+        with SummaryWriter(str(run_dir / "tb" / site)) as writer:
+            epoch = 0
+            for row in history["rounds"][1:]:
+                info = row["sites"].get(site, {})
+                for loss in info.get("curve", []):
+                    epoch += 1
+                    if loss is not None:
+                        writer.add_scalar(f"{site}/train_loss", loss, epoch)
+                for key, value in info.get("metrics", {}).items():
+                    if key.startswith("valid_") and key != "valid_n":
+                        writer.add_scalar(f"{site}/global_{key}", value, row["round"] - 1)
+                if "bytes_up" in info:
+                    writer.add_scalar(f"{site}/bytes_up", info["bytes_up"], row["round"])
+
+
+def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: dict,
+                      test: dict, test_hard: dict | None, engine: str = "nvflare") -> dict:
+    """``metrics.json`` content from the server's history (same schema as ``fedbio.training.run``)."""
+    private = private_prefixes(fed.private_heads, task.task_type)
+    last = history["rounds"][-1]
+    per_site, failed_sites = {}, {}
+    for site in history["sites"]:
+        fails = {str(row["round"]): row["failed"][site] for row in history["rounds"][1:] if site in row["failed"]}
+        if fails:
+            failed_sites[site] = fails
+        info = last["sites"].get(site, {})
+        if "metrics" in info:
+            local = {k[len("local_"):]: v for k, v in info["metrics"].items() if k.startswith("local_")}
+            per_site[site] = {part: _split_scores(local, part) for part in ("valid", "test", "test_hard")}
+            per_site[site]["model"] = f"the site's own model after round {last['round']}"
+        else:
+            per_site[site] = {"failed": info.get("failed", "no result"), "model": None}
+    rounds = []
+    for row in history["rounds"]:
+        entry = {"round": row["round"], "global_valid": row.get("global_valid")}
+        if row["round"]:
+            entry.update(ok=row["ok"], failed=row["failed"], update_norm=row.get("update_norm"), sites={
+                s: {k: v for k, v in info.items() if k != "curve"} for s, info in row["sites"].items()})
+        rounds.append(entry)
+    bytes_per_round = [{"round": row["round"],
+                        "down": {s: i.get("bytes_down", 0) for s, i in row["sites"].items()},
+                        "up": {s: i.get("bytes_up", 0) for s, i in row["sites"].items()}}
+                       for row in history["rounds"][1:]]
+    curves = {"global": [{"round": r["round"], **{f"valid_{k}": v for k, v in (r.get("global_valid") or {}).items()
+                                                 if k != "n"}} for r in history["rounds"]]}
+    for site in history["sites"]:
+        curves[site], epoch = [], 0
+        for row in history["rounds"][1:]:
+            for loss in row["sites"].get(site, {}).get("curve", []):
+                epoch += 1
+                curves[site].append({"round": row["round"], "epoch": epoch, "train_loss": loss})
+    return {
+        **metrics_head(cfg, task, cfg.mode),
+        "per_site": per_site,
+        "test": test, "test_hard": test_hard,
+        "curves": curves,
+        "federation": {
+            "algorithm": cfg.mode, "rounds": fed.rounds,
+            "epochs_per_round": cfg.train.epochs / fed.rounds, "sites": history["sites"],
+            "min_sites": history["needed"], "selected_round": history["selected_round"],
+            "selection": "best sample-weighted mean over sites of the global model's validation score",
+            "test_scored_by": ("each site's own model on its own tasks (heads are private)" if private
+                               else "the coordinator, on the common test sets (no site involved)"),
+            "private": list(private),
+            "engine": engine,
+            "exchanged": history["exchanged"],
+            "shared_statistics": {"names": sorted(history.get("shared", {})),
+                                  "bytes_up": history.get("stats", {}).get("bytes_up", {})},
+            "failed_sites": failed_sites,
+            "simulator_seconds": history.get("simulator"),
+        },
+        "rounds": rounds,
+        "bytes_per_round": bytes_per_round,
+    }
