@@ -28,8 +28,11 @@ $(VENV)/.installed: pyproject.toml requirements-ci.txt
 demo: setup
 	$(VENV)/bin/fedbio demo --out $(RUNS)/demo
 
+# Each test run has a pytest folder of its own: runs sharing pytest's default folder
+# (/tmp/pytest-of-$USER) prune each other's, so two at once (two checkouts) would fail.
 test: setup
-	FEDBIO_PROFILE=quick FEDBIO_SIM_TIMEOUT=$(SIM_TIMEOUT) MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-cell-timeout=$(NB_TIMEOUT) --timeout=$(TEST_TIMEOUT) -p no:cacheprovider tests notebooks
+	FEDBIO_PROFILE=quick FEDBIO_SIM_TIMEOUT=$(SIM_TIMEOUT) MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-cell-timeout=$(NB_TIMEOUT) --timeout=$(TEST_TIMEOUT) -p no:cacheprovider \
+	  --basetemp="$$(mktemp -d "$${TMPDIR:-/tmp}/fedbio-tests.XXXXXX")" tests notebooks
 
 lint: setup
 	$(VENV)/bin/ruff check fedbio tests
