@@ -130,3 +130,29 @@ def test_modules_stay_small():
     big = {name: n for name, path in MODULES.items()
            if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert not big, f"modules over {MAX_LINES} lines: {big}"
+
+
+def readme_map() -> set[str]:
+    """The module files the README's map names: the tree under ``fedbio/`` in "What is in the
+    box", two spaces per level, one file per line."""
+    text = (PACKAGE.parent / "README.md").read_text()
+    block = text[text.index("\nfedbio/ "):]
+    block = block[:block.index("```")]
+    found, stack = set(), []
+    for line in block.strip("\n").splitlines()[1:]:
+        if not line.startswith("  "):
+            break
+        level = (len(line) - len(line.lstrip(" "))) // 2 - 1
+        name = line.split()[0]
+        stack[level:] = [name]
+        if name.endswith(".py"):
+            found.add("".join(stack))
+    return found
+
+
+def test_the_readme_map_names_every_module():
+    modules = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+               if p.name not in ("__init__.py", "__main__.py")}
+    named = readme_map()
+    assert not modules - named, f"modules the README's map leaves out: {sorted(modules - named)}"
+    assert not named - modules, f"the README's map names files that do not exist: {sorted(named - modules)}"
