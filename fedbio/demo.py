@@ -45,7 +45,8 @@ def run_demo(out: str | Path, overwrite: bool = False, profile: str | None = Non
 
 def _demo(out: Path, prof) -> int:
     from fedbio.data.split import SplitConfig, make_split, split_table, write_split
-    from fedbio.training.run import cached_run, plan
+    from fedbio.experiments import compare
+    from fedbio.federation import FedConfig
 
     print(f"profile: {prof.name} ({prof.reason})")
     print("\n== 1. Split the shipped DeepLoc data over 3 sites (Dirichlet label skew, alpha 1.0)")
@@ -55,19 +56,14 @@ def _demo(out: Path, prof) -> int:
         write_split(split, out / "split")
     print(split_table(split.summary()))
 
-    from fedbio.federation import FedConfig, run_federated
-
     runs: dict[str, dict[str, dict]] = {}
     models = {"composition": "composition", prof.model.name: None}
     for step, (label, model) in enumerate(models.items(), start=2):
         print(f"\n== {step}. {label}: local (each site alone), central (all data pooled), "
               f"FedAvg ({ROUNDS} rounds in the NVFlare simulator)")
-        runs[label] = {mode: cached_run(plan(mode=mode, model=model, profile=prof.name, seed=0),
-                                        out / "runs")
-                       for mode in ("local", "central")}
-        runs[label]["FedAvg"] = cached_run(
-            plan(mode="fedavg", model=model, profile=prof.name, seed=0), out / "runs",
-            runner=run_federated, fed=FedConfig(rounds=ROUNDS))
+        by_mode = compare(model, prof.name, out / "runs", federated={"fedavg": FedConfig(rounds=ROUNDS)},
+                          progress=True)[0]
+        runs[label] = {"local": by_mode["local"], "central": by_mode["central"], "FedAvg": by_mode["fedavg"]}
     majority = runs["composition"]["central"]["majority_rate"]
     print("\n== Results: test accuracy (%) of the model each site ends with "
           f"(DeepLoc test set, 2,768 proteins; majority class {100 * majority:.1f} %)")

@@ -49,3 +49,13 @@ def test_first_code_cell_is_settings(path):
     assert code, "notebook has no code cell"
     assert "FEDBIO_" in code[0], (
         "the first code cell must be the settings cell, configurable through FEDBIO_* variables")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_call_the_package_and_define_nothing(path):
+    """Sweeps and tables live in fedbio (``fedbio.experiments``), where they are tested once; a
+    notebook that defines its own repeats them."""
+    nb = nbformat.read(path, as_version=4)
+    for number, source in enumerate(_code(nb)):
+        found = re.search(r"^\s*(def|class) (\w+)", source, re.M)
+        assert not found, f"code cell {number} defines {found.group(2)}; put it in fedbio"
