@@ -83,9 +83,9 @@ def random_model(preset: str, n_outputs: int, tuning: str, seed: int = SEED):
 
 def laptop_crop() -> int:
     """The laptop profile's ``max_length`` (its model choice needs weights; its crop does not)."""
-    from fedbio.training.profiles import LAPTOP_MODELS, _laptop
+    from fedbio.training.profiles import LAPTOP_MODELS, laptop_settings
 
-    return _laptop(LAPTOP_MODELS[0])[1].max_length
+    return laptop_settings(LAPTOP_MODELS[0])[1].max_length
 
 
 def rng(seed: int):

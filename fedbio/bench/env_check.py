@@ -54,9 +54,9 @@ def _version(dist: str) -> str | None:
 
 
 def _bionemo_version() -> str | None:
-    from fedbio.backends.bionemo.backend import _bionemo_esm2
+    from fedbio.backends.bionemo.backend import bionemo_esm2_available
 
-    if not _bionemo_esm2():
+    if not bionemo_esm2_available():
         return None
     return _version("bionemo-esm2") or _version("bionemo-core") or "present (version unknown)"
 
@@ -268,17 +268,22 @@ def profile_table(env: dict[str, Any] | None = None):
     import pandas as pd
 
     from fedbio.models import find_local_weights
-    from fedbio.training.profiles import LAPTOP_MODELS, _laptop, _quick, _reference
+    from fedbio.training.profiles import (
+        LAPTOP_MODELS,
+        laptop_settings,
+        quick_settings,
+        reference_settings,
+    )
 
     env = env or check_environment()
     laptop_found = next((m for m in LAPTOP_MODELS if find_local_weights(m)), None)
     ref_found = find_local_weights("esm2-650m")
     plans = {
-        "quick": (_quick(), "nothing (random init, offline)", True),
-        "laptop": (_laptop(laptop_found or LAPTOP_MODELS[0]),
+        "quick": (quick_settings(), "nothing (random init, offline)", True),
+        "laptop": (laptop_settings(laptop_found or LAPTOP_MODELS[0]),
                    "esm2-8m or esm2-35m weights (`fedbio weights download esm2-8m`)",
                    laptop_found is not None),
-        "reference": (_reference(), "esm2-650m weights (2.6 GB) and, in practice, a GPU",
+        "reference": (reference_settings(), "esm2-650m weights (2.6 GB) and, in practice, a GPU",
                       ref_found is not None or env.get("backend") == "bionemo"),
     }
     column = f"est. one central run ({env.get('machine') or machine_label(env)})"

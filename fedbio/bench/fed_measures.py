@@ -29,7 +29,7 @@ from fedbio.bench.fed_setup import (
     split_name,
     split_subset,
 )
-from fedbio.training.profiles import LAPTOP_MODELS, _laptop
+from fedbio.training.profiles import LAPTOP_MODELS, laptop_settings
 
 
 # -- 1. simulator overhead ---------------------------------------------------------------------
@@ -206,7 +206,7 @@ def head_config(model_dir: Path, split: Path, crop: int, threads: int, seed: int
 
     cfg = plan(mode="fedavg", profile="quick", seed=seed, split=str(split), model=str(model_dir),
                tuning="head")
-    train = replace(_laptop(LAPTOP_MODELS[0])[2], seed=seed, threads=threads)
+    train = replace(laptop_settings(LAPTOP_MODELS[0])[2], seed=seed, threads=threads)
     return replace(cfg, data=replace(cfg.data, max_length=crop), train=train)
 
 

@@ -35,19 +35,19 @@ class Profile:
     train: TrainConfig
 
 
-def _quick() -> tuple[ModelConfig, DataConfig, TrainConfig]:
+def quick_settings() -> tuple[ModelConfig, DataConfig, TrainConfig]:
     return (ModelConfig(name="esm2-tiny", tuning="full"),
             DataConfig(max_length=64, crop="ends"),
             TrainConfig(epochs=8, lr=3e-3, batch_size=32, warmup_frac=0.06))
 
 
-def _laptop(model: str) -> tuple[ModelConfig, DataConfig, TrainConfig]:
+def laptop_settings(model: str) -> tuple[ModelConfig, DataConfig, TrainConfig]:
     return (ModelConfig(name=model, tuning="head"),
             DataConfig(max_length=512, crop="ends"),
             TrainConfig(epochs=30, lr=1e-3, batch_size=32))
 
 
-def _reference() -> tuple[ModelConfig, DataConfig, TrainConfig]:
+def reference_settings() -> tuple[ModelConfig, DataConfig, TrainConfig]:
     return (ModelConfig(name="esm2-650m", tuning="head", head_hidden=256, dropout=0.1),
             DataConfig(max_length=512, crop="ends"),
             TrainConfig(epochs=50, lr=5e-4, batch_size=64))
@@ -66,9 +66,9 @@ def resolve_profile(name: str | None = None, weights_dir: str | None = None) -> 
         raise FedbioError(f"unknown profile {asked!r}; choose one of {', '.join(PROFILES)}")
     source = "--profile" if name else ("FEDBIO_PROFILE" if os.environ.get("FEDBIO_PROFILE") else "default")
     if asked == "quick":
-        return Profile("quick", f"asked for by {source}", *_quick())
+        return Profile("quick", f"asked for by {source}", *quick_settings())
     if asked == "reference":
-        return Profile("reference", f"asked for by {source}", *_reference())
+        return Profile("reference", f"asked for by {source}", *reference_settings())
     from fedbio.models import find_local_weights
 
     found = next((m for m in LAPTOP_MODELS if find_local_weights(m, weights_dir)), None)
@@ -77,16 +77,16 @@ def resolve_profile(name: str | None = None, weights_dir: str | None = None) -> 
             raise FedbioError("profile 'laptop' needs esm2-8m or esm2-35m weights on this machine: "
                               "run `fedbio weights download esm2-8m` when online, or point "
                               "--weights-dir / FEDBIO_WEIGHTS at weights carried here")
-        return Profile("laptop", f"asked for by {source}; using {found} weights", *_laptop(found))
+        return Profile("laptop", f"asked for by {source}; using {found} weights", *laptop_settings(found))
     from fedbio.training.device import cuda_available
 
     if cuda_available():
-        return Profile("reference", "auto: a CUDA GPU is available", *_reference())
+        return Profile("reference", "auto: a CUDA GPU is available", *reference_settings())
     if found:
         return Profile("laptop", f"auto: no GPU, but {found} weights are present locally",
-                       *_laptop(found))
+                       *laptop_settings(found))
     return Profile("quick", "auto: no GPU and no pretrained weights found locally "
-                   "(FEDBIO_WEIGHTS, --weights-dir, Hugging Face cache)", *_quick())
+                   "(FEDBIO_WEIGHTS, --weights-dir, Hugging Face cache)", *quick_settings())
 
 
 def runtime(profile: Profile) -> dict[str, str]:

@@ -141,12 +141,8 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
     place = placement(tcfg)
     module.to(place.device)
     rng = np.random.default_rng(tcfg.seed + step_offset)
-    params = _trainable(module)
-    fused = {"fused": True} if place.is_cuda else {}  # one kernel per step on GPUs; CPU unchanged
-    optimizer = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, **fused)
-    steps_per_epoch = math.ceil(len(train) / tcfg.batch_size)
-    total = max(1, int(round(epochs * steps_per_epoch)))
-    scheduler = _schedule(optimizer, total, tcfg.warmup_frac)
+    total = max(1, int(round(epochs * math.ceil(len(train) / tcfg.batch_size))))
+    params, optimizer, scheduler = _optimizer(module, tcfg, place, total)
     criterion = loss_fn(task_type)
     metric, sign = key_metric(task_type)
     best, best_state, history, step = -math.inf, None, [], 0
@@ -165,42 +161,22 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
         for inputs, y, _ in batches(train, tcfg.batch_size, rng, bucket_size=tcfg.bucket_size or 50):
             if step >= total:
                 break
-            inputs, y = to_device(inputs, place.device), y.to(place.device, non_blocking=True)
-            with place.autocast():
-                out = module(*inputs)
-            loss = criterion(out.float(), y)
-            if prox is not None:
-                mu, ref = prox
-                loss = loss + mu / 2 * sum(((named[k] - v) ** 2).sum() for k, v in ref.items()
-                                           if k in named and named[k].requires_grad)
+            loss = _loss(module, inputs, y, criterion, place, prox, named)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if tcfg.grad_clip:
                 nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"{where}epoch {epoch} of {n_epochs}, step {len(losses) + 1}: the training loss "
-                    f"is {value} (not finite); check the labels, or lower the learning rate")
+            value = _finite(float(loss.detach()), f"{where}epoch {epoch} of {n_epochs}, step {len(losses) + 1}")
             optimizer.step()
             scheduler.step()
             losses.append(value)
-            if "loss" not in reference:
-                first.append(value)
-                if len(first) >= min(START_STEPS, total):
-                    reference["loss"] = float(np.mean(first))
+            _note_start(reference, first, value, min(START_STEPS, total))
             step += 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         row = {"epoch": epoch + step_offset, "train_loss": float(np.mean(losses)) if losses else None}
-        start = reference.get("loss")
-        if row["train_loss"] is not None and start is not None and \
-                row["train_loss"] > DIVERGED * max(start, 1e-3):
-            raise TrainingDiverged(
-                f"{where}epoch {epoch} of {n_epochs}: the training loss rose to {row['train_loss']:.3g}, "
-                f"{row['train_loss'] / start:.0f} times where it started ({start:.3g}); training "
-                "diverged: lower the learning rate (federated: the server's, --server-lr)")
+        _check_diverged(row["train_loss"], reference.get("loss"), f"{where}epoch {epoch} of {n_epochs}")
         if valid is not None and len(valid):
             scores = score(module, valid, task_type, codec, device=place.device,
                            precision=place.precision)
@@ -211,20 +187,71 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
-        if lines is not None and row["train_loss"] is not None:
-            scores = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k.startswith("valid_")
-                               and k.endswith(("accuracy", "rmse", "mse_std")))
-            lines.say(tag or "train", f"{tag or 'train'} epoch {epoch}/{n_epochs}: train loss "
-                      f"{row['train_loss']:.4f}" + (f", {scores}" if scores else ""), force=epoch == n_epochs)
-        if writer is not None:
-            for key, value in row.items():
-                if key != "epoch" and isinstance(value, float):
-                    writer.add_scalar(f"{tag}/{key}" if tag else key, value, row["epoch"])
+        _report(row, lines, writer, tag, f"{epoch}/{n_epochs}", last=epoch == n_epochs)
     if bar is not None:
         bar.close()
     if best_state is not None:
         module.load_state_dict(best_state)
     return history
+
+
+def _optimizer(module: nn.Module, tcfg: TrainConfig, place, total: int):
+    """The trainable parameters, their AdamW and its warm-up + decay schedule over ``total`` steps."""
+    params = _trainable(module)
+    fused = {"fused": True} if place.is_cuda else {}  # one kernel per step on GPUs; CPU unchanged
+    optimizer = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, **fused)
+    return params, optimizer, _schedule(optimizer, total, tcfg.warmup_frac)
+
+
+def _finite(value: float, where: str) -> float:
+    """``value``, or ``TrainingDiverged`` when the loss is not a finite number."""
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"{where}: the training loss is {value} (not finite); check the "
+                               "labels, or lower the learning rate")
+    return value
+
+
+def _note_start(reference: dict, first: list[float], value: float, steps: int) -> None:
+    """Where training started (``reference["loss"]``): the mean loss of its first ``steps`` steps."""
+    if "loss" not in reference:
+        first.append(value)
+        if len(first) >= steps:
+            reference["loss"] = float(np.mean(first))
+
+
+def _loss(module: nn.Module, inputs, y, criterion, place, prox, named: dict) -> torch.Tensor:
+    """One batch's training loss on ``place``'s device, plus FedProx's term when ``prox`` is set."""
+    inputs, y = to_device(inputs, place.device), y.to(place.device, non_blocking=True)
+    with place.autocast():
+        out = module(*inputs)
+    loss = criterion(out.float(), y)
+    if prox is not None:
+        mu, ref = prox
+        loss = loss + mu / 2 * sum(((named[k] - v) ** 2).sum() for k, v in ref.items()
+                                   if k in named and named[k].requires_grad)
+    return loss
+
+
+def _check_diverged(loss: float | None, start: float | None, where: str) -> None:
+    """Stop (``TrainingDiverged``) when an epoch's mean loss is ``DIVERGED`` times its start."""
+    if loss is not None and start is not None and loss > DIVERGED * max(start, 1e-3):
+        raise TrainingDiverged(
+            f"{where}: the training loss rose to {loss:.3g}, {loss / start:.0f} times where it "
+            f"started ({start:.3g}); training diverged: lower the learning rate (federated: the "
+            "server's, --server-lr)")
+
+
+def _report(row: dict, lines: ProgressLines | None, writer, tag: str, epoch: str, last: bool) -> None:
+    """An epoch's progress line (in a log) and its TensorBoard scalars."""
+    if lines is not None and row["train_loss"] is not None:
+        scores = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k.startswith("valid_")
+                           and k.endswith(("accuracy", "rmse", "mse_std")))
+        lines.say(tag or "train", f"{tag or 'train'} epoch {epoch}: train loss "
+                  f"{row['train_loss']:.4f}" + (f", {scores}" if scores else ""), force=last)
+    if writer is not None:
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, float):
+                writer.add_scalar(f"{tag}/{key}" if tag else key, value, row["epoch"])
 
 
 def _snapshot(module: nn.Module) -> dict:

@@ -20,7 +20,7 @@ CONTAINER_HINT = ("run fedbio inside the BioNeMo container on a GPU machine: `do
                   "from the repository root (see docker/README.md), or use backend 'hf'")
 
 
-def _bionemo_esm2() -> bool:
+def bionemo_esm2_available() -> bool:
     """True when ``bionemo.esm2`` can be imported (located, not imported)."""
     try:
         return importlib.util.find_spec("bionemo.esm2") is not None
@@ -32,7 +32,7 @@ def bionemo_available() -> tuple[bool, str]:
     """Whether the ``bionemo`` backend can run here, and a one-line reason."""
     from fedbio.training.device import cuda_available
 
-    cuda, esm2 = cuda_available(), _bionemo_esm2()
+    cuda, esm2 = cuda_available(), bionemo_esm2_available()
     if cuda and esm2:
         return True, "a CUDA GPU and BioNeMo's ESM-2 (bionemo.esm2) are both present"
     missing = [what for what, ok in (("a CUDA GPU", cuda),
