@@ -21,7 +21,6 @@ per site, each in a session of its own, which outlive a ``killpg`` of the simula
   started: NVFlare's simulator sometimes cannot reach a worker it has just started (the server
   log's "Communication error with client site-N" with no log of that site), and then waits for
   that site for ever. A site that dies after it started is NVFlare's to handle (it drops it);
-
 - ends every process of the run when it returns, fails or is interrupted (Ctrl-C, SIGTERM).
 
 Plain ``subprocess`` and ``psutil``: nothing here imports NVFlare.
