@@ -356,7 +356,7 @@ def test_hostile_text_is_one_data_error(tmp_path, name, text, line, words):
 def test_blank_lines_before_the_csv_header_are_skipped(tmp_path):
     records = read_records(_write(tmp_path, "blank.csv", "\n \n" + GOOD_CSV))
     assert [(r.id, r.line) for r in records] == [("P1", 4), ("P2", 5), ("P3", 6)]
-    _refused(_write(tmp_path, "bad.csv", "\n\nname,labels\nMKV,A\n"), 3, "needs a 'sequences'")
+    _refused(_write(tmp_path, "bad.csv", "\n\nname,labels\nMKV,A\n"), 3, "needs a 'sequence'")
 
 
 def test_folders_and_odd_paths(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from itertools import combinations
 
 import numpy as np
@@ -103,7 +104,7 @@ def test_same_seed_same_bytes_and_cli(tmp_path, capsys):
     assert set(summary) >= {"pool", "partition", "alpha", "seed", "sites", "js_divergence"}
     assert json.loads(a["classes.json"]) == summary["classes"]
     header = a["site-1/train.csv"].decode().splitlines()[0]
-    assert header == "id,sequences,labels"
+    assert header == "id,sequence,label"
     # another seed gives another split
     assert main([*args[:-1], "8", "--out", str(tmp_path / "c")]) == 0
     assert _files(tmp_path / "c")["site-1/train.csv"] != a["site-1/train.csv"]
@@ -167,3 +168,24 @@ def test_summary_says_how_validation_records_are_chosen(tmp_path):
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["validation"] == ("a random 15% of each site's training records "
                                      "(--valid-fraction); the file's VALIDATION flags are not used")
+
+
+def test_a_split_folder_with_the_old_header_reads_the_same(tmp_path):
+    """fedbio 0.1 wrote ``id,sequences,labels``; such a folder still loads, record for record."""
+    from fedbio.data.tasks import load_task
+
+    new = tmp_path / "new"
+    assert main(["split", "--fasta", str(SCL), "--sites", "2", "--seed", "1", "--out", str(new)]) == 0
+    old = tmp_path / "old"
+    shutil.copytree(new, old)
+    for path in old.rglob("*.csv"):
+        head, rest = path.read_text().split("\n", 1)
+        assert head == "id,sequence,label"
+        path.write_text("id,sequences,labels\n" + rest)
+    a, b = load_task(new), load_task(old)
+    assert a.classes == b.classes
+    for site in a.sites:
+        for part in ("train", "valid"):
+            assert [(r.id, r.sequence, r.label) for r in a.sites[site][part]] == \
+                   [(r.id, r.sequence, r.label) for r in b.sites[site][part]]
+    assert [(r.id, r.sequence, r.label) for r in a.test] == [(r.id, r.sequence, r.label) for r in b.test]

@@ -1,10 +1,12 @@
-"""Reading BioNeMo-style CSV: a ``sequences`` and a ``labels`` column, optional ``id`` and ``task``.
+"""Reading CSV records: ``id,sequence,label`` (and ``task`` in a folder of several tasks).
 
     from fedbio.data.csvfile import read_csv
     records = read_csv("runs/ab-multitask/test.csv", kind="value")
 
 Called by :func:`fedbio.data.records.read_records` when a file does not start with '>'; use that
-unless the format is already known. Rows are read with Python's csv module in strict mode, one
+unless the format is already known. Every split file fedbio writes has the header
+``SPLIT_COLUMNS`` (a multi-task folder adds ``task``); BioNeMo's ``sequences,labels`` and
+fedbio 0.1's ``id,sequences,labels`` read the same. Rows are read with Python's csv module in strict mode, one
 row per line: a stray quote that would swallow the next rows is a
 :class:`~fedbio.errors.DataError` naming the line it opens on, never a silently merged record.
 """
@@ -18,6 +20,8 @@ from pathlib import Path
 from fedbio.data.fields import MAX_SEQUENCE_LENGTH, Record, check_sequence, parse_label
 from fedbio.data.lines import EMPTY_FILE, read_lines
 from fedbio.errors import DataError
+
+SPLIT_COLUMNS = ("id", "sequence", "label")   # the header of every split file fedbio writes
 
 # csv's field limit is process-wide (default 131,072 characters). It is raised, never lowered, to
 # this: above any accepted sequence, with room for long ids and labels in the other fields.
@@ -77,13 +81,14 @@ def _csv_header_problem(header: list[str]) -> str:
     text = ",".join(header)
     hint = ("; this looks tab-separated: save it comma-separated" if "\t" in text
             else "; this looks ';'-separated: save it comma-separated" if ";" in text else "")
-    return (f"CSV header {header} needs a 'sequences' (or 'sequence') and a 'labels' "
-            f"column{hint}; the first row names the columns, e.g. id,sequences,labels")
+    return (f"CSV header {header} needs a 'sequence' (or 'sequences') and a 'label' (or "
+            f"'labels') column{hint}; the first row names the columns, e.g. id,sequence,label")
 
 
 def read_csv(path: str | Path, *, kind: str = "class",
              classes: Sequence[str] | None = None, labelled: bool = True) -> list[Record]:
-    """Read a BioNeMo-style CSV: a ``sequences`` (or ``sequence``) column, ``labels``, optional ``id``."""
+    """Read a CSV of records: a ``sequence`` (or ``sequences``) column, ``label`` (or ``labels``),
+    optional ``id`` and ``task``."""
     path = Path(path)
     rows = _csv_rows(path)
     # the header is the first row that is not blank (blank lines above it are skipped, as below)

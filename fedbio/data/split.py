@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedbio.data.csvfile import SPLIT_COLUMNS
 from fedbio.data.digests import file_md5
 from fedbio.data.records import Record, class_list, label_counts, read_records
 from fedbio.errors import DataError, FedbioError
@@ -332,7 +333,7 @@ def restore_classes(split: Split, full_train: dict[str, list[Record]]) -> Split:
 def _write_csv(path: Path, records: list[Record]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["id", "sequences", "labels"])
+        writer.writerow(SPLIT_COLUMNS)
         writer.writerows([r.id, r.sequence, r.label] for r in records)
 
 

@@ -29,10 +29,11 @@ import pandas as pd
 
 from fedbio.data.antibody.parsers import check_chain, parse_value, table_rows
 from fedbio.data.antibody.splits import PARTS, AntibodySplit, build_antibody_split
+from fedbio.data.csvfile import SPLIT_COLUMNS
 from fedbio.errors import DataError, FedbioError
 from fedbio.outputs import output_dir
 
-CSV_COLUMNS = ("id", "sequence", "label", "task")
+CSV_COLUMNS = (*SPLIT_COLUMNS, "task")   # a split file's header, plus each row's task
 
 
 def _write_rows(path: Path, rows: list[tuple]) -> None:
