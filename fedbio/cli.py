@@ -194,31 +194,8 @@ def cmd_weights_download(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="fedbio", description="Federated fine-tuning of protein language models.")
-    parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("split", help="spread a data set over N sites (label skew, iid, quantity)")
-    _add_split_args(p)
-    p.add_argument("--out", required=True, help="folder to write (refused if non-empty)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out split folder once the new one is complete")
-    p.set_defaults(func=cmd_split)
-
-    p = sub.add_parser("data", help="fetch optional larger data sets (needs the network)")
-    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    d = dsub.add_parser("download", help="download FLIP's full mixed_soft.fasta (DeepLoc, ~13k records)")
-    d.add_argument("--to", required=True, help="folder to write mixed_soft.fasta into")
-    d.add_argument("--overwrite", action="store_true")
-    d.set_defaults(func=cmd_data_download)
-
-    p = sub.add_parser("demo", help="the whole story on the shipped data: split, then a results table")
-    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--profile", default=None, help="quick | laptop | reference | auto")
-    p.set_defaults(func=cmd_demo)
-
+def _add_run_parser(sub) -> None:
+    """``fedbio run``: its options, defaults and choices read from the configuration classes."""
     p = sub.add_parser("run", help="train: local / central baselines, or federated (fedavg, fedprox, fedopt)")
     p.add_argument("--task", default="scl", help="scl (shipped) | classification | regression | "
                    "antibody (shipped multi-task regression)")
@@ -257,6 +234,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace an existing run folder once the new run is complete")
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     p.set_defaults(func=cmd_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="fedbio", description="Federated fine-tuning of protein language models.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("split", help="spread a data set over N sites (label skew, iid, quantity)")
+    _add_split_args(p)
+    p.add_argument("--out", required=True, help="folder to write (refused if non-empty)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out split folder once the new one is complete")
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("data", help="fetch optional larger data sets (needs the network)")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    d = dsub.add_parser("download", help="download FLIP's full mixed_soft.fasta (DeepLoc, ~13k records)")
+    d.add_argument("--to", required=True, help="folder to write mixed_soft.fasta into")
+    d.add_argument("--overwrite", action="store_true")
+    d.set_defaults(func=cmd_data_download)
+
+    p = sub.add_parser("demo", help="the whole story on the shipped data: split, then a results table")
+    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--profile", default=None, help="quick | laptop | reference | auto")
+    p.set_defaults(func=cmd_demo)
+
+    _add_run_parser(sub)
 
     p = sub.add_parser("predict", help="predict every record of a FASTA/CSV with a saved model")
     p.add_argument("--model", required=True, help="a model folder, e.g. RUN/model")

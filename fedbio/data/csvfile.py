@@ -1,4 +1,4 @@
-"""Reading CSV records: ``id,sequence,label`` (and ``task`` in a folder of several tasks).
+"""CSV records: reading any ``id,sequence,label`` CSV (``task`` too), writing a split's files.
 
     from fedbio.data.csvfile import read_csv
     records = read_csv("runs/ab-multitask/test.csv", kind="value")
@@ -14,7 +14,7 @@ row per line: a stray quote that would swallow the next rows is a
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from fedbio.data.fields import MAX_SEQUENCE_LENGTH, Record, check_sequence, parse_label
@@ -121,3 +121,21 @@ def read_csv(path: str | Path, *, kind: str = "class",
                             "task", line)
         records.append(Record(rid, seq, label, None, None, line, task, id_made=id_col is None))
     return records
+
+
+def write_csv(path: Path, rows: Iterable, columns: Sequence[str], as_row: Callable = tuple) -> None:
+    """Write ``columns`` as the header, then ``as_row(item)`` for each item of ``rows``."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(as_row(item) for item in rows)
+
+
+def write_split_files(folder: Path, sites: dict[str, dict[str, list]], test: list,
+                      columns: Sequence[str], as_row: Callable = tuple) -> None:
+    """A split's CSVs in ``folder``: ``<site>/train.csv``, ``<site>/valid.csv`` and ``test.csv``."""
+    for site, parts in sites.items():
+        (folder / site).mkdir()
+        for part in ("train", "valid"):
+            write_csv(folder / site / f"{part}.csv", parts[part], columns, as_row)
+    write_csv(folder / "test.csv", test, columns, as_row)

@@ -9,7 +9,6 @@ Label skew draws each class's own Dirichlet(alpha) proportions over the sites fr
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedbio.data.csvfile import SPLIT_COLUMNS
+from fedbio.data.csvfile import SPLIT_COLUMNS, write_csv, write_split_files
 from fedbio.data.digests import file_md5
 from fedbio.data.records import Record, class_list, label_counts, read_records
 from fedbio.errors import DataError, FedbioError
@@ -330,24 +329,17 @@ def restore_classes(split: Split, full_train: dict[str, list[Record]]) -> Split:
     return split
 
 
-def _write_csv(path: Path, records: list[Record]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(SPLIT_COLUMNS)
-        writer.writerows([r.id, r.sequence, r.label] for r in records)
+def _row(record: Record) -> tuple:
+    return record.id, record.sequence, record.label
 
 
 def save_split(split: Split, folder: Path, plot: bool = True) -> Path:
     """Write the split's files into ``folder`` (created if needed; a run's own ``split/``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for name, parts in split.sites.items():
-        (folder / name).mkdir()
-        _write_csv(folder / name / "train.csv", parts["train"])
-        _write_csv(folder / name / "valid.csv", parts["valid"])
-    _write_csv(folder / "test.csv", split.test)
+    write_split_files(folder, split.sites, split.test, SPLIT_COLUMNS, _row)
     if split.test_hard is not None:
-        _write_csv(folder / "test_hard.csv", split.test_hard)
+        write_csv(folder / "test_hard.csv", split.test_hard, SPLIT_COLUMNS, _row)
     (folder / "classes.json").write_text(json.dumps(split.classes, indent=1) + "\n")
     summary = split.summary()
     (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

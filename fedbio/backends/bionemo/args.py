@@ -113,6 +113,21 @@ def _default_precision(bf16: bool | None) -> str:
     return "bf16-mixed" if bf16 else "fp32"
 
 
+def _class_list(task_type: str, classes: Sequence[str] | None) -> list[str] | None:
+    """The global class list as BioNeMo gets it (``None`` for regression), checked."""
+    if task_type not in TASK_TYPES:
+        raise FedbioError(f"unknown task type {task_type!r}; choose one of {', '.join(TASK_TYPES)}")
+    if task_type != "classification":
+        if classes:
+            raise FedbioError("a regression task takes no class list")
+        return None
+    if not classes or len(classes) < 2:
+        raise FedbioError("a classification task needs the global class list (2 classes or more)")
+    if len(set(classes)) != len(classes):
+        raise FedbioError(f"the class list repeats a name: {list(classes)}")
+    return [str(c) for c in classes]
+
+
 def finetune_args(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
@@ -144,19 +159,8 @@ def finetune_args(
     if model_cfg.tuning not in TUNING_MODES:
         raise FedbioError(f"unknown tuning mode {model_cfg.tuning!r}; choose one of "
                           f"{', '.join(TUNING_MODES)}")
-    if task_type not in TASK_TYPES:
-        raise FedbioError(f"unknown task type {task_type!r}; choose one of {', '.join(TASK_TYPES)}")
-    if task_type == "classification":
-        if not classes or len(classes) < 2:
-            raise FedbioError("a classification task needs the global class list (2 classes or more)")
-        if len(set(classes)) != len(classes):
-            raise FedbioError(f"the class list repeats a name: {list(classes)}")
-        target_size = len(classes)
-        classes = [str(c) for c in classes]
-    else:
-        if classes:
-            raise FedbioError("a regression task takes no class list")
-        target_size, classes = 1, None
+    classes = _class_list(task_type, classes)
+    target_size = len(classes) if classes is not None else 1
     tag = checkpoint_tag(model_cfg.name)
     if num_gpus < 1 or train_cfg.batch_size % num_gpus:
         raise FedbioError(f"batch size {train_cfg.batch_size} does not split over {num_gpus} GPU(s)")

@@ -19,7 +19,6 @@ Writing follows the output rule of :mod:`fedbio.outputs`. ``fedbio run --task an
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,29 +28,23 @@ import pandas as pd
 
 from fedbio.data.antibody.parsers import check_chain, parse_value, table_rows
 from fedbio.data.antibody.splits import PARTS, AntibodySplit, build_antibody_split
-from fedbio.data.csvfile import SPLIT_COLUMNS
+from fedbio.data.csvfile import SPLIT_COLUMNS, write_split_files
 from fedbio.errors import DataError, FedbioError
 from fedbio.outputs import output_dir
 
 CSV_COLUMNS = (*SPLIT_COLUMNS, "task")   # a split file's header, plus each row's task
 
 
-def _write_rows(path: Path, rows: list[tuple]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows((a, s, repr(float(v)), t) for a, s, v, t in rows)
+def _row(row: tuple) -> tuple:
+    name, sequence, value, task = row
+    return name, sequence, repr(float(value)), task
 
 
 def save_antibody_split(split: AntibodySplit, folder: str | Path) -> Path:
     """Write the split's files into ``folder`` (created if needed; a run's own ``split/``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for site, parts in split.sites.items():
-        (folder / site).mkdir()
-        _write_rows(folder / site / "train.csv", parts["train"])
-        _write_rows(folder / site / "valid.csv", parts["valid"])
-    _write_rows(folder / "test.csv", split.test)
+    write_split_files(folder, split.sites, split.test, CSV_COLUMNS, _row)
     (folder / "tasks.json").write_text(json.dumps(split.meta, indent=1, ensure_ascii=False) + "\n",
                                        encoding="utf-8")
     return folder

@@ -38,10 +38,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fedbio.errors import FedbioError
+from fedbio.federation.config import FedConfig
 from fedbio.processes import RUN_ENV, end_processes
 
 POLL = 0.2          # seconds between looks at the child and the watched files
-GRACE = 1.0         # seconds NVFlare may take to exit once the job's end (done.json) is written
+GRACE = FedConfig.sim_grace   # seconds NVFlare may take to exit after the job's end (done.json)
 TAIL_LINES = 12
 LOST = re.compile(r"Communication error with client (\S+?):")  # NVFlare's simulator_runner
 STACK_DIR_ENV = "FEDBIO_STACK_DIR"
@@ -134,77 +135,104 @@ def run_watched(cmd: list[str], workspace: str | Path, done: str | Path, *, prog
     Raises FedbioError when every attempt stalled.
     """
     timeline = {} if timeline is None else timeline
-    workspace, done = Path(workspace), Path(done)
-    progress = [Path(p) for p in progress]
+    workspace = Path(workspace)
     mark = mark or str(workspace)
+    child_env = {**os.environ, **(env or {}), RUN_ENV: mark,
+                 STACK_DIR_ENV: str(workspace.parent / "stacks")}
+    watch = _Watch(workspace, Path(done), [Path(p) for p in progress], timeout, grace,
+                   on_progress, None if cwd is None else Path(cwd))
     for attempt in range(retries + 1):
-        seen = _watched_files(progress)
-        child_env = {**os.environ, **(env or {}), RUN_ENV: mark,
-                     STACK_DIR_ENV: str(workspace.parent / "stacks")}
         timeline.clear()
         timeline.update(attempts=attempt + 1, started=time.time())
-        out = open(console, "ab") if console else None  # noqa: SIM115 - closed below
+        watch.reset()
+        proc = _start(cmd, child_env, cwd, console)
+        code = why = None
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True, env=child_env,
-                                    cwd=cwd, stdout=out, stderr=subprocess.STDOUT if out else None)
-        finally:
-            if out is not None:
-                out.close()  # the child holds its own copy
-        stalled, why = False, f"made no progress for {timeout:.0f} s"
-        lost_sites = LostSites(workspace)
-        try:
-            last, finished_at = time.monotonic(), None
-            while True:
-                code = proc.poll()
-                now = time.monotonic()
-                current = _watched_files(progress)
-                changed = sorted(p for p, t in current.items() if seen.get(p) != t)
-                seen = current
-                if changed:
-                    last = now
-                    timeline.setdefault("first_progress", time.time())
-                    for path in changed:
-                        if on_progress is not None:
-                            on_progress(path)
-                if code is not None:
-                    return code
-                if cwd is not None and not Path(cwd).is_dir():
-                    raise FedbioError(f"{cwd} was deleted while the run went on; its processes "
-                                      "were ended")
-                if done.is_file():
-                    finished_at = finished_at or now
-                    timeline.setdefault("done", time.time())
-                    if now - finished_at >= grace:
-                        return 0  # the job's result is saved; what is left is NVFlare's shutdown
-                elif timeout and now - last > timeout:
-                    stalled = True
-                    break
-                elif (site := lost_sites.lost()) is not None:
-                    stalled, why = True, (f"lost {site}'s worker process before it started (a "
-                                          "start-up race inside NVFlare's simulator)")
-                    break
-                time.sleep(POLL)
+            code, why = watch.attempt(proc, timeline)
+            if code is not None:
+                return code
         finally:
             timeline["cpu_seconds"] = {}
-            end_processes(mark, proc.pid, dump=stalled, cpu=timeline["cpu_seconds"])
+            end_processes(mark, proc.pid, dump=why is not None, cpu=timeline["cpu_seconds"])
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
             timeline["ended"] = time.time()
         tails = log_tails(workspace)
-        if attempt < retries:
-            kept = _keep_stalled(workspace, attempt + 1)
-            if on_stall is not None:
-                on_stall(kept)
-            say(f"the NVFlare simulator {why} (attempt {attempt + 1} "
-                f"of {retries + 1}); starting it again. Its logs are kept in {kept}; their last "
-                f"lines:\n{tails}")
-            continue
-        raise FedbioError(
-            f"the NVFlare simulator {why}, in the last of {retries + 1} attempt(s); its logs and "
-            f"stack dumps are in {workspace.parent}. Last log lines:\n{tails}")
+        if attempt == retries:
+            raise FedbioError(
+                f"the NVFlare simulator {why}, in the last of {retries + 1} attempt(s); its logs "
+                f"and stack dumps are in {workspace.parent}. Last log lines:\n{tails}")
+        kept = _keep_stalled(workspace, attempt + 1)
+        if on_stall is not None:
+            on_stall(kept)
+        say(f"the NVFlare simulator {why} (attempt {attempt + 1} of {retries + 1}); starting it "
+            f"again. Its logs are kept in {kept}; their last lines:\n{tails}")
     raise AssertionError("unreachable")
+
+
+def _start(cmd: list[str], env: dict, cwd, console) -> subprocess.Popen:
+    """Start ``cmd`` in a session of its own; its output appended to ``console`` when given."""
+    out = open(console, "ab") if console else None  # noqa: SIM115 - closed below
+    try:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+                                cwd=cwd, stdout=out, stderr=subprocess.STDOUT if out else None)
+    finally:
+        if out is not None:
+            out.close()  # the child holds its own copy
+
+
+class _Watch:
+    """What ``run_watched`` looks at while one attempt runs (see there)."""
+
+    def __init__(self, workspace: Path, done: Path, progress: list[Path], timeout: float,
+                 grace: float, on_progress: Callable[[Path], None] | None, cwd: Path | None):
+        self.workspace, self.done, self.progress = workspace, done, progress
+        self.timeout, self.grace, self.on_progress, self.cwd = timeout, grace, on_progress, cwd
+        self.seen: dict[Path, int] = {}
+
+    def reset(self) -> None:
+        """Before an attempt starts: what is there now is not its progress."""
+        self.seen = _watched_files(self.progress)
+
+    def _changed(self) -> list[Path]:
+        current = _watched_files(self.progress)
+        changed = sorted(p for p, t in current.items() if self.seen.get(p) != t)
+        self.seen = current
+        return changed
+
+    def attempt(self, proc: subprocess.Popen, timeline: dict) -> tuple[int | None, str | None]:
+        """Poll until the child exits (``(code, None)``), the job's end has been seen for
+        ``grace`` seconds (``(0, None)``) or the attempt stalls (``(None, why)``)."""
+        lost_sites = LostSites(self.workspace)
+        last, finished_at = time.monotonic(), None
+        while True:
+            code = proc.poll()
+            now = time.monotonic()
+            changed = self._changed()
+            if changed:
+                last = now
+                timeline.setdefault("first_progress", time.time())
+                for path in changed:
+                    if self.on_progress is not None:
+                        self.on_progress(path)
+            if code is not None:
+                return code, None
+            if self.cwd is not None and not self.cwd.is_dir():
+                raise FedbioError(f"{self.cwd} was deleted while the run went on; its processes "
+                                  "were ended")
+            if self.done.is_file():
+                finished_at = finished_at or now
+                timeline.setdefault("done", time.time())
+                if now - finished_at >= self.grace:
+                    return 0, None  # the job's result is saved; what is left is NVFlare's shutdown
+            elif self.timeout and now - last > self.timeout:
+                return None, f"made no progress for {self.timeout:.0f} s"
+            elif (site := lost_sites.lost()) is not None:
+                return None, (f"lost {site}'s worker process before it started (a start-up race "
+                              "inside NVFlare's simulator)")
+            time.sleep(POLL)
 
 
 def _keep_stalled(workspace: Path, attempt: int) -> Path:
