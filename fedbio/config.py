@@ -16,7 +16,10 @@ from fedbio.errors import FedbioError
 
 MAX_SEED = 2**32 - 1   # numpy's and torch's seeds: a negative seed is refused, not mapped
 TUNING_MODES = ("head", "lora", "full")
-TASKS = ("scl", "classification", "regression", "antibody")
+TASKS = ("scl", "classification", "regression", "antibody")   # the prediction problems (--task)
+TASK_TYPES = ("classification", "regression", "multitask")     # what a model's outputs are
+TASK_TYPE = {"scl": "classification", "classification": "classification",
+             "regression": "regression", "antibody": "multitask"}
 SETUPS = ("multitask", "alltasks")
 CROP_POLICIES = ("ends", "start")
 

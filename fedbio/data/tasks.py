@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedbio.config import TASK_TYPE, TASKS
 from fedbio.data.digests import file_md5
 from fedbio.data.records import (
     NoRecords,
@@ -136,13 +137,10 @@ def own_tests(test: list, train: list) -> list:
 
 
 def task_type_of(task: str) -> str:
-    if task in ("scl", "classification"):
-        return "classification"
-    if task == "regression":
-        return "regression"
-    if task == "antibody":
-        return "multitask"
-    raise FedbioError(f"unknown --task {task!r}; choose scl, classification, regression or antibody")
+    """``classification``, ``regression`` or ``multitask``: what the model for ``task`` outputs."""
+    if task not in TASK_TYPE:
+        raise FedbioError(f"unknown --task {task!r}; choose {', '.join(TASKS)}")
+    return TASK_TYPE[task]
 
 
 # What a split folder holds, said where one is missing a part; ``fedbio split`` writes one.

@@ -2,8 +2,7 @@
 
 A saved folder holds ``model.safetensors`` (the full state dict, buffers included, e.g. the
 composition scaler), ``fedbio_model.json`` (the ``ModelConfig``, output count, label names, task,
-the encoder's ``family`` and its config as ``encoder_config``, for ESM-2 also under the older key
-``esm_config``) and, for encoder models, the tokenizer's ``vocab.txt``. Loading
+the encoder's ``family`` and its config as ``encoder_config``) and, for encoder models, the tokenizer's ``vocab.txt``. Loading
 needs none of the original pretrained weights: the architecture is rebuilt from the saved config
 and every tensor comes from the folder.
 
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 
 import fedbio
-from fedbio.config import TUNING_MODES, ModelConfig, from_dict, to_dict
+from fedbio.config import TASK_TYPES, TUNING_MODES, ModelConfig, from_dict, to_dict
 from fedbio.errors import FedbioError
 from fedbio.models.backbone import FAMILIES
 from fedbio.models.backbone_loading import tokenizer_for
@@ -83,8 +82,6 @@ def save_model(
     if isinstance(model, SequenceModel):
         meta["family"] = model.backbone.family
         meta["encoder_config"] = model.backbone.config.to_dict()
-        if model.backbone.family == "esm2":  # the key fedbio read before AMPLIFY was added
-            meta["esm_config"] = meta["encoder_config"]
         if model.backbone.family == "remote":  # load_model must see it needs the remote code
             meta["encoder_config"].setdefault(
                 "auto_map", getattr(model.backbone.config, "auto_map", None) or {"AutoModel": "?"})
@@ -101,7 +98,6 @@ def save_model(
 # --- reading a folder back: every file checked, every problem one line naming the file ------
 
 KINDS = ("sequence", "composition")
-TASKS = ("classification", "regression", "multitask", "scl")  # "scl" is classification
 
 
 def check_folder(folder: Path, option: str = "") -> None:
@@ -220,15 +216,16 @@ def _check_meta(meta: dict, path: Path) -> None:
         raise FedbioError(f"{path}: n_outputs is {n_outputs} but it names {len(labels)} "
                           f"label(s); {RESAVE}")
     task = meta.get("task")
-    if task is not None and task not in TASKS:
-        raise FedbioError(f"{path}: unknown task {task!r} (fedbio reads {', '.join(TASKS)}); {RESAVE}")
+    if task is not None and task not in TASK_TYPES:
+        raise FedbioError(f"{path}: unknown task type {task!r} (fedbio reads "
+                          f"{', '.join(TASK_TYPES)}); {RESAVE}")
     cfg = typed_config(ModelConfig, _need(meta, "model_config", dict, path), f"{path}: model_config")
     if cfg.is_composition != (kind == "composition"):
         raise FedbioError(f"{path}: kind {kind!r} does not fit model_config name {cfg.name!r}; {RESAVE}")
     if cfg.tuning not in TUNING_MODES:
         raise FedbioError(f"{path}: unknown tuning {cfg.tuning!r} in model_config; {RESAVE}")
     if kind == "sequence":
-        arch = meta.get("encoder_config") or meta.get("esm_config")
+        arch = meta.get("encoder_config")
         if not isinstance(arch, dict):
             raise FedbioError(f"{path}: has no encoder_config to rebuild the encoder; {RESAVE}")
         if arch.get("model_type") not in FAMILIES and not is_remote_config(arch):
@@ -306,7 +303,7 @@ def _build(meta: dict, cfg: ModelConfig, folder: Path) -> tuple[Any, nn.Module]:
         return None, CompositionModel(n_outputs)
     path = folder / META_FILE
     targets = meta["labels"] if meta.get("task") == "multitask" else None
-    arch = meta.get("encoder_config") or meta.get("esm_config")
+    arch = meta["encoder_config"]
     try:
         model = SequenceModel.from_config(cfg, n_outputs, encoder_config=arch, targets=targets)
     except FedbioError as err:  # already one line; make it start with the file

@@ -21,10 +21,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from fedbio.config import TASK_TYPES
 from fedbio.errors import FedbioError
 
 MIN_BOOT, MAX_BOOT = 100, 100_000
-TASK_TYPES = ("classification", "regression", "multitask")
 # What every run's metrics.json holds, with the type it must have (the report reads all of it).
 REQUIRED = {"task_type": str, "mode": str, "seed": int, "model": str, "n_train": dict,
             "per_site": dict, "test": dict}

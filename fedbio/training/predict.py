@@ -25,14 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedbio.config import CROP_POLICIES, DataConfig
+from fedbio.config import CROP_POLICIES, TASK_TYPES, DataConfig
 from fedbio.data.records import read_records
 from fedbio.data.tasks import LabelCodec
 from fedbio.errors import FedbioError
 from fedbio.models.checkpoint_files import RESAVE
 
 TASK_FILE = "fedbio_task.json"
-TASK_TYPES = ("classification", "regression", "multitask")
 
 
 def _finite(value: Any) -> bool:

@@ -49,7 +49,7 @@ CHECKPOINT_TAGS = {
     "esm2-650m": "esm2/650m:2.0",
     "esm2-3b": "esm2/3b:2.0",
 }
-TASK_TYPES = ("classification", "regression")
+TASK_TYPES = ("classification", "regression")   # the task types BioNeMo fine-tunes
 # BioNeMo's PrecisionTypes (bionemo.core.utils.dtypes).
 PRECISIONS = ("fp16", "bf16", "fp32", "bf16-mixed", "fp32-mixed", "16-mixed", "fp16-mixed", "16", "32")
 SPECIAL_TOKENS = 2  # <cls> and <eos> around every sequence
