@@ -61,19 +61,22 @@ def loop_vs_simulator(cfg, folder: Path, threads: int) -> dict:
 
     from fedbio.federation import FedConfig, run_federated
 
+    def own_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
     out: dict[str, Any] = {"site_threads": cfg.train.threads or "default"}
     for engine in ("loop", "nvflare"):
-        own = resource.getrusage(resource.RUSAGE_SELF)
-        wall, cpu, metrics = _timed_cpu(lambda e=engine: run_federated(
+        before = own_cpu()
+        wall, metrics = timed(lambda e=engine: run_federated(
             cfg, FedConfig(rounds=ROUNDS), folder / e, progress=False, engine=e))
+        cpu = own_cpu() - before   # the loop runs its sites in this process
         torch.set_num_threads(threads)  # a site in this process sets its own thread count
         if engine == "nvflare":
             out["phases"] = phases(metrics, wall)
-            # The simulator's processes are ended, not waited for, so the rusage of children
-            # misses them: count this process, plus what each of them had used when ended.
-            now = resource.getrusage(resource.RUSAGE_SELF)
-            cpu = (now.ru_utime + now.ru_stime - own.ru_utime - own.ru_stime
-                   + sum((out["phases"].get("cpu_seconds") or {}).values()))
+            # The simulator's processes are ended, not waited for (their rusage never reaches
+            # this process): add what each had used when it was ended.
+            cpu += sum((out["phases"].get("cpu_seconds") or {}).values())
         out.update({f"{engine}_s": wall, f"{engine}_cpu_s": cpu,
                     f"{engine}_test_accuracy": metrics["test"]["accuracy"]})
     out["ratio"] = ratio(out["nvflare_s"], out["loop_s"])
