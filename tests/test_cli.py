@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT, SCL
 
 from fedbio.cli import main
-
-ROOT = Path(__file__).resolve().parent.parent
-SCL = ROOT / "data" / "scl" / "deeploc_valtest.fasta"
 
 RUN = ["run", "--model", "composition"]
 # (name, arguments, words the one error line must contain). Run options first: each was a

@@ -12,14 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, SCL
 
 from fedbio.cli import main
 from fedbio.errors import FedbioError
 from fedbio.outputs import output_dir, output_file
 from fedbio.reporting.manifest import code_version
-
-ROOT = Path(__file__).resolve().parent.parent
-SCL = ROOT / "data" / "scl" / "deeploc_valtest.fasta"
 
 
 def listing(folder: Path) -> dict[str, int]:

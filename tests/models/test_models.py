@@ -1,6 +1,6 @@
 """Tests of fedbio.models on real (tiny, random) ESM models: no mocks, no network.
 
-Run: .venv/bin/pytest -q tests/test_models.py
+Run: .venv/bin/pytest -q tests/models/test_models.py
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """fedbio report: bootstrap intervals, confusion, curves; and the multi-task report on real
 local, central and federated antibody runs. (Single-task reports on real runs, and what a
-report refuses: tests/test_report_runs.py.)"""
+report refuses: tests/reporting/test_report_runs.py.)"""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Tests of AMPLIFY in fedbio.models: reference numerics, the published folder layout, the
 tokenizer, tuning modes and saving. Tiny random models only: no mocks, no network.
 
-Run: .venv/bin/pytest -q tests/test_amplify.py
+Run: .venv/bin/pytest -q tests/models/test_amplify.py
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import batch
+from conftest import ROOT, batch
 
 from fedbio.config import ModelConfig
 from fedbio.errors import FedbioError
@@ -38,7 +38,7 @@ from fedbio.models import (
 )
 from fedbio.models.backbone_loading import random_backbone
 
-FIXTURE = Path(__file__).parent / "fixtures" / "amplify_tiny"
+FIXTURE = ROOT / "tests" / "fixtures" / "amplify_tiny"
 SEQS = ["MKVLAAGIVALLLAAGCSSS", "MKTAYIAKQR", "GSHMLEDPVDAFQLGRNVAW"]
 # conf/tokenizer/amplify_vocab.txt of the 27-token AMPLIFY models, in order
 REFERENCE_VOCAB = ["<pad>", "<unk>", "<mask>", "<bos>", "<eos>", "|", *"LAGVSERTIDPKQNFYMHWC", "B"]

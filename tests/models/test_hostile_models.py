@@ -5,7 +5,7 @@ Each must end in one FedbioError whose message starts with the file at fault (th
 ``fedbio: error:`` line, exit 2, no traceback) and leave nothing written. Models are tiny and
 made here (composition models, a tiny random ESM / AMPLIFY): no network, well under a minute.
 
-Run: .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_hostile_models.py
+Run: .venv/bin/python -m pytest -q -p no:cacheprovider tests/models/test_hostile_models.py
 """
 
 from __future__ import annotations
