@@ -223,3 +223,17 @@ def test_a_non_finite_loss_stops_training_at_its_step():
     y[5] = float("nan")
     with pytest.raises(TrainingDiverged, match=r"central, epoch 1 of 3, step \d+: the training loss is nan"):
         _regression_fit(y, lr=1e-3)
+
+
+def test_run_key_follows_every_setting_that_decides_a_result():
+    from dataclasses import replace
+
+    from fedbio.training.run import plan, run_key
+
+    cfg = plan(mode="central", model="composition", profile="quick", seed=0)
+    key = run_key(cfg)
+    assert len(key) == 10 and key == run_key(plan(mode="central", model="composition", profile="quick"))
+    assert key != run_key(replace(cfg, train=replace(cfg.train, device="cpu")))
+    assert key != run_key(replace(cfg, model=replace(cfg.model, trust_remote_code=True)))
+    assert key == run_key(replace(cfg, profile_reason="another reason"))  # says why, decides nothing
+    assert plan(profile="quick", device="cpu", precision="32", backend="auto").train.device == "cpu"
