@@ -156,3 +156,15 @@ def test_the_readme_map_names_every_module():
     named = readme_map()
     assert not modules - named, f"modules the README's map leaves out: {sorted(modules - named)}"
     assert not named - modules, f"the README's map names files that do not exist: {sorted(named - modules)}"
+
+
+def test_the_tests_mirror_the_package():
+    """Each folder under tests/ is a folder of fedbio/, and no two test files share a name."""
+    tests = Path(__file__).resolve().parent
+    folders = [p.relative_to(tests) for p in tests.rglob("*") if p.is_dir()
+               and "fixtures" not in p.relative_to(tests).parts and not p.name.startswith((".", "__"))]
+    assert folders, "tests/ has no sub-folders"
+    strays = [str(f) for f in folders if not (PACKAGE / f).is_dir()]
+    assert not strays, f"test folders with no fedbio/ counterpart: {strays}"
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert len(names) == len(set(names)), "two test files share a name"
