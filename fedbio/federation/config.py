@@ -53,6 +53,8 @@ class FedConfig:
     task_timeout: int = 0          # seconds a round waits for a site before going on without it; 0 = forever
     heartbeat_timeout: int = 0     # seconds without a heartbeat before the server drops a site; 0 = NVFlare's
     private_heads: bool | None = None  # task heads stay at their sites; None = yes for multi-task data
+    stream_metrics: bool = True    # sites stream their curves to the live TensorBoard (RUN/tb/);
+                                   # False: nothing but task results leaves a site
     sim_timeout: int = 0           # seconds without progress before the simulator counts as stalled;
                                    # 0 = $FEDBIO_SIM_TIMEOUT, else no limit
     sim_retries: int = 1           # a stalled simulator is started again this many times

@@ -11,11 +11,13 @@ simulator is tested against, and to measure what NVFlare's machinery costs.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from fedbio.federation.privacy import audit, split_private
+from fedbio.federation.privacy import AuditedWriter, audit, split_private
 from fedbio.federation.server import Reply, Server
 from fedbio.federation.site import failure_meta
 
@@ -24,9 +26,11 @@ def _numpy(state: dict) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in state.items()}
 
 
-def local_ask(sites: dict, audit_dir: str | None = None):
+def local_ask(sites: dict, audit_dir: str | None = None, writers: dict | None = None):
     """An ``ask`` that calls each ``Site`` in turn, as ``client.py`` would; what a site sends
-    passes the same hold-back and audit as NVFlare's ``KeepPrivate`` filter applies."""
+    passes the same hold-back and audit as NVFlare's ``KeepPrivate`` filter applies, and each
+    site streams its curves to ``writers[site]`` (audited ``AuditedWriter``), when given."""
+    writers = writers or {}
 
     def ask(task: str, params: dict, meta: dict, targets: list, rnd: int | None):
         received = {k: torch.as_tensor(v) for k, v in params.items()}
@@ -35,7 +39,8 @@ def local_ask(sites: dict, audit_dir: str | None = None):
             site = sites[name]
             try:
                 if task == "train":
-                    out, metrics, extra = site.train(received, meta, rnd, meta["rounds"])
+                    out, metrics, extra = site.train(received, meta, rnd, meta["rounds"],
+                                                     writers.get(name))
                     out, dropped = split_private(_numpy(out), site.spec.get("private", ()))
                     if audit_dir:
                         audit(audit_dir, name, task, out, dropped)
@@ -63,4 +68,28 @@ def simulate_in_loop(settings, spec_path: str, sites: list[str], threads: int | 
         torch.set_num_threads(threads)
     params = load_file(os.path.join(settings.run_dir, "federation", "initial.safetensors"))
     audit_dir = os.path.join(settings.run_dir, "federation", "audit")
-    return Server(settings, sites).run(local_ask(local, audit_dir), params)
+    with live_tensorboard(settings.run_dir, local, audit_dir) as (writers, report):
+        return Server(settings, sites, report).run(local_ask(local, audit_dir, writers), params)
+
+
+@contextmanager
+def live_tensorboard(run_dir: str, sites: dict, audit_dir: str):
+    """Writers for ``RUN/tb/<site>`` (audited, as NVFlare's path is) and the server's ``report``
+    into ``RUN/tb/server`` (flushed every round): the files NVFlare's receiver writes."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    tb = Path(run_dir) / "tb"
+    writers = {name: AuditedWriter(SummaryWriter(str(tb / name)), audit_dir, name,
+                                   send=site.spec.get("stream", True))
+               for name, site in sites.items()}
+    server = SummaryWriter(str(tb / "server"))
+
+    def report(tag: str, value: float, step: int) -> None:
+        server.add_scalar(tag, value, step)
+        server.flush()
+
+    try:
+        yield writers, report
+    finally:
+        for writer in (*writers.values(), server):
+            writer.close()

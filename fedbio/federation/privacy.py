@@ -6,6 +6,9 @@ With ``FedConfig.private_heads`` (the default for multi-task data), every parame
 server refuses a reply whose names differ from its own model's. Each site then trains the shared
 trunk with its own head. Every outgoing message's parameter names are appended to
 ``RUN/federation/audit/<site>.jsonl`` by the same filter, so what left a site can be read back.
+So is every scalar a site streams for a live TensorBoard (``audit_stream``; NVFlare's widget
+``fedbio.federation.nvflare.filters.AuditStream``, or ``AuditedWriter`` in the plain loop), and
+with ``FedConfig.stream_metrics`` off nothing is streamed: the audit then shows it held back.
 
 Plain Python: nothing here imports NVFlare (the plain loop engine uses the same functions).
 """
@@ -16,6 +19,7 @@ import json
 from pathlib import Path
 
 HEAD_PREFIX = "head."
+STREAM = "stream"   # the audit's name for a scalar streamed to the server's TensorBoard
 
 
 def private_prefixes(private_heads: bool | None, task_type: str) -> tuple[str, ...]:
@@ -46,6 +50,46 @@ def audit(folder: str | Path, site: str, task: str, params: dict, dropped: list[
              "held_back": dropped}
     with open(folder / f"{site}.jsonl", "a") as handle:
         handle.write(json.dumps(entry) + "\n")
+
+
+def audit_stream(folder: str | Path, site: str, tag: str, step, sent: bool) -> None:
+    """Append one line to ``folder/<site>.jsonl`` for a streamed scalar: its tag and step, sent
+    or held back (``task`` is ``stream``; the value itself is not repeated here)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = {"task": STREAM, "sent": [tag] if sent else [], "values": int(sent),
+             "held_back": [] if sent else [tag], "step": step}
+    with open(folder / f"{site}.jsonl", "a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+
+
+class AuditedWriter:
+    """A site's TensorBoard writer in the plain loop: every scalar audited, then written (or,
+    with ``send=False``, only audited as held back), as NVFlare's ``AuditStream`` does."""
+
+    def __init__(self, writer, folder: str | Path, site: str, send: bool = True):
+        self.writer, self.folder, self.site, self.send = writer, folder, site, send
+
+    def add_scalar(self, tag: str, value: float, step=None) -> None:
+        audit_stream(self.folder, self.site, tag, step, self.send)
+        if self.send:
+            self.writer.add_scalar(tag, value, step)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def streamed(lines: list[dict]) -> dict[str, int]:
+    """``{tag: scalars sent}`` from one site's audit lines (``read_audit(...)[site]``)."""
+    out: dict[str, int] = {}
+    for entry in lines:
+        if entry.get("task") == STREAM:
+            for tag in entry["sent"]:
+                out[tag] = out.get(tag, 0) + 1
+    return out
 
 
 def read_audit(folder: str | Path) -> dict[str, list[dict]]:

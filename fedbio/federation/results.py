@@ -1,7 +1,6 @@
 """A finished federation's results, from the server's history: ``metrics.json``, curves, test scores.
 
     metrics = federated_metrics(cfg, fed, task, history, test, test_hard, engine)  # metrics.json
-    write_tensorboard(history, run_dir)          # tb/server and tb/<site>
     test = site_test_scores(history)             # private heads: each site's own test scores
 
 ``history`` is what the server wrote (``RUN/federation/server/history.json``, plus
@@ -11,8 +10,6 @@ calls these once the federation has ended; the schema is ``fedbio.training.run``
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from fedbio.data.tasks import TaskData
 from fedbio.federation.config import FedConfig
@@ -62,32 +59,6 @@ def site_test_scores(history: dict, part: str = "test") -> dict | None:
     out = combine_task_scores(rows)
     out["scored_by"] = "each site, with its own model (global trunk + private head), on its own tasks"
     return out
-
-
-def write_tensorboard(history: dict, run_dir: Path) -> None:
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(str(run_dir / "tb" / "server")) as writer:
-        for row in history["rounds"]:
-            for key, value in (row.get("global_valid") or {}).items():
-                if key != "n":
-                    writer.add_scalar(f"global/valid_{key}", value, row["round"])
-            if row["round"]:
-                writer.add_scalar("sites/aggregated", len(row["ok"]), row["round"])
-    for site in history["sites"]:
-        with SummaryWriter(str(run_dir / "tb" / site)) as writer:
-            epoch = 0
-            for row in history["rounds"][1:]:
-                info = row["sites"].get(site, {})
-                for loss in info.get("curve", []):
-                    epoch += 1
-                    if loss is not None:
-                        writer.add_scalar(f"{site}/train_loss", loss, epoch)
-                for key, value in info.get("metrics", {}).items():
-                    if key.startswith("valid_") and key != "valid_n":
-                        writer.add_scalar(f"{site}/global_{key}", value, row["round"] - 1)
-                if "bytes_up" in info:
-                    writer.add_scalar(f"{site}/bytes_up", info["bytes_up"], row["round"])
 
 
 def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: dict,

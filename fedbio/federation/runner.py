@@ -36,7 +36,7 @@ from fedbio.federation.config import ALGORITHMS, FedConfig
 from fedbio.federation.loop import simulate_in_loop
 from fedbio.federation.privacy import private_prefixes, split_private
 from fedbio.federation.progress import FederationProgress, simulator_phases
-from fedbio.federation.results import federated_metrics, site_test_scores, write_tensorboard
+from fedbio.federation.results import federated_metrics, site_test_scores
 from fedbio.federation.server import RunStopped, ServerSettings
 from fedbio.federation.site import COMMON_CACHE
 from fedbio.outputs import output_dir
@@ -70,6 +70,7 @@ def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path) -> 
         "faults": {"fail": list(fed.fail_sites), "slow": list(fed.slow_sites),
                    "slow_seconds": fed.slow_seconds, "die": list(fed.die_sites)},
         "private": list(private_prefixes(fed.private_heads, task.task_type)),
+        "stream": bool(fed.stream_metrics),
     }
 
 
@@ -242,7 +243,6 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
             test, hard = site_test_scores(history), site_test_scores(history, "test_hard")
         else:
             test, hard = _deliver(learner, history, task, tmp)
-        write_tensorboard(history, tmp)
         metrics = federated_metrics(cfg, fed, task, history, test, hard, engine)
         metrics["wall_seconds"] = round(time.time() - start, 2)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")

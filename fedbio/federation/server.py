@@ -11,8 +11,9 @@ order; each site first scores the global model it received on its validation spl
 the best sample-weighted mean validation score over sites, written to ``global.safetensors``;
 the common test sets are scored outside the federation (``fedbio.federation.runner``).
 
-Records: ``history.json`` after every round (the watchdog counts it as progress) and, last of
-all, ``done.json``: the job has ended (``ok``, or the ``error`` that stopped it). A site whose
+Records: ``history.json`` after every round (the watchdog counts it as progress), the same
+round's scalars to ``report(tag, value, step)`` (a live TensorBoard: ``global/valid_<score>``
+by round, ``sites/aggregated``, ``bytes_up/<site>``) and, last of all, ``done.json``: the job has ended (``ok``, or the ``error`` that stopped it). A site whose
 training diverged (``TrainingDiverged``), or a round whose aggregate is not finite, stops the run:
 every later round would only spread it. Numpy only, no torch, no NVFlare.
 """
@@ -78,8 +79,10 @@ class ServerSettings:
 
 
 class Server:
-    def __init__(self, settings: ServerSettings, sites: list[str]):
+    def __init__(self, settings: ServerSettings, sites: list[str],
+                 report: Callable[[str, float, int], None] | None = None):
         self.s = settings
+        self.report = report or (lambda tag, value, step: None)
         self.sites = sorted(sites)
         self.needed = settings.min_sites or len(self.sites)
         self.active = list(self.sites)  # a site that does not answer at all is not asked again
@@ -139,6 +142,9 @@ class Server:
     def _note_global(self, rnd: int, scores: dict, params: dict) -> None:
         """The validation score of the global model after round ``rnd``; keep the best (rnd >= 1)."""
         self.history["rounds"][rnd]["global_valid"] = scores
+        for key, value in scores.items():
+            if key != "n":
+                self.report(f"global/valid_{key}", float(value), rnd)
         if rnd == 0 or not scores:
             return
         value = scores.get(self.s.key_metric, np.nan) * (1 if self.s.higher_is_better else -1)
@@ -198,6 +204,10 @@ class Server:
             self.history["rounds"].append(row)
             self._note_global(rnd - 1, self.weighted_valid(ok), params)  # sites scored what they got
             self.write_history()
+            self.report("sites/aggregated", float(len(ok)), rnd)
+            for site, info in row["sites"].items():
+                if "bytes_up" in info:
+                    self.report(f"bytes_up/{site}", float(info["bytes_up"]), rnd)
             self._require(ok, f"round {rnd}")
             average = weighted_mean([(s, row["sites"][s]["n_train"], r.params) for s, r in ok.items()])
             new = optimizer.step(params, average) if optimizer else average

@@ -5,7 +5,10 @@ imports NVFlare. A site reads only its own ``train``/``valid`` files and the com
 trains with the same ``Learner.fit`` as a local run, and returns trainable parameters
 (``Learner.trainable_state``) and scalar scores, never records, embeddings or buffers. After
 every local epoch it writes ``RUN/federation/progress/<site>.json`` (round, epoch, training loss):
-the watchdog's sign of life, and the progress lines of ``fedbio run``.
+the watchdog's sign of life, and the progress lines of ``fedbio run``. Given a ``writer`` (NVFlare's
+streaming one, from the client script), it also sends its curves as it trains: each step's training
+loss (``<site>/train_loss_step``), each epoch's (``<site>/train_loss``) and each round's score of
+the global model it received (``<site>/global_valid_<score>``), for a live TensorBoard.
 """
 
 from __future__ import annotations
@@ -144,13 +147,19 @@ class Site:
         self.learner.load_trainable_state(params)
 
     # -- tasks ------------------------------------------------------------------------------------
-    def train(self, params: dict, meta: dict, rnd: int, rounds: int) -> tuple[dict, dict, dict]:
+    def train(self, params: dict, meta: dict, rnd: int, rounds: int,
+              writer=None) -> tuple[dict, dict, dict]:
         """One round: score the global model on ``valid``, then E/R local epochs from it.
 
-        Returns the trainable parameters, scalar metrics and a per-epoch loss curve.
+        Returns the trainable parameters, scalar metrics and a per-epoch loss curve; ``writer``
+        gets the curves as they come (see the module docstring).
         """
         self._apply(params, meta)
         metrics = scalars(self.learner.score(self.data("valid")), "valid_")
+        if writer is not None:
+            for key, value in metrics.items():
+                if key != "valid_n":
+                    writer.add_scalar(f"{self.name}/global_{key}", value, rnd - 1)
         self._faults(rnd)
         prox = None
         if meta.get("algorithm") == "fedprox":
@@ -166,7 +175,8 @@ class Site:
 
         history = self.learner.fit(self.data("train"), None, epochs, prox=prox, select=False,
                                    step_offset=(rnd - 1) * n_epochs, where=f"{self.name}, round {rnd}, ",
-                                   reference=self.start, on_epoch=on_epoch)
+                                   reference=self.start, on_epoch=on_epoch, writer=writer,
+                                   tag=self.name)
         curve = [h["train_loss"] for h in history]
         metrics["train_loss"] = curve[-1] if curve and curve[-1] is not None else float("nan")
         if rnd == rounds:  # the site's own model after the last round, scored where it lives

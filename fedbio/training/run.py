@@ -244,11 +244,12 @@ def cropped_counts(task: TaskData, data: DataConfig) -> dict:
     return {"max_length": data.max_length, "policy": data.crop, **out}
 
 
-def train_and_score(cfg: RunConfig, task: TaskData, run_dir: Path, progress: bool = True) -> dict:
-    """Train the run's models and return ``metrics.json`` content."""
-    from torch.utils.tensorboard import SummaryWriter
-
+def train_and_score(cfg: RunConfig, task: TaskData, run_dir: Path, progress: bool = True,
+                    on_epoch: Callable[[str, dict], None] | None = None) -> dict:
+    """Train the run's models and return ``metrics.json`` content; ``on_epoch(name, row)`` sees
+    each epoch of each model (``name``: a site, or ``central``) as it ends."""
     from fedbio.training.learner import Learner
+    from fedbio.training.tensorboard import run_writer
     from fedbio.training.trainer import set_threads
 
     set_threads(cfg.train)
@@ -261,8 +262,10 @@ def train_and_score(cfg: RunConfig, task: TaskData, run_dir: Path, progress: boo
         learner = Learner.build(cfg.model, cfg.data, cfg.train, codec, cache, progress)
         train = learner.inputs(train_recs, fit_scaler=True)
         valid = learner.inputs(valid_recs)
-        with SummaryWriter(str(run_dir / "tb" / name)) as writer:
-            curves[name] = learner.fit(train, valid, cfg.train.epochs, writer=writer, tag=name)
+        hook = None if on_epoch is None else (lambda row, name=name: on_epoch(name, row))
+        with run_writer(run_dir, name) as writer:
+            curves[name] = learner.fit(train, valid, cfg.train.epochs, writer=writer, tag=name,
+                                       on_epoch=hook)
         where = run_dir if cfg.mode == "central" else run_dir / name
         test_recs = own_tests(task.test, train_recs) if cfg.mode != "central" else task.test
         scores = {"valid": learner.score(valid),
@@ -299,10 +302,13 @@ def metrics_head(cfg: RunConfig, task: TaskData, mode: str) -> dict:
 
 
 def run(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
-        announce: Callable[[], None] | None = None) -> dict:
+        announce: Callable[[], None] | None = None,
+        on_epoch: Callable[[str, dict], None] | None = None) -> dict:
     """Run ``cfg`` into ``out`` by the output rule of ``fedbio.outputs``: options and inputs are
-    checked first, then the run lives in ``OUT.running/`` and becomes ``OUT`` when it succeeds
-    (a failure moves it to ``OUT.failed/``). ``announce`` is called once everything is checked."""
+    checked first, then the run lives in ``OUT.running/`` (its TensorBoard curves in
+    ``OUT.running/tb/``, as they are trained) and becomes ``OUT`` when it succeeds (a failure
+    moves it to ``OUT.failed/``). ``announce`` is called once everything is checked,
+    ``on_epoch(name, row)`` after every epoch of every model."""
     if cfg.mode not in MODES:
         raise FedbioError(f"unknown --mode {cfg.mode!r} for a baseline run; choose {', '.join(MODES)}")
     check_run(cfg)
@@ -314,7 +320,7 @@ def run(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool
         task = prepare_task(cfg, tmp, inputs)
         (tmp / "config.json").write_text(json.dumps(to_dict(cfg), indent=1) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")
-        metrics = train_and_score(cfg, task, tmp, progress)
+        metrics = train_and_score(cfg, task, tmp, progress, on_epoch)
         metrics["wall_seconds"] = round(time.time() - start, 2)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics

@@ -135,7 +135,10 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
     adds FedProx's ``mu/2 * ||w - w_global||^2``. Fractional epochs stop part-way. The module
     is moved to ``tcfg``'s device (and stays there); see the module docstring for precision.
     ``where`` names the work in errors ("site-2, round 3, "; default: ``tag``), ``reference``
-    holds the starting loss across calls (a site's rounds), ``on_epoch(row)`` sees every epoch.
+    holds the starting loss and the step count across calls (a site's rounds), ``on_epoch(row)``
+    sees every epoch. ``writer`` (TensorBoard's ``add_scalar``/``flush``, or NVFlare's streaming
+    one) gets every step's training loss (``<tag>/train_loss_step``) and every epoch's scores,
+    and is flushed after each epoch.
     Progress: a bar on a terminal or in Jupyter, else a line per epoch at most (``fedbio.progress``).
     """
     place = placement(tcfg)
@@ -172,6 +175,9 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
             losses.append(value)
             _note_start(reference, first, value, min(START_STEPS, total))
             step += 1
+            reference["steps"] = reference.get("steps", 0) + 1
+            if writer is not None:
+                writer.add_scalar(_tag(tag, "train_loss_step"), value, reference["steps"])
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
@@ -185,9 +191,9 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
             if select and value > best:
                 best, best_state = value, _snapshot(module)
         history.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
         _report(row, lines, writer, tag, f"{epoch}/{n_epochs}", last=epoch == n_epochs)
+        if on_epoch is not None:   # after the epoch is written out (its curve is on disk)
+            on_epoch(row)
     if bar is not None:
         bar.close()
     if best_state is not None:
@@ -251,7 +257,12 @@ def _report(row: dict, lines: ProgressLines | None, writer, tag: str, epoch: str
     if writer is not None:
         for key, value in row.items():
             if key != "epoch" and isinstance(value, float):
-                writer.add_scalar(f"{tag}/{key}" if tag else key, value, row["epoch"])
+                writer.add_scalar(_tag(tag, key), value, row["epoch"])
+        writer.flush()   # at least once an epoch: a live TensorBoard shows it now
+
+
+def _tag(tag: str, key: str) -> str:
+    return f"{tag}/{key}" if tag else key
 
 
 def _snapshot(module: nn.Module) -> dict:

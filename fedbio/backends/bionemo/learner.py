@@ -267,6 +267,7 @@ class BioNemoLearner:
                 for key, value in row.items():
                     if key != "epoch" and isinstance(value, float):
                         writer.add_scalar(f"{tag}/{key}" if tag else key, value, row["epoch"])
+            writer.flush()   # BioNeMo's own event files hold its per-step curves (result_dir)
         return history
 
     def outputs(self, data) -> np.ndarray:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fedbio.errors import FedbioError
+from fedbio.training.tensorboard import read_scalars
 
 _STEP = re.compile(r"(?:^|[-_])step=(\d+)|^checkpoint-(\d+)(?:-|$)")
 
@@ -48,22 +49,6 @@ def find_checkpoints(experiment_dir: str | Path) -> list[dict[str, Any]]:
                       "last": folder.name.endswith("-last")})
     found.sort(key=lambda c: (c["step"] if c["step"] is not None else -1, c["last"]), reverse=True)
     return found
-
-
-def read_scalars(experiment_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """Every TensorBoard scalar under ``experiment_dir``: tag -> [(step, value), ...] by step."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    series: dict[str, dict[int, float]] = {}
-    files = sorted(Path(experiment_dir).rglob("events.out.tfevents.*"))
-    for path in files:
-        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in acc.Tags().get("scalars", []):
-            points = series.setdefault(tag, {})
-            for event in acc.Scalars(tag):
-                points[int(event.step)] = float(event.value)  # a later file wins a step
-    return {tag: sorted(points.items()) for tag, points in sorted(series.items())}
 
 
 def read_metrics(result_dir: str | Path, experiment: str = "fedbio") -> dict[str, Any]:

@@ -15,6 +15,7 @@ import logging
 
 import nvflare.client as flare
 from nvflare.client import FLModel
+from nvflare.client.tracking import SummaryWriter
 
 from fedbio.federation.nvflare.watch import install_stack_dump
 from fedbio.federation.site import Site, failure_meta
@@ -28,6 +29,7 @@ def main() -> None:
 
     flare.init()                                                  # (1) join the federation
     site = Site.load(config, flare.get_site_name())               # own train/valid + common test
+    writer = SummaryWriter()                                      # curves, live, to the server
     while flare.is_running():
         task = flare.receive()                                    # (2) a task and the global model
         if task is None:
@@ -36,7 +38,7 @@ def main() -> None:
         try:
             if name == "train":                                   # (3) E/R local epochs from the global
                 params, metrics, meta = site.train(task.params, task.meta, task.current_round,
-                                                   task.total_rounds)
+                                                   task.total_rounds, writer)
                 reply = FLModel(params=params, metrics=metrics,
                                 meta={"NUM_STEPS_CURRENT_ROUND": site.n_train, **meta})
             elif name == "stats":

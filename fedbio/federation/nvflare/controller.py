@@ -3,7 +3,8 @@
 Tasks travel with ``send_model_and_wait`` (FLModel in, FLModel out); a site that raised, timed
 out or sent a flagged reply counts as failed for that task, and the run goes on while at least
 ``min_sites`` sites answer. Writes ``RUN/federation/server/history.json`` and the selected
-global model (``global.safetensors``).
+global model (``global.safetensors``); each round's scalars go to the live TensorBoard
+(``tracking.py``).
 """
 
 from __future__ import annotations
@@ -50,11 +51,13 @@ class FedbioController(ModelController):
     def run(self) -> None:
         from safetensors.numpy import load_file
 
+        from fedbio.federation.nvflare.tracking import tracking_report
         from fedbio.federation.nvflare.watch import install_stack_dump
 
         install_stack_dump()  # the server process answers a watchdog's SIGUSR1 with its stacks
 
-        server = Server(self.server_settings, [c.name for c in self.engine.get_clients()])
+        server = Server(self.server_settings, [c.name for c in self.engine.get_clients()],
+                        report=tracking_report(self))
         params = load_file(os.path.join(self.server_settings.run_dir, "federation", "initial.safetensors"))
         try:
             server.run(self._ask, params)

@@ -1,18 +1,24 @@
-"""NVFlare filters at the site: ``KeepPrivate`` holds private parameters back and audits the rest.
+"""What leaves a site, decided at the site: ``KeepPrivate`` and ``AuditStream``.
 
-Runs on each site's outgoing task results (``FilterType.TASK_RESULT``), after fedbio's client
-script has produced them and before NVFlare sends them: the last point where the site decides.
+``KeepPrivate`` runs on each site's outgoing task results (``FilterType.TASK_RESULT``), after
+fedbio's client script has produced them and before NVFlare sends them: the last point where the
+site decides. ``AuditStream`` does the same for the scalars a site streams to the server's live
+TensorBoard (``fedbio.federation.nvflare.tracking``), which travel as events, not task results:
+it is the one component that turns a site's local tracking event into a federated one, so
+nothing is streamed that its audit does not list.
 """
 
 from __future__ import annotations
 
+from nvflare.apis.analytix import ANALYTIC_EVENT_TYPE, AnalyticsData
 from nvflare.apis.dxo import from_shareable
 from nvflare.apis.filter import Filter
-from nvflare.apis.fl_constant import FLContextKey
+from nvflare.apis.fl_constant import EventScope, FLContextKey
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
+from nvflare.app_common.widgets.convert_to_fed_event import ConvertToFedEvent
 
-from fedbio.federation.privacy import audit, split_private
+from fedbio.federation.privacy import audit, audit_stream, split_private
 
 
 class KeepPrivate(Filter):
@@ -40,3 +46,31 @@ class KeepPrivate(Filter):
                                   f"({', '.join(self.prefixes)})")
         audit(self.audit_dir, site, task, kept, dropped)
         return dxo.update_shareable(shareable)
+
+
+class AuditStream(ConvertToFedEvent):
+    """At a site: every streamed scalar (a local ``analytix_log_stats`` event) is written to
+    ``audit_dir/<site>.jsonl`` and then, when ``send``, forwarded to the server; with
+    ``send=False`` (``FedConfig.stream_metrics`` off) nothing is forwarded."""
+
+    def __init__(self, audit_dir: str, send: bool = True):
+        super().__init__(events_to_convert=[ANALYTIC_EVENT_TYPE])
+        self.audit_dir = audit_dir
+        self.send = send
+
+    def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
+        if event_type not in self.events_to_convert:
+            return
+        if fl_ctx.get_prop(FLContextKey.EVENT_SCOPE, EventScope.LOCAL) == EventScope.FEDERATION:
+            return
+        data = fl_ctx.get_prop(FLContextKey.EVENT_DATA, None)
+        try:
+            record = AnalyticsData.from_dxo(from_shareable(data))
+        except (TypeError, ValueError, KeyError):
+            self.log_error(fl_ctx, "a streamed event without analytics data was not sent")
+            return
+        if record is None:
+            return
+        audit_stream(self.audit_dir, fl_ctx.get_identity_name(), record.tag, record.step, self.send)
+        if self.send:
+            super().handle_event(event_type, fl_ctx)

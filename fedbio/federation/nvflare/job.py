@@ -6,8 +6,7 @@
 One client per site, ``num_threads`` = number of sites (fewer would restart a worker per
 client-round), the workspace inside the run folder, every site's full log in
 ``RUN/nvflare/<job>/<site>/`` and the simulator's own console output in ``RUN/nvflare/console.txt``.
-This module and ``controller.py`` / ``client.py`` / ``filters.py`` / ``simulate.py`` are the only
-places in fedbio that import NVFlare.
+This folder (``fedbio/federation/nvflare/``) is the only place in fedbio that imports NVFlare.
 """
 
 from __future__ import annotations
@@ -25,8 +24,9 @@ from nvflare.recipe.spec import Recipe
 
 from fedbio.federation.config import FedConfig
 from fedbio.federation.nvflare.controller import FedbioController
-from fedbio.federation.nvflare.filters import KeepPrivate
+from fedbio.federation.nvflare.filters import AuditStream, KeepPrivate
 from fedbio.federation.nvflare.logs import LOG_CONFIG
+from fedbio.federation.nvflare.tracking import LiveTensorBoard
 from fedbio.federation.server import ServerSettings
 
 CLIENT_SCRIPT = Path(__file__).resolve().parent / "client.py"
@@ -50,6 +50,9 @@ class FedbioRecipe(Recipe):
         # Task names listed: NVFlare 2.9 matches filter chains by exact task name ("*" matches none).
         job.to_clients(KeepPrivate(list(private), str(audit_dir)), filter_type=FilterType.TASK_RESULT,
                        tasks=list(STEPS))
+        # Live TensorBoard: what a site streams is audited there, then written by the server.
+        job.to_clients(AuditStream(str(audit_dir), send=fed.stream_metrics), id="stream_audit")
+        job.to_server(LiveTensorBoard(str(Path(settings.run_dir) / "tb")), id="tb_receiver")
         super().__init__(job)
         # Sites ask for their next task this often (NVFlare's default, 2 s, idles every round);
         # a site that stops sending heartbeats is dropped after heart_beat_timeout seconds.

@@ -1,0 +1,44 @@
+"""TensorBoard files of a run: written while it trains, read back as plain numbers.
+
+    with run_writer(run_dir, "central") as writer:      # RUN/tb/central (OUT.running/tb/... live)
+        learner.fit(train, valid, epochs, writer=writer, tag="central")
+    read_scalars("runs/fedavg/tb/site-1")                 # {tag: [(step, value), ...]}
+
+``fedbio.training.trainer.fit`` writes every step's training loss and every epoch's scores and
+flushes each epoch, so ``tensorboard --logdir runs/`` shows a run while it goes. A federated
+run's files are written by the server from what the sites stream
+(``fedbio.federation.nvflare.tracking``); ``read_scalars`` reads either kind, and BioNeMo's own.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def run_writer(run_dir: str | Path, name: str):
+    """A TensorBoard ``SummaryWriter`` for ``RUN/tb/<name>``, closed (and flushed) at the end."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(Path(run_dir) / "tb" / name))
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
+def read_scalars(experiment_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Every TensorBoard scalar under ``experiment_dir``: tag -> [(step, value), ...] by step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    series: dict[str, dict[int, float]] = {}
+    files = sorted(Path(experiment_dir).rglob("events.out.tfevents.*"))
+    for path in files:
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags().get("scalars", []):
+            points = series.setdefault(tag, {})
+            for event in acc.Scalars(tag):
+                points[int(event.step)] = float(event.value)  # a later file wins a step
+    return {tag: sorted(points.items()) for tag, points in sorted(series.items())}
