@@ -24,6 +24,7 @@ from fedbio.config import TUNING_MODES
 from fedbio.errors import FedbioError, Interrupted
 from fedbio.federation.config import ALGORITHMS as FEDERATED
 from fedbio.federation.config import DEFAULT_SERVER_LR, SERVER_OPTIMIZERS, FedConfig
+from fedbio.privacy.options import PRIVACY_OPTIONS, add_privacy_arguments, privacy_config
 
 ROUNDS = FedConfig.rounds  # --rounds when not given
 
@@ -45,6 +46,11 @@ def check_applicable(args) -> None:
              ("--tuning", args.tuning, args.model != "composition", "encoder models (not composition)"),
              ("--trust-remote-code", args.trust_remote_code or None, args.model != "composition",
               "checkpoint folders and hub ids (not composition)")]
+    dp = "--dp-clip"
+    rules += [(option, getattr(args, name), federated, "federated runs (--mode fedavg, fedprox, fedopt)")
+              for option, name in PRIVACY_OPTIONS.items()]
+    rules += [(option, getattr(args, name), args.dp_clip is not None, f"DP runs ({dp} S)")
+              for option, name in PRIVACY_OPTIONS.items() if option != dp]
     for option, value, applies, where in rules:
         if value is not None and not applies:
             raise FedbioError(f"{option} applies only to {where}; drop it, or change the run so it applies")
@@ -151,6 +157,7 @@ def cmd_run(args) -> int:
                  "server_optimizer": args.server_optimizer, "server_lr": args.server_lr}
         fed = FedConfig(private_heads=False if args.shared_heads else None,
                         **{k: v for k, v in given.items() if v is not None})
+    privacy = privacy_config(args)
 
     def announce() -> None:  # once every option and input has been checked
         print(f"profile: {cfg.profile} ({cfg.profile_reason})")
@@ -160,12 +167,16 @@ def cmd_run(args) -> int:
             print(f"federation: {cfg.mode}, {fed.rounds} rounds x {cfg.train.epochs / fed.rounds:g} "
                   f"local epochs, {'all sites' if not fed.min_sites else f'min {fed.min_sites} sites'}",
                   flush=True)
+        if privacy.enabled:
+            z = privacy.noise_multiplier(fed.rounds)
+            print(f"privacy: site-level DP-FedAvg, updates clipped to {privacy.clip:g}, noise "
+                  f"multiplier {z:.4g} ({privacy.where}), delta {privacy.delta:g}", flush=True)
 
     if fed is not None:
         from fedbio.federation import run_federated
 
         metrics = run_federated(cfg, fed, out=args.out, overwrite=args.overwrite,
-                                progress=not args.quiet, announce=announce)
+                                progress=not args.quiet, announce=announce, privacy=privacy)
     else:
         metrics = run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet,
                       announce=announce)
@@ -224,6 +235,7 @@ def _add_run_parser(sub) -> None:
                        f"{lr:g} for {name}" for name, lr in DEFAULT_SERVER_LR.items()) + ")")
     p.add_argument("--min-sites", "--min-clients", dest="min_sites", type=int, default=None,
                    help="sites a round needs (default 0: all; --min-clients is the old spelling)")
+    add_privacy_arguments(p)
     p.add_argument("--weights-dir", default=None, help="folder of pretrained weights (else $FEDBIO_WEIGHTS)")
     p.add_argument("--backend", default=None, choices=BACKENDS,
                    help="model backend (default: the profile's, hf)")

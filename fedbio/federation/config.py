@@ -50,11 +50,12 @@ class FedConfig:
     server_betas: tuple[float, float] = (0.9, 0.99)  # FedOpt adam
     server_eps: float = 1e-3       # FedOpt adam: tau of Reddi et al. (2021), controls adaptivity
     min_sites: int = 0           # results a round needs to go on; 0 = every site
+    weighted: bool = True          # FedAvg weights each site by its training records; False: plain mean
     task_timeout: int = 0          # seconds a round waits for a site before going on without it; 0 = forever
     heartbeat_timeout: int = 0     # seconds without a heartbeat before the server drops a site; 0 = NVFlare's
     private_heads: bool | None = None  # task heads stay at their sites; None = yes for multi-task data
-    stream_metrics: bool = True    # sites stream their curves to the live TensorBoard (RUN/tb/);
-                                   # False: nothing but task results leaves a site
+    stream_metrics: bool | None = None  # sites stream their curves to the live TensorBoard
+                                   # (RUN/tb/); None: yes, except under DP; False: only task results
     sim_timeout: int = 0           # seconds without progress before the simulator counts as stalled;
                                    # 0 = $FEDBIO_SIM_TIMEOUT, else no limit
     sim_retries: int = 1           # a stalled simulator is started again this many times

@@ -12,8 +12,8 @@ calls these once the federation has ended; the schema is ``fedbio.training.run``
 from __future__ import annotations
 
 from fedbio.data.tasks import TaskData
+from fedbio.federation.audit import private_prefixes
 from fedbio.federation.config import FedConfig
-from fedbio.federation.privacy import private_prefixes
 from fedbio.training.metrics import combine_task_scores
 from fedbio.training.run import RunConfig, metrics_head
 

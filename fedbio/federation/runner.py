@@ -32,14 +32,16 @@ from pathlib import Path
 from fedbio.config import to_dict
 from fedbio.data.tasks import TaskData, task_type_of
 from fedbio.errors import FedbioError
+from fedbio.federation.audit import private_prefixes, split_private
 from fedbio.federation.config import ALGORITHMS, FedConfig
 from fedbio.federation.loop import simulate_in_loop
-from fedbio.federation.privacy import private_prefixes, split_private
 from fedbio.federation.progress import FederationProgress, simulator_phases
 from fedbio.federation.results import federated_metrics, site_test_scores
 from fedbio.federation.server import RunStopped, ServerSettings
 from fedbio.federation.site import COMMON_CACHE
 from fedbio.outputs import output_dir
+from fedbio.privacy.config import PrivacyConfig
+from fedbio.privacy.fedavg import check_private_federation, privacy_block, run_settings
 from fedbio.reporting.manifest import manifest
 from fedbio.training.learner import Learner
 from fedbio.training.metrics import key_metric
@@ -53,7 +55,8 @@ from fedbio.training.run import (
 )
 
 
-def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path) -> dict:
+def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path,
+              dp: dict | None = None) -> dict:
     """What every site's client script reads (``RUN/federation/sites.json``); no data in it."""
     fed_dir = run_dir / "federation"
     split = Path(task.split_dir).resolve()
@@ -71,6 +74,7 @@ def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path) -> 
                    "slow_seconds": fed.slow_seconds, "die": list(fed.die_sites)},
         "private": list(private_prefixes(fed.private_heads, task.task_type)),
         "stream": bool(fed.stream_metrics),
+        "privacy": dp,
     }
 
 
@@ -123,28 +127,30 @@ def _initial_model(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path
     return learner
 
 
-def server_settings(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path) -> ServerSettings:
+def server_settings(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path,
+                    dp: dict | None = None) -> ServerSettings:
     metric, sign = key_metric(task.task_type)
     return ServerSettings(
         run_dir=str(run_dir), algorithm=cfg.mode, num_rounds=fed.rounds, min_sites=fed.min_sites,
         mu=fed.mu if cfg.mode == "fedprox" else 0.0, server_optimizer=fed.server_optimizer,
         server_lr=fed.server_lr, server_momentum=fed.server_momentum, server_betas=tuple(fed.server_betas),
         server_eps=fed.server_eps, key_metric=metric, higher_is_better=sign > 0,
-        task_timeout=fed.task_timeout, feature_stats=cfg.model.is_composition,
+        task_timeout=fed.task_timeout, feature_stats=cfg.model.is_composition and not dp, dp=dp,
+        weighted=fed.weighted,
         # one scaler for labels that feed shared heads; private heads keep their site's own
         label_stats=task.task_type == "regression" or (
             task.task_type == "multitask" and not private_prefixes(fed.private_heads, task.task_type)))
 
 
 def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, progress: bool = True,
-             engine: str = "nvflare") -> dict:
+             engine: str = "nvflare", dp: dict | None = None) -> dict:
     """Run the federation in ``run_dir`` (``engine``: the NVFlare simulator, or ``loop``: the same
     Site/Server code in this process); return the server's history (``history.json``)."""
     sites = list(task.sites)
     spec = run_dir / "federation" / "sites.json"
     spec.parent.mkdir(parents=True, exist_ok=True)
-    spec.write_text(json.dumps(site_spec(cfg, fed, task, run_dir), indent=1) + "\n")
-    settings = server_settings(cfg, fed, task, run_dir)
+    spec.write_text(json.dumps(site_spec(cfg, fed, task, run_dir, dp), indent=1) + "\n")
+    settings = server_settings(cfg, fed, task, run_dir, dp)
     if engine == "loop":
         try:
             history = simulate_in_loop(settings, str(spec), sites, cfg.train.threads or None)
@@ -206,7 +212,8 @@ def _save_model(learner, history: dict, run_dir: Path) -> None:
 
 def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path | None = None,
                   overwrite: bool = False, progress: bool = True, engine: str = "nvflare",
-                  announce: Callable[[], None] | None = None) -> dict:
+                  announce: Callable[[], None] | None = None,
+                  privacy: PrivacyConfig | None = None) -> dict:
     """Run ``cfg`` (``mode`` fedavg | fedprox | fedopt) federated into ``out``; return its metrics.
 
     ``fed`` defaults to ``FedConfig()``; ``cfg.mode`` names the algorithm. ``engine="loop"`` runs
@@ -214,6 +221,7 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     baseline). Options and inputs are checked first; then the run lives in ``OUT.running/``,
     becomes ``OUT`` when it succeeds, and moves to ``OUT.failed/`` (with every log) when it
     fails or is interrupted (``fedbio.outputs``). ``announce`` is called once all is checked.
+    ``privacy`` (``fedbio.privacy.PrivacyConfig``) makes it site-level DP-FedAvg.
     """
     if cfg.mode not in ALGORITHMS:
         raise FedbioError(f"unknown federated --mode {cfg.mode!r}; choose {', '.join(ALGORITHMS)}")
@@ -227,23 +235,33 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     check_federation(cfg, fed)
     if engine == "nvflare":
         check_simulator_paths(out)
+    privacy = (privacy or PrivacyConfig()).validate()
+    if privacy.enabled:
+        check_private_federation(privacy, task_type_of(cfg.task), fed.min_sites, fed.stream_metrics)
+        z = privacy.noise_multiplier(fed.rounds)   # a target epsilon is solved here, before output
     inputs = read_inputs(cfg)
     fed.validate(inputs.n_sites)
+    fed = replace(fed, stream_metrics=not privacy.enabled if fed.stream_metrics is None
+                  else fed.stream_metrics)   # unset: on, except under DP
     start = time.time()
     with output_dir(out, overwrite=overwrite, inputs=run_inputs(cfg), kind="run") as tmp:
         if announce:
             announce()
         task = prepare_task(cfg, tmp, inputs)
-        config = {**to_dict(cfg), "federation": to_dict(fed)}
+        config = {**to_dict(cfg), "federation": to_dict(fed), "privacy": to_dict(privacy)}
+        dp = (run_settings(privacy, z, cfg.seed, list(task.sites), cfg.model.is_composition)
+              if privacy.enabled else None)
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")
         learner = _initial_model(cfg, fed, task, tmp)
-        history = federate(cfg, fed, task, tmp, progress, engine)
+        history = federate(cfg, fed, task, tmp, progress, engine, dp)
         if private_prefixes(fed.private_heads, task.task_type):  # no global head to score with
             test, hard = site_test_scores(history), site_test_scores(history, "test_hard")
         else:
             test, hard = _deliver(learner, history, task, tmp)
         metrics = federated_metrics(cfg, fed, task, history, test, hard, engine)
+        if dp:
+            metrics["privacy"] = privacy_block(dp, privacy, fed.rounds, cfg.model.is_composition)
         metrics["wall_seconds"] = round(time.time() - start, 2)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics

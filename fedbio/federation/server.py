@@ -68,6 +68,8 @@ class ServerSettings:
     feature_stats: bool = False
     label_stats: bool = False
     task_timeout: int = 0  # seconds a round waits for a site (the NVFlare controller's)
+    weighted: bool = True   # weight each site by its record count (FedAvg); False: plain mean
+    dp: dict | None = None  # site-level DP-FedAvg: clip, noise_multiplier, where, seed, shared
 
     def to_dict(self) -> dict:
         """Plain, JSON-ready data (what NVFlare's job config carries)."""
@@ -177,7 +179,12 @@ class Server:
         names = sorted(params)
         self.history["exchanged"] = {"names": names, "values": int(sum(np.size(v) for v in params.values())),
                                      "bytes": bytes_of(params)}
-        shared = self._statistics(ask) if (self.s.feature_stats or self.s.label_stats) else {}
+        if self.s.feature_stats or self.s.label_stats:
+            shared = self._statistics(ask)
+        else:   # under DP: a scaling that needs no data (fedbio.privacy.updates), or none
+            shared = dict((self.s.dp or {}).get("shared", {}))
+            self.history["shared"] = shared
+        rng = self._dp_rng()
         optimizer = (ServerOptimizer(self.s.server_optimizer, self.s.server_lr, self.s.server_momentum,
                                      self.s.server_betas, self.s.server_eps)
                      if self.s.algorithm == "fedopt" else None)
@@ -209,7 +216,11 @@ class Server:
                 if "bytes_up" in info:
                     self.report(f"bytes_up/{site}", float(info["bytes_up"]), rnd)
             self._require(ok, f"round {rnd}")
-            average = weighted_mean([(s, row["sites"][s]["n_train"], r.params) for s, r in ok.items()])
+            if self.s.dp:
+                average = self._private_mean(rnd, params, ok, row, rng)
+            else:
+                average = weighted_mean([(s, row["sites"][s]["n_train"] if self.s.weighted else 1.0,
+                                          r.params) for s, r in ok.items()])
             new = optimizer.step(params, average) if optimizer else average
             row["update_norm"] = float(np.sqrt(sum(np.sum((np.asarray(new[k], np.float64) - params[k]) ** 2)
                                                    for k in names)))
@@ -218,9 +229,10 @@ class Server:
                           f"{row['update_norm']}); lower --server-lr")
             params = new
 
-        ok, failed = ask("validate", params, meta, self.sites, None)  # the last model, at every site
-        self.history["final_validate"] = {"ok": sorted(ok), "failed": failed}
-        self._note_global(self.s.num_rounds, self.weighted_valid(ok), params)
+        if not self.s.dp:  # under DP no site scores a model: the last one is delivered
+            ok, failed = ask("validate", params, meta, self.sites, None)  # the last model, everywhere
+            self.history["final_validate"] = {"ok": sorted(ok), "failed": failed}
+            self._note_global(self.s.num_rounds, self.weighted_valid(ok), params)
         if self.best is None:  # no validation scores at all: deliver the last model
             self.best = (np.nan, self.s.num_rounds, params)
         self.history["selected_round"] = self.best[1]
@@ -230,6 +242,40 @@ class Server:
         self.write_history()
         self.write_done()  # last: everything the runner reads is on disk
         return self.history
+
+    # -- site-level DP-FedAvg ----------------------------------------------------------------
+    def _dp_rng(self) -> np.random.Generator | None:
+        """The server's noise source (``--dp-where server``), seeded: same seed, same noise."""
+        dp = self.s.dp
+        return np.random.default_rng([int(dp["seed"]), 2018]) if dp and dp["where"] == "server" else None
+
+    def _private_mean(self, rnd: int, params: dict, ok: dict, row: dict, rng) -> dict:
+        """The global weights plus the noisy unweighted mean of the sites' clipped updates.
+
+        ``--dp-where server``: each update must have norm <= S (a site that sends more is refused
+        for the round) and N(0, (zS)^2) goes on the sum. ``site``: the sites added the noise,
+        which adds up to the accounted amount only if every site's update is in the sum."""
+        from fedbio.privacy.updates import l2_norm, noisy_mean
+
+        dp = self.s.dp
+        clip, z = float(dp["clip"]), float(dp["noise_multiplier"])
+        if dp["where"] == "server":
+            for site in list(ok):
+                norm = l2_norm(ok[site].params)
+                if norm > clip * (1 + 1e-6):
+                    del ok[site]
+                    reason = f"sent an update of norm {norm:.4g} > clip {clip:g}"
+                    row["sites"][site] = {"failed": reason}
+                    row["failed"][site] = reason
+            row["ok"] = sorted(ok)
+            self._require(ok, f"round {rnd}")
+        elif len(ok) < len(self.sites):
+            self.stop(f"round {rnd}: {len(ok)} of {len(self.sites)} sites answered; with --dp-where "
+                      "site every site's noise is needed for the accounted epsilon")
+        row["dp"] = {"updates": len(ok), "noise_sd_sum": z * clip}
+        mean = noisy_mean([ok[s].params for s in sorted(ok)], clip, z, rng)
+        return {k: (np.asarray(params[k], np.float64) + np.asarray(mean[k], np.float64))
+                .astype(np.asarray(params[k]).dtype) for k in params}
 
     def _statistics(self, ask: Ask) -> dict:
         ok, failed = ask("stats", {}, {}, self.sites, None)

@@ -87,6 +87,9 @@ class Site:
         self.n_train = len(self.records["train"])
         self.start: dict = {}  # the training loss where this site started (divergence check)
         self.progress_dir = Path(spec["run_dir"]) / "federation" / "progress"
+        self.dp = spec.get("privacy")   # site-level DP-FedAvg: the update is clipped (and noised)
+        # FedAvg's weight: the site's record count, which DP does not release (unweighted mean)
+        self.weight = 1.0 if self.dp else float(self.n_train)
 
     @classmethod
     def load(cls, path: str | Path, name: str) -> Site:
@@ -155,28 +158,15 @@ class Site:
         gets the curves as they come (see the module docstring).
         """
         self._apply(params, meta)
+        if self.dp:
+            return self._train_private(params, meta, rnd, rounds)
         metrics = scalars(self.learner.score(self.data("valid")), "valid_")
         if writer is not None:
             for key, value in metrics.items():
                 if key != "valid_n":
                     writer.add_scalar(f"{self.name}/global_{key}", value, rnd - 1)
         self._faults(rnd)
-        prox = None
-        if meta.get("algorithm") == "fedprox":
-            ref = {k: p.detach().clone() for k, p in self.learner.module.named_parameters() if p.requires_grad}
-            prox = (float(meta["mu"]), ref)
-        epochs = self.spec["epochs_per_round"]
-        n_epochs = math.ceil(epochs)
-
-        def on_epoch(row: dict) -> None:
-            write_progress(self.progress_dir, self.name, {
-                "round": rnd, "rounds": rounds, "epoch": row["epoch"] - (rnd - 1) * n_epochs,
-                "epochs": n_epochs, "train_loss": row["train_loss"], "time": time.time()})
-
-        history = self.learner.fit(self.data("train"), None, epochs, prox=prox, select=False,
-                                   step_offset=(rnd - 1) * n_epochs, where=f"{self.name}, round {rnd}, ",
-                                   reference=self.start, on_epoch=on_epoch, writer=writer,
-                                   tag=self.name)
+        history = self._local_epochs(meta, rnd, rounds, writer)
         curve = [h["train_loss"] for h in history]
         metrics["train_loss"] = curve[-1] if curve and curve[-1] is not None else float("nan")
         if rnd == rounds:  # the site's own model after the last round, scored where it lives
@@ -189,6 +179,48 @@ class Site:
                 self.learner.save(Path(self.spec["run_dir"]) / "sites" / self.name / "model",
                                   trained_tasks(self.records["train"]))
         return self.learner.trainable_state(), metrics, {"curve": curve}
+
+    def _local_epochs(self, meta: dict, rnd: int, rounds: int, writer=None) -> list[dict]:
+        """The round's E/R local epochs from the global model now loaded (FedProx if asked)."""
+        prox = None
+        if meta.get("algorithm") == "fedprox":
+            ref = {k: p.detach().clone() for k, p in self.learner.module.named_parameters() if p.requires_grad}
+            prox = (float(meta["mu"]), ref)
+        epochs = self.spec["epochs_per_round"]
+        n_epochs = math.ceil(epochs)
+
+        def on_epoch(row: dict) -> None:
+            write_progress(self.progress_dir, self.name, {
+                "round": rnd, "rounds": rounds, "epoch": row["epoch"] - (rnd - 1) * n_epochs,
+                "epochs": n_epochs, "train_loss": row["train_loss"], "time": time.time()})
+
+        return self.learner.fit(self.data("train"), None, epochs, prox=prox, select=False,
+                                step_offset=(rnd - 1) * n_epochs, where=f"{self.name}, round {rnd}, ",
+                                reference=self.start, on_epoch=on_epoch, writer=writer, tag=self.name)
+
+    def _train_private(self, params: dict, meta: dict, rnd: int, rounds: int) -> tuple[dict, dict, dict]:
+        """A DP round: local epochs, then only the update (local minus global), clipped to norm S
+        and, with ``--dp-where site``, noised here. No scores, no curve: see
+        ``fedbio.privacy.releases``. The meta's ``dp_*`` entries are for the site's own audit,
+        which removes them before anything is sent."""
+        import numpy as np
+
+        from fedbio.privacy.updates import add_noise, clip_update
+
+        received = {k: torch.as_tensor(v).detach().to("cpu", torch.float64).numpy()
+                    for k, v in params.items()}
+        self._faults(rnd)
+        self._local_epochs(meta, rnd, rounds)
+        state = self.learner.trainable_state()
+        update = {k: state[k].detach().to("cpu", torch.float64).numpy() - received[k] for k in received}
+        clipped, norm, scale = clip_update(update, self.dp["clip"])
+        sd = 0.0
+        if self.dp["where"] == "site":
+            sd = self.dp["noise_multiplier"] * self.dp["clip"] / math.sqrt(self.dp["sites"])
+            rng = np.random.default_rng([self.dp["seed"], rnd, self.dp["index"][self.name]])
+            clipped = add_noise(clipped, sd, rng)
+        out = {k: torch.from_numpy(np.asarray(v, np.float64)).to(state[k].dtype) for k, v in clipped.items()}
+        return out, {}, {"dp_norm": norm, "dp_scale": scale, "dp_noise_sd": sd}
 
     def _score_and_keep(self, part: str) -> dict:
         """Scores of the site's model on a common (public) test set, with bootstrap intervals;

@@ -152,9 +152,26 @@ def _what_else(d: Path) -> str:
 
 
 def group_name(m: dict) -> str:
-    """What a run is (``model · mode``): seeds of the same run group together."""
+    """What a run is (``model · mode``, and ``DP z=…`` under DP): seeds of the same run group
+    together."""
     model = "composition" if m["model"] == "composition" else Path(m["model"]).name
-    return f"{model} · {m['mode']}"
+    privacy = m.get("privacy") if isinstance(m.get("privacy"), dict) else None
+    dp = f" · DP z={privacy.get('noise_multiplier', 0):.3g}" if privacy else ""
+    return f"{model} · {m['mode']}{dp}"
+
+
+def epsilon_cell(runs: list[tuple[Path, dict]]) -> str:
+    """A group's epsilon as the report shows it: ``4.16 (δ 1e-05)``, ``∞`` for z = 0, ``—``
+    for runs without DP; different epsilons in one group are all shown."""
+    cells = []
+    for _, m in runs:
+        p = m.get("privacy") if isinstance(m.get("privacy"), dict) else None
+        if p is None:
+            cells.append("—")
+        else:
+            eps = p.get("epsilon")
+            cells.append(("∞" if eps is None else f"{eps:.3g}") + f" (δ {p.get('delta', 0):g})")
+    return " / ".join(dict.fromkeys(cells))
 
 
 def load_runs(run_dirs: Sequence[str | Path]) -> list[tuple[Path, dict]]:

@@ -1,4 +1,4 @@
-"""Printing a run's metrics as a short table."""
+"""Printing a run's metrics as a short table (and, under DP, its epsilon)."""
 
 from __future__ import annotations
 
@@ -30,3 +30,10 @@ def print_metrics(metrics: dict) -> None:
               "MSE in units of each task's training sd")
     if metrics.get("majority_rate") is not None:
         print(f"majority class rate on test: {100 * metrics['majority_rate']:.1f} %")
+    privacy = metrics.get("privacy")
+    if privacy:
+        eps = privacy.get("epsilon")
+        print(f"privacy: site-level DP-FedAvg, epsilon {'inf (z = 0: none)' if eps is None else f'{eps:.3g}'} "
+              f"at delta {privacy['delta']:g} after {privacy['rounds']} rounds (noise multiplier "
+              f"{privacy['noise_multiplier']:.3g}, clip {privacy['clip']:g}, noise added at the "
+              f"{privacy['where']}; sites send no scores of their own)")

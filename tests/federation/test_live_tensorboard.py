@@ -15,8 +15,8 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.apis.utils.analytix_utils import create_analytic_dxo
 
 from fedbio.federation import FedConfig, run_federated
+from fedbio.federation.audit import read_audit, streamed
 from fedbio.federation.nvflare.filters import AuditStream
-from fedbio.federation.privacy import read_audit, streamed
 from fedbio.training.run import plan, run
 from fedbio.training.tensorboard import read_scalars
 

@@ -17,7 +17,7 @@ from fedbio.data.records import Record
 from fedbio.data.tasks import LabelCodec, load_task
 from fedbio.errors import FedbioError
 from fedbio.federation import FedConfig, run_federated
-from fedbio.federation.privacy import private_prefixes, read_audit, split_private
+from fedbio.federation.audit import private_prefixes, read_audit, split_private
 from fedbio.training.metrics import combine_task_scores, multitask_scores
 from fedbio.training.run import plan, run
 from fedbio.training.trainer import masked_mse

@@ -40,7 +40,7 @@ def main() -> None:
                 params, metrics, meta = site.train(task.params, task.meta, task.current_round,
                                                    task.total_rounds, writer)
                 reply = FLModel(params=params, metrics=metrics,
-                                meta={"NUM_STEPS_CURRENT_ROUND": site.n_train, **meta})
+                                meta={"NUM_STEPS_CURRENT_ROUND": site.weight, **meta})
             elif name == "stats":
                 reply = FLModel(params=site.statistics())
             else:                                                 # validate: scores only

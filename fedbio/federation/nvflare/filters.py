@@ -18,18 +18,20 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
 from nvflare.app_common.widgets.convert_to_fed_event import ConvertToFedEvent
 
-from fedbio.federation.privacy import audit, audit_stream, split_private
+from fedbio.federation.audit import audit, audit_stream, dp_record, split_private
 
 
 class KeepPrivate(Filter):
     """Remove parameters whose names start with one of ``prefixes``; log every message's names
-    to ``audit_dir/<site>.jsonl``. Constructor arguments are plain data (NVFlare's job export
+    to ``audit_dir/<site>.jsonl`` (under DP with the update's norm before clipping, ``dp_clip``
+    and the site's noise, which the site's reply carries this far and no further). Constructor arguments are plain data (NVFlare's job export
     rebuilds the filter from them)."""
 
-    def __init__(self, prefixes: list[str], audit_dir: str):
+    def __init__(self, prefixes: list[str], audit_dir: str, dp_clip: float = 0.0):
         super().__init__()
         self.prefixes = list(prefixes)
         self.audit_dir = audit_dir
+        self.dp_clip = dp_clip
 
     def process(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
         try:
@@ -44,7 +46,8 @@ class KeepPrivate(Filter):
             dxo.data = kept
             self.log_info(fl_ctx, f"{site}: held back {len(dropped)} private parameter(s) "
                                   f"({', '.join(self.prefixes)})")
-        audit(self.audit_dir, site, task, kept, dropped)
+        dp = dp_record(dxo.meta, self.dp_clip or None)   # for the audit only: removed here
+        audit(self.audit_dir, site, task, kept, dropped, dp)
         return dxo.update_shareable(shareable)
 
 

@@ -48,10 +48,11 @@ class FedbioRecipe(Recipe):
         # The site's last word on what leaves it: private names held back, every message audited.
         audit_dir = Path(settings.run_dir) / "federation" / "audit"
         # Task names listed: NVFlare 2.9 matches filter chains by exact task name ("*" matches none).
-        job.to_clients(KeepPrivate(list(private), str(audit_dir)), filter_type=FilterType.TASK_RESULT,
+        dp_clip = float((settings.dp or {}).get("clip", 0.0))
+        job.to_clients(KeepPrivate(list(private), str(audit_dir), dp_clip), filter_type=FilterType.TASK_RESULT,
                        tasks=list(STEPS))
         # Live TensorBoard: what a site streams is audited there, then written by the server.
-        job.to_clients(AuditStream(str(audit_dir), send=fed.stream_metrics), id="stream_audit")
+        job.to_clients(AuditStream(str(audit_dir), send=bool(fed.stream_metrics)), id="stream_audit")
         job.to_server(LiveTensorBoard(str(Path(settings.run_dir) / "tb")), id="tb_receiver")
         super().__init__(job)
         # Sites ask for their next task this often (NVFlare's default, 2 s, idles every round);

@@ -1,4 +1,5 @@
-"""What stays at a site: private parameters (the task heads of a multi-task federation).
+"""What stays at a site (private parameters: the task heads of a multi-task federation) and
+the audit of what leaves it.
 
 With ``FedConfig.private_heads`` (the default for multi-task data), every parameter under
 ``head.`` stays where it was trained: the server's first model has none, the NVFlare filter
@@ -40,16 +41,34 @@ def split_private(params: dict, prefixes) -> tuple[dict, list[str]]:
     return kept, sorted(set(params) - set(kept))
 
 
-def audit(folder: str | Path, site: str, task: str, params: dict, dropped: list[str]) -> None:
-    """Append one line to ``folder/<site>.jsonl``: the names and sizes that left, what was held back."""
+def audit(folder: str | Path, site: str, task: str, params: dict, dropped: list[str],
+          dp: dict | None = None) -> None:
+    """Append one line to ``folder/<site>.jsonl``: the names and sizes that left, what was held
+    back, and under DP the update's norm before clipping, the clip and the noise the site added."""
     import numpy as np
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     entry = {"task": task, "sent": sorted(params), "values": int(sum(np.size(v) for v in params.values())),
              "held_back": dropped}
+    if dp is not None:
+        entry["dp"] = dp
     with open(folder / f"{site}.jsonl", "a") as handle:
         handle.write(json.dumps(entry) + "\n")
+
+
+DP_KEYS = ("dp_norm", "dp_scale", "dp_noise_sd")   # a DP reply's meta for the audit, never sent
+
+
+def dp_record(meta: dict, clip: float | None) -> dict | None:
+    """Remove a DP reply's ``dp_*`` meta (in place) and say it as the audit's ``dp`` entry:
+    the update's norm before clipping, the clip S, the norm after clipping, the site's noise sd."""
+    found = {k: meta.pop(k) for k in DP_KEYS if k in meta}
+    if not found:
+        return None
+    norm, scale = float(found.get("dp_norm", 0.0)), float(found.get("dp_scale", 1.0))
+    return {"norm": norm, "clip": clip, "scale": scale, "clipped_norm": norm * scale,
+            "noise_sd": float(found.get("dp_noise_sd", 0.0))}
 
 
 def audit_stream(folder: str | Path, site: str, tag: str, step, sent: bool) -> None:
