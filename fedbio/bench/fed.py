@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from fedbio.bench.common import SEED, add_options, finish, load_shipped, run_stages, setup, table
-from fedbio.bench.fed_measures import bench_bytes, bench_floor, bench_simulator
+from fedbio.bench.fed_measures import bench_bytes, bench_floor, bench_privacy, bench_simulator
 from fedbio.bench.fed_setup import BYTES_MODEL, FULL, SMALL, FedSizes, warm_up
 from fedbio.outputs import scratch_dir
 
@@ -76,12 +76,14 @@ def run_bench_fed(work: Path, sizes: FedSizes = SMALL, threads: int | None = Non
                               "seed": seed, "torch": torch.__version__,
                               "nvflare": version("nvflare")}
     runs = 4 + sizes.fixed_runs  # two loops, the tiny simulator run, own exit, the composition runs
-    stages = {"simulator": (f"1/3 NVFlare simulator vs plain loop ({runs} federated runs)",
+    stages = {"simulator": (f"1/4 NVFlare simulator vs plain loop ({runs} federated runs)",
                             lambda: bench_simulator(sizes, n, work, seed)),
-              "bytes": ("2/3 bytes per round: head vs full tuning",
+              "bytes": ("2/4 bytes per round: head vs full tuning",
                         lambda: bench_bytes(n_classes, seed)),
-              "head_floor": (f"3/3 head-mode run ({sizes.floor_engine}) vs one encoder pass",
-                             lambda: bench_floor(sizes, n, work, seed))}
+              "head_floor": (f"3/4 head-mode run ({sizes.floor_engine}) vs one encoder pass",
+                             lambda: bench_floor(sizes, n, work, seed)),
+              "privacy": ("4/4 DP-FedAvg vs plain FedAvg (loop)",
+                          lambda: bench_privacy(sizes, n, work, seed))}
     run_stages(result, stages, say)
     result["checks"] = checks(result)
     result["wall_seconds"] = time.perf_counter() - start
@@ -134,6 +136,13 @@ def checks(result: dict) -> list[dict]:
                           f"({f['encode_passes']:.2f} passes; common test sets encoded "
                           f"{f['common_test_encoded']:g}x)",
                  "goal": "-", "ok": None})
+    d = result.get("privacy")
+    if d:
+        rows.append({"measure": f"DP-FedAvg / plain FedAvg round, {d['model']}, 3 sites x "
+                                f"{d['rounds']} rounds (loop, {d['split']})",
+                     "value": f"{d['dp_round_s']:.2f} s / {d['plain_round_s']:.2f} s = "
+                              f"{d['ratio']:.2f}x (z 1, clip 1: epsilon {d['epsilon']:.3g})",
+                     "goal": "-", "ok": None})
     return rows
 
 

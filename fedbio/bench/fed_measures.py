@@ -290,3 +290,29 @@ def bench_floor(sizes: FedSizes, threads: int, work: Path, seed: int = SEED) -> 
             "common_test_encoded_by": tests,  # where -> how many of the common test sets
             "common_test_encoded": sum(tests.values()) / len(test_keys),
             "test_accuracy": metrics["test"]["accuracy"]}
+
+
+# -- 4. what site-level DP-FedAvg costs a round -------------------------------------------------
+def bench_privacy(sizes: FedSizes, threads: int, work: Path, seed: int = SEED) -> dict:
+    """Measure 4: the tiny job in the plain loop (no NVFlare noise in the timing), plain FedAvg
+    then DP-FedAvg (clip 1, z 1: clipping at each site, noise at the server), wall per round."""
+    import torch
+
+    from fedbio.federation import FedConfig, run_federated
+    from fedbio.privacy.config import PrivacyConfig
+    from fedbio.training.run import plan
+
+    tmp = Path(work) / "privacy"
+    split = str(split_subset(tmp / "split", sizes.sim_fraction, seed))
+    cfg = plan(mode="fedavg", profile="quick", seed=seed, split=split, epochs=TINY_EPOCHS)
+    out: dict[str, Any] = {"model": cfg.model.name, "rounds": ROUNDS, "engine": "loop",
+                           "split": split_name(sizes.sim_fraction)}
+    for name, privacy in (("plain", None), ("dp", PrivacyConfig(clip=1.0, noise=1.0))):
+        wall, metrics = timed(lambda p=privacy, n=name: run_federated(
+            cfg, FedConfig(rounds=ROUNDS), tmp / n, progress=False, engine="loop", privacy=p))
+        torch.set_num_threads(threads)
+        out[f"{name}_round_s"] = wall / ROUNDS
+        if privacy is not None:
+            out["epsilon"] = metrics["privacy"]["epsilon"]
+    out["ratio"] = ratio(out["dp_round_s"], out["plain_round_s"])
+    return out

@@ -13,6 +13,7 @@ from fedbio.bench import fed as bench_fed
 from fedbio.bench import fed_setup
 from fedbio.bench.fed import register
 from fedbio.bench.fed_setup import FedSizes
+from fedbio.privacy.accounting import fedavg_epsilon
 
 # A sliver of the default split and a tiny checkpoint: every code path (four federated runs,
 # three of them in the NVFlare simulator), in about a minute.
@@ -89,7 +90,7 @@ def test_bench_fed_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
 
     result = json.loads(out.read_text())
     assert {"size", "sizes", "threads", "seed", "torch", "nvflare", "simulator", "bytes",
-            "head_floor", "checks", "stage_seconds", "wall_seconds"} <= set(result)
+            "head_floor", "privacy", "checks", "stage_seconds", "wall_seconds"} <= set(result)
     assert result["size"] == "tiny" and result["threads"] == 1
 
     sim = result["simulator"]
@@ -127,10 +128,14 @@ def test_bench_fed_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
     assert set(comp["phases"]) == {"before_after", "start_up", "federation", "shutdown", "cpu_seconds"}
     assert set(comp["phases"]["cpu_seconds"]) == {"simulator", "site-1", "site-2", "site-3"}
     assert comp["phases"]["shutdown"] < 10 and comp["own_exit_s"] > comp["nvflare_s"] - 5
+    d = result["privacy"]   # DP-FedAvg's round vs plain FedAvg's, measured in the same run
+    assert d["engine"] == "loop" and positive_finite(d["ratio"]) and positive_finite(d["plain_round_s"])
+    assert d["epsilon"] == pytest.approx(fedavg_epsilon(1.0, d["rounds"], 1e-5))
+    assert any(r["measure"].startswith("DP-FedAvg / plain FedAvg") for r in result["checks"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-fed.json"]  # the work is gone
 
     rows = result["checks"]
-    assert len(rows) == 6
+    assert len(rows) == 7
     assert all(set(r) == {"measure", "value", "goal", "ok"} for r in rows)
     assert rows[0]["ok"] is None  # the simulator goal is about the default split (--full)
     assert rows[2]["ok"] is True  # head vs full bytes

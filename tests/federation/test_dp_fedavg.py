@@ -73,7 +73,7 @@ def test_with_no_noise_and_a_loose_clip_dp_is_the_unweighted_mean(small_split, t
     """An encoder model's head: no scaler, so nothing differs but the aggregation (the composition
     model's scaler is pooled from the sites in plain FedAvg, fixed under DP)."""
     cfg = composition(small_split, model="esm2-tiny")
-    plain = run_federated(cfg, FedConfig(rounds=ROUNDS, weighted=False), tmp_path / "plain",
+    run_federated(cfg, FedConfig(rounds=ROUNDS, weighted=False), tmp_path / "plain",
                           progress=False, engine="loop")
     dp = run_federated(cfg, FedConfig(rounds=ROUNDS), tmp_path / "dp0", progress=False, engine="loop",
                        privacy=PrivacyConfig(clip=1e6, noise=0.0))
