@@ -55,6 +55,23 @@ CASES = [
     ("shared-heads-scl", [*RUN, "--mode", "fedavg", "--shared-heads"], "--shared-heads"),
     ("bionemo-here", [*RUN, "--backend", "bionemo"], "bionemo"),
     ("fed-out-with-a-space", [*RUN, "--mode", "fedavg", "--out", "my runs/R"], "spaces"),
+    # a quote, $( ) and backticks in a federated --out: NVFlare's workers never started (60 s)
+    ("fed-out-with-shell-characters", [*RUN, "--mode", "fedavg", "--out", "runs/q'\"$(id)`x`"],
+     "shell characters"),
+    # DP options: 0 used to turn DP off without a word; a tiny z failed after the whole run;
+    # a huge clip overflowed the noise after a round
+    ("dp-clip-zero", [*RUN, "--mode", "fedavg", "--dp-clip", "0"], "--dp-clip is 0.0; give"),
+    ("dp-clip-zero-site", [*RUN, "--mode", "fedavg", "--dp-clip", "-0", "--dp-where", "site"],
+     "--dp-clip is -0.0; give"),
+    ("dp-clip-huge", [*RUN, "--mode", "fedavg", "--dp-clip", "1e300", "--dp-noise", "1"], "at most"),
+    ("dp-noise-huge", [*RUN, "--mode", "fedavg", "--dp-clip", "1", "--dp-noise", "1e300"], "--dp-noise is"),
+    ("dp-noise-tiny", [*RUN, "--mode", "fedavg", "--dp-clip", "1", "--dp-noise", "1e-300"],
+     "cannot bound epsilon"),
+    ("dp-neither", [*RUN, "--mode", "fedavg", "--dp-clip", "1"], "neither given; give one"),
+    ("dp-epsilon-zero", [*RUN, "--mode", "fedavg", "--dp-clip", "1", "--dp-epsilon", "0"], "e.g. 8"),
+    ("dp-delta-one", [*RUN, "--mode", "fedavg", "--dp-clip", "1", "--dp-noise", "1", "--dp-delta", "1"],
+     "e.g. 1e-5"),
+    ("dp-central", [*RUN, "--dp-clip", "1", "--dp-noise", "1"], "--dp-clip applies only to federated"),
     ("split-seed-negative", ["split", "--fasta", str(SCL), "--seed", "-1"], "--seed"),
     ("split-alpha-inf", ["split", "--fasta", str(SCL), "--alpha", "inf"], "--alpha"),
     ("split-alpha-nan", ["split", "--fasta", str(SCL), "--alpha", "nan"], "--alpha"),

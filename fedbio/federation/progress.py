@@ -52,9 +52,9 @@ class FederationProgress:
                 self.shown = row["round"]
         elif "epoch" in entry:
             loss = entry.get("train_loss")
+            said = f": train loss {loss:.4f}" if isinstance(loss, float) else ""   # none under DP
             self.lines.say(path.stem, f"{path.stem} round {entry['round']}/{entry['rounds']}, epoch "
-                           f"{entry['epoch']}/{entry['epochs']}: train loss "
-                           + (f"{loss:.4f}" if isinstance(loss, float) else "-") + f", {self._elapsed()}")
+                           f"{entry['epoch']}/{entry['epochs']}{said}, {self._elapsed()}")
 
 
 def simulator_phases(path: Path) -> dict | None:

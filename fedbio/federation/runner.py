@@ -41,7 +41,12 @@ from fedbio.federation.server import RunStopped, ServerSettings
 from fedbio.federation.site import COMMON_CACHE
 from fedbio.outputs import output_dir
 from fedbio.privacy.config import PrivacyConfig
-from fedbio.privacy.fedavg import check_private_federation, privacy_block, run_settings
+from fedbio.privacy.fedavg import (
+    check_accountable,
+    check_private_federation,
+    privacy_block,
+    run_settings,
+)
 from fedbio.reporting.manifest import manifest
 from fedbio.training.learner import Learner
 from fedbio.training.metrics import key_metric
@@ -78,14 +83,21 @@ def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path,
     }
 
 
+SHELL_CHARACTERS = set("'\"\\$`;&|<>*?[](){}!#~")   # and whitespace
+
+
 def check_simulator_paths(out: str | Path) -> None:
-    """NVFlare's simulator joins its worker command lines into one string and splits it at
-    spaces, so a run folder (or a Python) whose path holds one breaks every site; refused here."""
+    """NVFlare's simulator joins its worker command lines into one string and splits it again
+    (at spaces, honouring quotes), so a run folder (or a Python) whose path holds whitespace,
+    a quote or another shell character breaks every site; refused here."""
     for path, what in ((os.path.abspath(out), f"--out {out}"), (sys.executable, f"python {sys.executable}")):
-        if any(c.isspace() for c in str(path)):
-            raise FedbioError(f"{what}: NVFlare's simulator splits its command lines at spaces, so a "
-                              "federated run cannot use a path that holds one; choose a path without "
-                              "spaces")
+        bad = sorted({c for c in str(path) if c.isspace() or c in SHELL_CHARACTERS})
+        if bad:
+            shown = " ".join(repr(c) for c in bad)
+            raise FedbioError(f"{what}: NVFlare's simulator rebuilds its command lines from one "
+                              f"string, splitting them at spaces and reading quotes and shell "
+                              f"characters, so a federated run cannot use a path holding {shown}; "
+                              "choose a path of letters, digits and . _ - / only")
 
 
 def check_federation(cfg: RunConfig, fed: FedConfig) -> None:
@@ -239,6 +251,7 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     if privacy.enabled:
         check_private_federation(privacy, task_type_of(cfg.task), fed.min_sites, fed.stream_metrics)
         z = privacy.noise_multiplier(fed.rounds)   # a target epsilon is solved here, before output
+        check_accountable(z, fed.rounds, privacy.delta)
     inputs = read_inputs(cfg)
     fed.validate(inputs.n_sites)
     fed = replace(fed, stream_metrics=not privacy.enabled if fed.stream_metrics is None
@@ -249,7 +262,7 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
             announce()
         task = prepare_task(cfg, tmp, inputs)
         config = {**to_dict(cfg), "federation": to_dict(fed), "privacy": to_dict(privacy)}
-        dp = (run_settings(privacy, z, cfg.seed, list(task.sites), cfg.model.is_composition)
+        dp = (run_settings(privacy, z, list(task.sites), cfg.model.is_composition)
               if privacy.enabled else None)
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")

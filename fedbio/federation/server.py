@@ -225,8 +225,11 @@ class Server:
             row["update_norm"] = float(np.sqrt(sum(np.sum((np.asarray(new[k], np.float64) - params[k]) ** 2)
                                                    for k in names)))
             if not np.isfinite(row["update_norm"]):
+                fix = ("lower --dp-clip or --dp-noise (the noise's sd on the sum is "
+                       f"{self.s.dp['noise_multiplier'] * self.s.dp['clip']:g})" if self.s.dp
+                       else "lower --server-lr")
                 self.stop(f"round {rnd}: the aggregated global model is not finite (update norm "
-                          f"{row['update_norm']}); lower --server-lr")
+                          f"{row['update_norm']}); {fix}")
             params = new
 
         if not self.s.dp:  # under DP no site scores a model: the last one is delivered
@@ -245,9 +248,11 @@ class Server:
 
     # -- site-level DP-FedAvg ----------------------------------------------------------------
     def _dp_rng(self) -> np.random.Generator | None:
-        """The server's noise source (``--dp-where server``), seeded: same seed, same noise."""
+        """The server's noise source (``--dp-where server``): ``fedbio.privacy.updates.noise_source``."""
+        from fedbio.privacy.updates import noise_source
+
         dp = self.s.dp
-        return np.random.default_rng([int(dp["seed"]), 2018]) if dp and dp["where"] == "server" else None
+        return noise_source(dp.get("noise_seed"), 2018) if dp and dp["where"] == "server" else None
 
     def _private_mean(self, rnd: int, params: dict, ok: dict, row: dict, rng) -> dict:
         """The global weights plus the noisy unweighted mean of the sites' clipped updates.

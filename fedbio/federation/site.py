@@ -190,9 +190,10 @@ class Site:
         n_epochs = math.ceil(epochs)
 
         def on_epoch(row: dict) -> None:
-            write_progress(self.progress_dir, self.name, {
+            write_progress(self.progress_dir, self.name, {   # under DP: no loss, only that it goes on
                 "round": rnd, "rounds": rounds, "epoch": row["epoch"] - (rnd - 1) * n_epochs,
-                "epochs": n_epochs, "train_loss": row["train_loss"], "time": time.time()})
+                "epochs": n_epochs, "train_loss": None if self.dp else row["train_loss"],
+                "time": time.time()})
 
         return self.learner.fit(self.data("train"), None, epochs, prox=prox, select=False,
                                 step_offset=(rnd - 1) * n_epochs, where=f"{self.name}, round {rnd}, ",
@@ -205,7 +206,7 @@ class Site:
         which removes them before anything is sent."""
         import numpy as np
 
-        from fedbio.privacy.updates import add_noise, clip_update
+        from fedbio.privacy.updates import add_noise, clip_update, noise_source
 
         received = {k: torch.as_tensor(v).detach().to("cpu", torch.float64).numpy()
                     for k, v in params.items()}
@@ -217,7 +218,7 @@ class Site:
         sd = 0.0
         if self.dp["where"] == "site":
             sd = self.dp["noise_multiplier"] * self.dp["clip"] / math.sqrt(self.dp["sites"])
-            rng = np.random.default_rng([self.dp["seed"], rnd, self.dp["index"][self.name]])
+            rng = noise_source(self.dp.get("noise_seed"), rnd, self.dp["index"][self.name])
             clipped = add_noise(clipped, sd, rng)
         out = {k: torch.from_numpy(np.asarray(v, np.float64)).to(state[k].dtype) for k, v in clipped.items()}
         return out, {}, {"dp_norm": norm, "dp_scale": scale, "dp_noise_sd": sd}

@@ -12,40 +12,54 @@ from dataclasses import dataclass
 from fedbio.errors import FedbioError
 
 WHERE = ("server", "site")
+MAX_CLIP = 1e6     # far above any update's norm; larger only overflows the noise
+MAX_NOISE = 1e6    # z: epsilon is already ~1e-6 per round far below this
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
 class PrivacyConfig:
-    clip: float = 0.0              # S: each site's update (local minus global weights) clipped to
-                                   # this L2 norm; 0 = no DP
+    clip: float | None = None      # S: each site's update (local minus global weights) clipped to
+                                   # this L2 norm; None = no DP
     noise: float | None = None     # z: noise sd z*S on the sum of the updates (central-equivalent)
     epsilon: float | None = None   # or a target epsilon: z solved with Opacus, 0.98 E <= eps <= E
     delta: float = 1e-5            # the delta of (epsilon, delta)-DP
     where: str = "server"          # server: a trusted aggregator adds N(0, z^2 S^2) to the sum;
                                    # site: each of m sites adds N(0, z^2 S^2 / m) to its update
+    noise_seed: int | None = None  # None: noise from the OS's entropy, never recorded. A seed makes
+                                   # the noise reproducible, and removable by anyone who knows it:
+                                   # tests only (metrics.json then says the run is not private)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.clip) or self.noise is not None or self.epsilon is not None
+        return self.clip is not None or self.noise is not None or self.epsilon is not None
 
     def validate(self) -> PrivacyConfig:
         """Raise a FedbioError naming the ``fedbio run`` option for settings that cannot work."""
         if not self.enabled:
             return self
-        if not (isinstance(self.clip, (int, float)) and math.isfinite(self.clip) and self.clip > 0):
-            raise FedbioError(f"--dp-clip must be a positive number (the L2 norm each site's update "
-                              f"is clipped to), not {self.clip!r}")
+        if not (_number(self.clip) and 0 < self.clip <= MAX_CLIP):
+            raise FedbioError(f"--dp-clip is {self.clip!r}; give the L2 norm each site's update is "
+                              f"clipped to, a number above 0 and at most {MAX_CLIP:g} (e.g. 1)")
         if (self.noise is None) == (self.epsilon is None):
-            raise FedbioError("give one of --dp-noise (the noise multiplier z) and --dp-epsilon "
-                              "(a target epsilon, z solved for it)")
-        if self.noise is not None and not (math.isfinite(self.noise) and self.noise >= 0):
-            raise FedbioError(f"--dp-noise must be 0 or more, not {self.noise!r}")
-        if self.epsilon is not None and not (math.isfinite(self.epsilon) and self.epsilon > 0):
-            raise FedbioError(f"--dp-epsilon must be a positive number, not {self.epsilon!r}")
-        if not (math.isfinite(self.delta) and 0 < self.delta < 1):
-            raise FedbioError(f"--dp-delta must lie between 0 and 1, not {self.delta!r}")
+            given = "both" if self.noise is not None else "neither"
+            raise FedbioError(f"--dp-noise and --dp-epsilon: {given} given; give one: the noise "
+                              "multiplier z (e.g. --dp-noise 1) or a target epsilon (e.g. "
+                              "--dp-epsilon 8)")
+        if self.noise is not None and not (_number(self.noise) and 0 <= self.noise <= MAX_NOISE):
+            raise FedbioError(f"--dp-noise is {self.noise!r}; give a noise multiplier from 0 (no "
+                              f"noise, no privacy) to {MAX_NOISE:g}, e.g. 1")
+        if self.epsilon is not None and not (_number(self.epsilon) and self.epsilon > 0):
+            raise FedbioError(f"--dp-epsilon is {self.epsilon!r}; give a target epsilon above 0, "
+                              "e.g. 8")
+        if not (_number(self.delta) and 0 < self.delta < 1):
+            raise FedbioError(f"--dp-delta is {self.delta!r}; give a number between 0 and 1, well "
+                              "below 1 / (records per site), e.g. 1e-5")
         if self.where not in WHERE:
-            raise FedbioError(f"--dp-where must be one of {', '.join(WHERE)}, not {self.where!r}")
+            raise FedbioError(f"--dp-where is {self.where!r}; give one of {', '.join(WHERE)}")
         return self
 
     def noise_multiplier(self, rounds: int) -> float:

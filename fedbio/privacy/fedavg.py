@@ -2,7 +2,7 @@
 ``metrics.json`` says.
 
     check_private_federation(privacy, task_type, min_sites, stream)   # before anything runs
-    dp = run_settings(privacy, z, seed, sites, composition)                 # sites.json, server
+    dp = run_settings(privacy, z, sites, composition)                       # sites.json, server
     metrics["privacy"] = privacy_block(dp, privacy, rounds, composition)
 
 The sites clip (``fedbio.federation.site``), the server adds the noise and averages
@@ -34,12 +34,12 @@ def check_private_federation(privacy: PrivacyConfig, task_type: str, min_sites: 
                           "--dp-where server")
 
 
-def run_settings(privacy: PrivacyConfig, noise_multiplier: float, seed: int, sites: list[str],
+def run_settings(privacy: PrivacyConfig, noise_multiplier: float, sites: list[str],
                  composition: bool) -> dict:
     """What the sites (``sites.json``) and the server (``ServerSettings.dp``) need: plain data;
     ``noise_multiplier``: ``privacy.noise_multiplier(rounds)``, solved once, before the run."""
     return {"clip": float(privacy.clip), "noise_multiplier": float(noise_multiplier),
-            "where": privacy.where, "seed": int(seed), "sites": len(sites),
+            "where": privacy.where, "noise_seed": privacy.noise_seed, "sites": len(sites),
             "index": {site: i for i, site in enumerate(sorted(sites))},
             "shared": fixed_composition_scaling() if composition else {}}
 
@@ -48,6 +48,7 @@ def privacy_block(dp: dict, privacy: PrivacyConfig, rounds: int, composition: bo
     """``metrics.json``'s ``privacy``: the mechanism, its parameters, epsilon, every release."""
     z = dp["noise_multiplier"]
     epsilon = fedavg_epsilon(z, rounds, privacy.delta)
+    seeded = privacy.noise_seed is not None
     return {
         "mechanism": "site-level DP-FedAvg: Gaussian mechanism on the sum of clipped updates",
         "where": privacy.where,
@@ -61,4 +62,18 @@ def privacy_block(dp: dict, privacy: PrivacyConfig, rounds: int, composition: bo
                        "sensitivity bound S/m)",
         "delivered": "the last round's global model (no selection on validation scores)",
         "releases": releases(composition),
+        "noise": ("SEEDED (noise_seed): reproducible and removable by anyone who knows the seed; "
+                  "this run is NOT private" if seeded else
+                  "drawn from the OS's entropy, never recorded (not reproducible, by design)"),
     }
+
+
+def check_accountable(noise_multiplier: float, rounds: int, delta: float) -> float:
+    """Epsilon for these settings, or a FedbioError where Opacus cannot bound it (a noise
+    multiplier so small its RDP overflows): said before the run, not after it."""
+    try:
+        return fedavg_epsilon(noise_multiplier, rounds, delta)
+    except (ArithmeticError, ValueError) as err:
+        raise FedbioError(f"--dp-noise {noise_multiplier:g}: the accountant cannot bound epsilon "
+                          f"({type(err).__name__}); give 0 (no noise, no privacy) or a noise "
+                          "multiplier of 0.01 or more") from None

@@ -13,6 +13,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def noise_source(seed: int | None = None, *key: int) -> np.random.Generator:
+    """Where DP noise comes from: 128 bits of the OS's entropy, never recorded, so nobody can draw
+    the same noise again and subtract it. ``seed`` (``PrivacyConfig.noise_seed``, tests only)
+    makes it reproducible, and removable by anyone who knows the seed."""
+    import secrets
+
+    return np.random.default_rng([seed, *key] if seed is not None else secrets.randbits(128))
+
+
 def l2_norm(arrays: dict) -> float:
     return float(np.sqrt(sum(np.sum(np.asarray(a, np.float64) ** 2) for a in arrays.values())))
 

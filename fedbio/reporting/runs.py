@@ -156,7 +156,8 @@ def group_name(m: dict) -> str:
     together."""
     model = "composition" if m["model"] == "composition" else Path(m["model"]).name
     privacy = m.get("privacy") if isinstance(m.get("privacy"), dict) else None
-    dp = f" · DP z={privacy.get('noise_multiplier', 0):.3g}" if privacy else ""
+    dp = (f" · DP z={privacy.get('noise_multiplier', 0):.3g} S={privacy.get('clip', 0):g} "
+          f"δ={privacy.get('delta', 0):g} {privacy.get('where', '')}" if privacy else "")
     return f"{model} · {m['mode']}{dp}"
 
 

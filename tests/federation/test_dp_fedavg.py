@@ -61,6 +61,10 @@ def test_a_dp_run_in_the_simulator_is_accounted_clipped_and_audited(small_split,
         for info in row["sites"].values():
             assert info["metrics"] == {} and info["curve"] == [] and info["n_train"] == 1.0
     assert "final_validate" not in history and not (out / "tb" / "site-1").exists()
+    # the watchdog's progress files say only that a site goes on, not its loss
+    for site in SITES:
+        progress = json.loads((out / "federation" / "progress" / f"{site}.json").read_text())
+        assert progress["train_loss"] is None and progress["round"] == ROUNDS
     config = json.loads((out / "config.json").read_text())
     assert config["privacy"]["clip"] == 0.5 and config["federation"]["stream_metrics"] is False
     # fedbio report: epsilon in the table
@@ -95,16 +99,23 @@ def test_with_no_noise_and_a_loose_clip_dp_is_the_unweighted_mean(small_split, t
     assert not np.allclose(last_model(tmp_path / "weighted")[name], a[name])
 
 
-def test_site_side_noise_is_split_over_the_sites_and_seeded(small_split, tmp_path):
+def test_site_side_noise_is_split_over_the_sites_and_secret(small_split, tmp_path):
+    """The noise is never the run's seed's (which metrics.json records: anyone could draw the
+    same noise and subtract it); only an explicit noise_seed repeats it, and says so."""
     cfg = composition(small_split, epochs=2)
-    privacy = PrivacyConfig(clip=0.5, noise=2.0, where="site")
-    run_federated(cfg, FedConfig(rounds=2), tmp_path / "a", progress=False, engine="loop", privacy=privacy)
-    run_federated(cfg, FedConfig(rounds=2), tmp_path / "b", progress=False, engine="loop", privacy=privacy)
+    runs = {}
+    for name, seed in (("a", None), ("b", None), ("c", 5), ("d", 5)):
+        privacy = PrivacyConfig(clip=0.5, noise=2.0, where="site", noise_seed=seed)
+        runs[name] = run_federated(cfg, FedConfig(rounds=2), tmp_path / name, progress=False,
+                                   engine="loop", privacy=privacy)
     audit = read_audit(tmp_path / "a" / "federation" / "audit")
     sds = [e["dp"]["noise_sd"] for lines in audit.values() for e in lines]
     assert len(sds) == 6 and all(sd == pytest.approx(2.0 * 0.5 / math.sqrt(3)) for sd in sds)
-    a, b = last_model(tmp_path / "a"), last_model(tmp_path / "b")
-    assert all(np.array_equal(a[k], b[k]) for k in a)   # same seed, same noise
+    model = {name: last_model(tmp_path / name) for name in runs}
+    assert not np.array_equal(model["a"]["linear.weight"], model["b"]["linear.weight"])
+    assert all(np.array_equal(model["c"][k], model["d"][k]) for k in model["c"])
+    assert "never recorded" in runs["a"]["privacy"]["noise"]
+    assert "NOT private" in runs["c"]["privacy"]["noise"]
 
 
 def test_the_command_line_solves_z_for_a_target_epsilon(small_split, tmp_path, capsys):
@@ -129,6 +140,17 @@ def test_dp_runs_that_would_release_more_are_refused(small_split, tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2 and words in err and err.startswith("fedbio: error:") and len(err.splitlines()) == 1
     assert not out.exists() and not out.with_name("refused.running").exists()
+
+
+def test_the_report_keeps_runs_of_other_dp_settings_apart():
+    """Two runs that differ in clip and delta used to be averaged as two seeds of one run."""
+    from fedbio.reporting.runs import group_name
+
+    base = {"model": "composition", "mode": "fedavg"}
+    dp = {"noise_multiplier": 2.0, "clip": 5.0, "delta": 1e-5, "where": "server"}
+    names = {group_name({**base, "privacy": dict(dp, **change)})
+             for change in ({}, {"clip": 0.01}, {"delta": 1e-3}, {"where": "site"})}
+    assert len(names) == 4 and group_name(base) not in names
 
 
 def test_streaming_cannot_be_forced_on_under_dp(small_split, tmp_path):

@@ -45,24 +45,46 @@ def test_an_unreachable_epsilon_is_one_line_with_what_to_do():
 
 
 @pytest.mark.parametrize(("settings", "words"), [
-    ({"clip": 1.0}, "give one of --dp-noise"),
-    ({"clip": 1.0, "noise": 1.0, "epsilon": 2.0}, "give one of --dp-noise"),
-    ({"clip": -1.0, "noise": 1.0}, "--dp-clip must be a positive"),
-    ({"clip": float("inf"), "noise": 1.0}, "--dp-clip must be a positive"),
-    ({"noise": 1.0}, "--dp-clip must be a positive"),
-    ({"clip": 1.0, "noise": -0.1}, "--dp-noise must be 0 or more"),
-    ({"clip": 1.0, "noise": float("nan")}, "--dp-noise must be 0 or more"),
-    ({"clip": 1.0, "epsilon": 0.0}, "--dp-epsilon must be a positive"),
-    ({"clip": 1.0, "noise": 1.0, "delta": 1.0}, "--dp-delta must lie between"),
-    ({"clip": 1.0, "noise": 1.0, "where": "moon"}, "--dp-where must be one of"),
+    ({"clip": 1.0}, "neither given; give one"),
+    ({"clip": 1.0, "noise": 1.0, "epsilon": 2.0}, "both given; give one"),
+    ({"clip": 0.0, "noise": 1.0}, "--dp-clip is 0.0; give"),       # 0 used to mean "no DP"
+    ({"clip": -1.0, "noise": 1.0}, "--dp-clip is -1.0; give"),
+    ({"clip": float("inf"), "noise": 1.0}, "--dp-clip is inf; give"),
+    ({"clip": 1e300, "noise": 1.0}, "at most"),
+    ({"noise": 1.0}, "--dp-clip is None; give"),
+    ({"clip": 1.0, "noise": -0.1}, "--dp-noise is -0.1; give"),
+    ({"clip": 1.0, "noise": float("nan")}, "--dp-noise is nan; give"),
+    ({"clip": 1.0, "noise": 1e300}, "--dp-noise is 1e\\+300; give"),
+    ({"clip": 1.0, "epsilon": 0.0}, "--dp-epsilon is 0.0; give"),
+    ({"clip": 1.0, "noise": 1.0, "delta": 1.0}, "--dp-delta is 1.0; give"),
+    ({"clip": 1.0, "noise": 1.0, "where": "moon"}, "--dp-where is 'moon'; give"),
 ])
 def test_settings_that_cannot_work_are_refused(settings, words):
-    with pytest.raises(FedbioError, match=words):
+    with pytest.raises(FedbioError, match=words) as err:
         PrivacyConfig(**settings).validate()
+    assert "; give" in str(err.value)   # what is wrong; what to do
 
 
 def test_no_settings_is_no_dp():
     assert not PrivacyConfig().validate().enabled
+
+
+def test_a_noise_multiplier_too_small_to_account_is_refused_before_the_run():
+    from fedbio.privacy.fedavg import check_accountable
+
+    with pytest.raises(FedbioError, match="cannot bound epsilon"):
+        check_accountable(1e-300, 4, 1e-5)
+    assert check_accountable(0.0, 4, 1e-5) == math.inf
+
+
+def test_noise_is_not_drawn_from_a_seed_unless_asked():
+    """DP noise from the run's (public) seed could be drawn again and subtracted."""
+    from fedbio.privacy.updates import noise_source
+
+    fresh = [noise_source(None, 1, 2).normal(size=4) for _ in range(2)]
+    assert not np.array_equal(*fresh)
+    seeded = [noise_source(7, 1, 2).normal(size=4) for _ in range(2)]
+    assert np.array_equal(*seeded)
 
 
 def test_clipping_bounds_the_norm_and_leaves_small_updates_alone():

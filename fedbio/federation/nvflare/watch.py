@@ -76,13 +76,14 @@ def log_tails(workspace: Path, lines: int = TAIL_LINES) -> str:
 
 
 def _watched_files(paths: Iterable[Path]) -> dict[Path, int]:
-    """``{file: mtime_ns}`` of the watched files (a folder stands for the files directly in it)."""
+    """``{file: mtime_ns}`` of the watched files (a folder stands for the files directly in it,
+    hidden ones left out: a writer's temporary ``.<name>.part`` is not progress of its own)."""
     out = {}
     for path in paths:
         try:
             if path.is_dir():
                 for child in path.iterdir():
-                    if child.is_file():
+                    if child.is_file() and not child.name.startswith("."):
                         out[child] = child.stat().st_mtime_ns
             elif path.is_file():
                 out[path] = path.stat().st_mtime_ns

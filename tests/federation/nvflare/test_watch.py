@@ -178,3 +178,13 @@ def test_lost_sites_are_those_with_no_log_of_their_own(tmp_path):
     with log.open("a") as f:
         f.write("ent site-1: [Errno 104] Connection reset by peer\n")
     assert watch.lost() == "site-1"
+
+
+def test_a_writers_hidden_temporary_file_is_not_progress(tmp_path):
+    """``write_progress`` writes ``.site-3.json.part`` then renames it: the temporary file used
+    to show up as a site named ".site-3.json" in the progress lines."""
+    from fedbio.federation.nvflare.watch import _watched_files
+
+    (tmp_path / ".site-3.json.part").write_text("{}")
+    (tmp_path / "site-3.json").write_text("{}")
+    assert [p.name for p in _watched_files([tmp_path])] == ["site-3.json"]
