@@ -128,6 +128,16 @@ def table(rows: list[dict]) -> str:
 
 
 
+def run_and_print(args, run: Callable, full, small) -> dict:
+    """``run(work, sizes, threads=)`` in a scratch folder (``--workdir``), its table printed."""
+    from fedbio.outputs import scratch_dir
+
+    with scratch_dir(args.workdir) as work:
+        result = run(work, full if args.full else small, threads=args.threads)
+    print(table(result["checks"]))
+    return result
+
+
 def finish(result: dict, out: str | None, label: str) -> int:
     """Print the run's size and wall time; write the results as JSON when ``out`` is given."""
     print(f"{result['size']} {label}, {result['threads']} thread(s), "

@@ -45,10 +45,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fedbio.bench.common import SEED, add_options, finish, load_shipped, run_stages, setup, table
+from fedbio.bench.common import (
+    SEED,
+    add_options,
+    finish,
+    load_shipped,
+    run_and_print,
+    run_stages,
+    setup,
+)
 from fedbio.bench.fed_measures import bench_bytes, bench_floor, bench_privacy, bench_simulator
 from fedbio.bench.fed_setup import BYTES_MODEL, FULL, SMALL, FedSizes, warm_up
-from fedbio.outputs import scratch_dir
 
 SIM_GOAL = 2.0        # NVFlare simulator / plain loop, the tiny job on the default split
 FIXED_GOAL = 12.0     # seconds: a whole federated run whose training takes about a second
@@ -149,9 +156,7 @@ def checks(result: dict) -> list[dict]:
 # -- command line ------------------------------------------------------------------------------
 def cmd_bench_fed(args: argparse.Namespace) -> int:
     """``fedbio bench fed``: run, print the table, optionally write JSON."""
-    with scratch_dir(args.workdir) as work:
-        result = run_bench_fed(work, FULL if args.full else SMALL, threads=args.threads)
-    print(table(result["checks"]))
+    result = run_and_print(args, run_bench_fed, FULL, SMALL)
     by = ", ".join(result["head_floor"]["common_test_encoded_by"])
     print(f"head-mode run: common test sets encoded by {by}")
     return finish(result, args.out, "federation benchmark")

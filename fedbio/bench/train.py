@@ -43,7 +43,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fedbio.bench.common import SEED, finish, load_shipped, run_stages, setup, table
+from fedbio.bench.common import SEED, finish, load_shipped, run_and_print, run_stages, setup
 from fedbio.bench.train_measures import (
     FULL,
     SMALL,
@@ -54,7 +54,6 @@ from fedbio.bench.train_measures import (
     bench_padding,
 )
 from fedbio.bench.train_rss import bench_rss
-from fedbio.outputs import scratch_dir
 
 PAD_GOAL = 0.15        # bucketed padding fraction at 512 residues
 CACHE_GOAL = 20.0      # cached head epoch at least this many times faster than re-encoding
@@ -150,7 +149,5 @@ def checks(result: dict) -> list[dict]:
 # -- command line ------------------------------------------------------------------------------
 def cmd_bench_train(args: argparse.Namespace) -> int:
     """``fedbio bench train``: run, print the table, optionally write JSON."""
-    with scratch_dir(args.workdir) as work:
-        result = run_bench(work, FULL if args.full else SMALL, threads=args.threads)
-    print(table(result["checks"]))
+    result = run_and_print(args, run_bench, FULL, SMALL)
     return finish(result, args.out, "benchmark")
