@@ -168,3 +168,19 @@ def test_the_tests_mirror_the_package():
     assert not strays, f"test folders with no fedbio/ counterpart: {strays}"
     names = [p.name for p in tests.rglob("test_*.py")]
     assert len(names) == len(set(names)), "two test files share a name"
+
+
+def test_importing_fedbio_makes_openmp_wait_passively():
+    """Spinning OpenMP threads collapse on a loaded machine (notebook 02's transformer cell passed
+    nbval's 25-minute limit beside a CPU burner); a user's own setting is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, fedbio; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "PASSIVE", out.stderr
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "ACTIVE", out.stderr
