@@ -47,12 +47,17 @@ def audit(folder: str | Path, site: str, task: str, params: dict, dropped: list[
     back, and under DP the update's norm before clipping, the clip and the noise the site added."""
     import numpy as np
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     entry = {"task": task, "sent": sorted(params), "values": int(sum(np.size(v) for v in params.values())),
              "held_back": dropped}
     if dp is not None:
         entry["dp"] = dp
+    _append(folder, site, entry)
+
+
+def _append(folder: str | Path, site: str, entry: dict) -> None:
+    """One JSON line appended to ``folder/<site>.jsonl`` (the folder made if needed)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{site}.jsonl", "a") as handle:
         handle.write(json.dumps(entry) + "\n")
 
@@ -74,31 +79,30 @@ def dp_record(meta: dict, clip: float | None) -> dict | None:
 def audit_stream(folder: str | Path, site: str, tag: str, step, sent: bool) -> None:
     """Append one line to ``folder/<site>.jsonl`` for a streamed scalar: its tag and step, sent
     or held back (``task`` is ``stream``; the value itself is not repeated here)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    entry = {"task": STREAM, "sent": [tag] if sent else [], "values": int(sent),
-             "held_back": [] if sent else [tag], "step": step}
-    with open(folder / f"{site}.jsonl", "a") as handle:
-        handle.write(json.dumps(entry) + "\n")
+    _append(folder, site, {"task": STREAM, "sent": [tag] if sent else [], "values": int(sent),
+                           "held_back": [] if sent else [tag], "step": step})
 
 
 class AuditedWriter:
-    """A site's TensorBoard writer in the plain loop: every scalar audited, then written (or,
-    with ``send=False``, only audited as held back), as NVFlare's ``AuditStream`` does."""
+    """A site's TensorBoard writer in the plain loop: every scalar audited, then written to
+    ``writer``; with ``writer=None`` (the site does not stream) only audited as held back, as
+    NVFlare's ``AuditStream`` does."""
 
-    def __init__(self, writer, folder: str | Path, site: str, send: bool = True):
-        self.writer, self.folder, self.site, self.send = writer, folder, site, send
+    def __init__(self, writer, folder: str | Path, site: str):
+        self.writer, self.folder, self.site = writer, folder, site
 
     def add_scalar(self, tag: str, value: float, step=None) -> None:
-        audit_stream(self.folder, self.site, tag, step, self.send)
-        if self.send:
+        audit_stream(self.folder, self.site, tag, step, self.writer is not None)
+        if self.writer is not None:
             self.writer.add_scalar(tag, value, step)
 
     def flush(self) -> None:
-        self.writer.flush()
+        if self.writer is not None:
+            self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def streamed(lines: list[dict]) -> dict[str, int]:

@@ -80,8 +80,8 @@ def live_tensorboard(run_dir: str, sites: dict, audit_dir: str):
     from torch.utils.tensorboard import SummaryWriter
 
     tb = Path(run_dir) / "tb"
-    writers = {name: AuditedWriter(SummaryWriter(str(tb / name)), audit_dir, name,
-                                   send=site.spec.get("stream", True))
+    writers = {name: AuditedWriter(SummaryWriter(str(tb / name)) if site.spec.get("stream", True)
+                                   else None, audit_dir, name)   # no stream, no event file
                for name, site in sites.items()}
     server = SummaryWriter(str(tb / "server"))
 
