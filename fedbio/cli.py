@@ -24,7 +24,8 @@ from fedbio.config import TUNING_MODES
 from fedbio.errors import FedbioError, Interrupted
 from fedbio.federation.config import ALGORITHMS as FEDERATED
 from fedbio.federation.config import DEFAULT_SERVER_LR, SERVER_OPTIMIZERS, FedConfig
-from fedbio.privacy.options import PRIVACY_OPTIONS, add_privacy_arguments, privacy_config
+from fedbio.privacy.options import add_privacy_arguments, privacy_config
+from fedbio.privacy.options import applicable as privacy_rules
 
 ROUNDS = FedConfig.rounds  # --rounds when not given
 
@@ -46,11 +47,7 @@ def check_applicable(args) -> None:
              ("--tuning", args.tuning, args.model != "composition", "encoder models (not composition)"),
              ("--trust-remote-code", args.trust_remote_code or None, args.model != "composition",
               "checkpoint folders and hub ids (not composition)")]
-    dp = "--dp-clip"
-    rules += [(option, getattr(args, name), federated, "federated runs (--mode fedavg, fedprox, fedopt)")
-              for option, name in PRIVACY_OPTIONS.items()]
-    rules += [(option, getattr(args, name), args.dp_clip is not None, f"DP runs ({dp} S)")
-              for option, name in PRIVACY_OPTIONS.items() if option != dp]
+    rules += privacy_rules(args, federated)
     for option, value, applies, where in rules:
         if value is not None and not applies:
             raise FedbioError(f"{option} applies only to {where}; drop it, or change the run so it applies")
@@ -167,10 +164,16 @@ def cmd_run(args) -> int:
             print(f"federation: {cfg.mode}, {fed.rounds} rounds x {cfg.train.epochs / fed.rounds:g} "
                   f"local epochs, {'all sites' if not fed.min_sites else f'min {fed.min_sites} sites'}",
                   flush=True)
-        if privacy.enabled:
+        if privacy.site_level:
             z = privacy.noise_multiplier(fed.rounds)
             print(f"privacy: site-level DP-FedAvg, updates clipped to {privacy.clip:g}, noise "
                   f"multiplier {z:.4g} ({privacy.where}), delta {privacy.delta:g}", flush=True)
+        if privacy.record_level:
+            noise = (f"noise multiplier {privacy.sgd_noise:g}" if privacy.sgd_noise is not None
+                     else f"noise for epsilon {privacy.sgd_epsilon:g} at each site")
+            print(f"privacy: DP-SGD at each site (Opacus), record gradients clipped to "
+                  f"{privacy.sgd_clip:g}, {noise}, delta {privacy.delta:g}"
+                  + (", secure_mode" if privacy.secure_mode else ""), flush=True)
 
     if fed is not None:
         from fedbio.federation import run_federated
@@ -179,7 +182,7 @@ def cmd_run(args) -> int:
                                 progress=not args.quiet, announce=announce, privacy=privacy)
     else:
         metrics = run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet,
-                      announce=announce)
+                      announce=announce, privacy=privacy)
     print_metrics(metrics)
     wrote = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(args.out).iterdir()
                    if p.name in {"config.json", "manifest.json", "metrics.json", "model", "sites", "tb"})

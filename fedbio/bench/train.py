@@ -20,7 +20,9 @@ the table's rows under ``checks``). What is measured:
 4. peak RSS of a short quick-profile central run (``fedbio run --profile quick``) in a subprocess;
 5. encoder families at one shape: training tokens/s of ``amplify-tiny`` (plain PyTorch, fused
    ``scaled_dot_product_attention``) vs ``esm2-tiny`` (transformers' ESM) on the shipped antibodies
-   (VH + linker + VL, about 245 residues, uncropped), both 4 x 128 with 4 heads, interleaved.
+   (VH + linker + VL, about 245 residues, uncropped), both 4 x 128 with 4 heads, interleaved;
+6. DP-SGD at a site: one epoch of ``esm2-tiny`` (LoRA and full tuning) at the quick crop, plain
+   vs Opacus's DP-SGD, same steps, taking turns (``fedbio.bench.train_privacy``).
 
 Models are randomly initialised (nothing is downloaded): speed and memory depend on the shape,
 not on the weights. Timings are wall-clock and move with whatever else the machine is doing;
@@ -30,7 +32,7 @@ of a few passes, which keeps their ratio fair on a busy machine.
 Here: the goals, ``run_bench`` (every measure, in turn), the table's rows (``checks``) and
 ``cmd_bench_train`` (the ``train`` action of ``fedbio bench``, ``fedbio.bench.cli``). Measures 1,
 2, 3 and 5 and their sizes (``Sizes``, ``SMALL``, ``FULL``) are in ``fedbio.bench.train_measures``,
-measure 4 in ``fedbio.bench.train_rss``.
+measure 4 in ``fedbio.bench.train_rss``, measure 6 in ``fedbio.bench.train_privacy``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from fedbio.bench.train_measures import (
     bench_families,
     bench_padding,
 )
+from fedbio.bench.train_privacy import bench_dp_sgd
 from fedbio.bench.train_rss import bench_rss
 
 PAD_GOAL = 0.15        # bucketed padding fraction at 512 residues
@@ -75,15 +78,16 @@ def run_bench(work: Path, sizes: Sizes = SMALL, threads: int | None = None, seed
     result: dict[str, Any] = {"size": sizes.name, "sizes": asdict(sizes), "threads": n,
                               "seed": seed, "torch": torch.__version__,
                               "records": len(data.seqs)}
-    stages = {"padding": ("1/5 padding: training steps, bucketed vs unbucketed",
+    stages = {"padding": ("1/6 padding: training steps, bucketed vs unbucketed",
                           lambda: bench_padding(data, sizes, seed)),
-              "head_cache": ("2/5 head mode: cached embeddings vs re-encoding",
+              "head_cache": ("2/6 head mode: cached embeddings vs re-encoding",
                              lambda: bench_cache(data, sizes, seed)),
-              "encode": ("3/5 encoding throughput", lambda: bench_encode(data, sizes, seed)),
-              "peak_rss": ("4/5 peak RSS of a quick-profile run (subprocess)",
+              "encode": ("3/6 encoding throughput", lambda: bench_encode(data, sizes, seed)),
+              "peak_rss": ("4/6 peak RSS of a quick-profile run (subprocess)",
                            lambda: bench_rss(sizes, work, seed)),
-              "families": ("5/5 AMPLIFY vs ESM-2 encoder at one shape, antibody inputs",
-                           lambda: bench_families(sizes, seed))}
+              "families": ("5/6 AMPLIFY vs ESM-2 encoder at one shape, antibody inputs",
+                           lambda: bench_families(sizes, seed)),
+              "dp_sgd": ("6/6 DP-SGD vs plain training at a site", lambda: bench_dp_sgd(data, sizes, seed))}
     run_stages(result, stages, say)
     result["checks"] = checks(result)
     result["wall_seconds"] = time.perf_counter() - start
@@ -143,6 +147,14 @@ def checks(result: dict) -> list[dict]:
                      "value": f"{_rate(f['amplify-tiny']['real_tokens_per_s'])} / "
                               f"{_rate(f['esm2-tiny']['real_tokens_per_s'])} ({f['speedup']:.2f}x)",
                      "goal": "-", "ok": None})
+    d = result.get("dp_sgd")
+    if d:
+        for tuning in ("lora", "full"):
+            t = d[tuning]
+            rows.append({"measure": f"DP-SGD / plain, one epoch of {d['records']} records "
+                                    f"({d['model']} {tuning}, {t['steps']} steps)",
+                         "value": f"{t['dp_sgd_s']:.2f} s / {t['plain_s']:.2f} s ({t['ratio']:.2f}x)",
+                         "goal": "-", "ok": None})
     return rows
 
 

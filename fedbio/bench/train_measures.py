@@ -49,14 +49,17 @@ class Sizes:
     rss_records: int | None  # records of a subset split for the RSS run; None: the default split
     rss_epochs: float
     family_seqs: int = 32  # antibodies per family loop (measure 5)
+    dp_seqs: int = 64      # records of the DP-SGD measure (6): one epoch each way
 
 
 SMALL = Sizes("small", pad_seqs=96, pad_seqs_long=32, pad_batch_long=8, pad_rounds=3,
               cache_model="esm2-8m", cache_crop=128, cache_seqs=192,
-              encode_model="esm2-8m", encode_seqs=32, rss_records=240, rss_epochs=1, family_seqs=32)
+              encode_model="esm2-8m", encode_seqs=32, rss_records=240, rss_epochs=1, family_seqs=32,
+              dp_seqs=64)
 FULL = Sizes("full", pad_seqs=320, pad_seqs_long=160, pad_batch_long=32, pad_rounds=3,
              cache_model="esm2-8m", cache_crop=512, cache_seqs=256,
-             encode_model="esm2-8m", encode_seqs=256, rss_records=None, rss_epochs=1, family_seqs=128)
+             encode_model="esm2-8m", encode_seqs=256, rss_records=None, rss_epochs=1, family_seqs=128,
+             dp_seqs=256)
 FAMILIES = ("amplify-tiny", "esm2-tiny")
 
 

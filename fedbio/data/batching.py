@@ -94,6 +94,14 @@ def bucket_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator 
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def batch_of(data: TokenData | TensorData, idx: np.ndarray) -> tuple[tuple, torch.Tensor]:
+    """``(inputs, targets)`` of the records at ``idx``: inputs ``(ids, mask)`` (padded to the
+    longest) or ``(x,)``."""
+    if isinstance(data, TokenData):
+        return pad([data.tokens[i] for i in idx], data.pad_id), data.y[idx]
+    return (data.x[idx],), data.y[idx]
+
+
 def batches(data: TokenData | TensorData, batch_size: int, rng: np.random.Generator | None = None,
             bucketed: bool = True, bucket_size: int = 50) -> Iterator[tuple[tuple, torch.Tensor, np.ndarray]]:
     """Yield ``(inputs, targets, indices)``; inputs are ``(ids, mask)`` or ``(x,)``."""

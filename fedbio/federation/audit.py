@@ -62,18 +62,25 @@ def _append(folder: str | Path, site: str, entry: dict) -> None:
         handle.write(json.dumps(entry) + "\n")
 
 
-DP_KEYS = ("dp_norm", "dp_scale", "dp_noise_sd")   # a DP reply's meta for the audit, never sent
+DP_KEYS = ("dp_norm", "dp_scale", "dp_noise_sd",   # a DP reply's meta for the audit, never sent
+           "dp_sgd_steps", "dp_sgd_epsilon")
 
 
 def dp_record(meta: dict, clip: float | None) -> dict | None:
     """Remove a DP reply's ``dp_*`` meta (in place) and say it as the audit's ``dp`` entry:
-    the update's norm before clipping, the clip S, the norm after clipping, the site's noise sd."""
+    site-level, the update's norm before clipping, the clip S, the norm after clipping, the
+    site's noise sd; DP-SGD, the steps taken so far and the site's epsilon after them."""
     found = {k: meta.pop(k) for k in DP_KEYS if k in meta}
     if not found:
         return None
-    norm, scale = float(found.get("dp_norm", 0.0)), float(found.get("dp_scale", 1.0))
-    return {"norm": norm, "clip": clip, "scale": scale, "clipped_norm": norm * scale,
-            "noise_sd": float(found.get("dp_noise_sd", 0.0))}
+    out = {}
+    if "dp_norm" in found:
+        norm, scale = float(found["dp_norm"]), float(found.get("dp_scale", 1.0))
+        out.update(norm=norm, clip=clip, scale=scale, clipped_norm=norm * scale,
+                   noise_sd=float(found.get("dp_noise_sd", 0.0)))
+    if "dp_sgd_steps" in found:
+        out["dp_sgd"] = {"steps": int(found["dp_sgd_steps"]), "epsilon": found.get("dp_sgd_epsilon")}
+    return out
 
 
 def audit_stream(folder: str | Path, site: str, tag: str, step, sent: bool) -> None:

@@ -46,7 +46,10 @@ from fedbio.privacy.fedavg import (
     check_private_federation,
     privacy_block,
     run_settings,
+    sgd_settings,
+    site_records,
 )
+from fedbio.privacy.sgd import plan_sites
 from fedbio.reporting.manifest import manifest
 from fedbio.training.learner import Learner
 from fedbio.training.metrics import key_metric
@@ -73,7 +76,7 @@ def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path,
         "task": cfg.task, "task_type": task.task_type, "classes": task.classes,
         "split": split_ref, "run_dir": "..",
         "model": to_dict(cfg.model), "data": to_dict(cfg.data), "train": to_dict(cfg.train),
-        "epochs_per_round": cfg.train.epochs / fed.rounds,
+        "epochs_per_round": cfg.train.epochs / fed.rounds, "rounds": fed.rounds,
         "threads": cfg.train.threads or max(1, (os.cpu_count() or 1) // len(task.sites)),
         "faults": {"fail": list(fed.fail_sites), "slow": list(fed.slow_sites),
                    "slow_seconds": fed.slow_seconds, "die": list(fed.die_sites)},
@@ -248,12 +251,18 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     if engine == "nvflare":
         check_simulator_paths(out)
     privacy = (privacy or PrivacyConfig()).validate()
+    z = None
     if privacy.enabled:
-        check_private_federation(privacy, task_type_of(cfg.task), fed.min_sites, fed.stream_metrics)
+        privacy.check_run(task_type_of(cfg.task), cfg.mode, cfg.model)
+        check_private_federation(privacy, fed.min_sites, fed.stream_metrics)
+    if privacy.site_level:
         z = privacy.noise_multiplier(fed.rounds)   # a target epsilon is solved here, before output
         check_accountable(z, fed.rounds, privacy.delta)
     inputs = read_inputs(cfg)
     fed.validate(inputs.n_sites)
+    if privacy.record_level:   # each site plans its own; checked here, before any output
+        plan_sites(sgd_settings(privacy), inputs.train_counts, cfg.train.batch_size,
+                   cfg.train.epochs, fed.rounds)
     fed = replace(fed, stream_metrics=not privacy.enabled if fed.stream_metrics is None
                   else fed.stream_metrics)   # unset: on, except under DP
     start = time.time()
@@ -274,7 +283,8 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
             test, hard = _deliver(learner, history, task, tmp)
         metrics = federated_metrics(cfg, fed, task, history, test, hard, engine)
         if dp:
-            metrics["privacy"] = privacy_block(dp, privacy, fed.rounds, cfg.model.is_composition)
+            metrics["privacy"] = privacy_block(dp, privacy, fed.rounds, cfg.model.is_composition,
+                                               site_records(tmp, task.sites) if privacy.record_level else None)
         metrics["wall_seconds"] = round(time.time() - start, 2)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics

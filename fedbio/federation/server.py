@@ -69,7 +69,8 @@ class ServerSettings:
     label_stats: bool = False
     task_timeout: int = 0  # seconds a round waits for a site (the NVFlare controller's)
     weighted: bool = True   # weight each site by its record count (FedAvg); False: plain mean
-    dp: dict | None = None  # site-level DP-FedAvg: clip, noise_multiplier, where, seed, shared
+    dp: dict | None = None  # DP (fedbio.privacy.fedavg.run_settings): no scores asked, last model
+                            # delivered; clip set: site-level DP-FedAvg's noisy mean
 
     def to_dict(self) -> dict:
         """Plain, JSON-ready data (what NVFlare's job config carries)."""
@@ -216,7 +217,7 @@ class Server:
                 if "bytes_up" in info:
                     self.report(f"bytes_up/{site}", float(info["bytes_up"]), rnd)
             self._require(ok, f"round {rnd}")
-            if self.s.dp:
+            if self.s.dp and self.s.dp.get("clip") is not None:   # site-level DP-FedAvg
                 average = self._private_mean(rnd, params, ok, row, rng)
             else:
                 average = weighted_mean([(s, row["sites"][s]["n_train"] if self.s.weighted else 1.0,
@@ -226,8 +227,8 @@ class Server:
                                                    for k in names)))
             if not np.isfinite(row["update_norm"]):
                 fix = ("lower --dp-clip or --dp-noise (the noise's sd on the sum is "
-                       f"{self.s.dp['noise_multiplier'] * self.s.dp['clip']:g})" if self.s.dp
-                       else "lower --server-lr")
+                       f"{self.s.dp['noise_multiplier'] * self.s.dp['clip']:g})"
+                       if self.s.dp and self.s.dp.get("clip") is not None else "lower --server-lr")
                 self.stop(f"round {rnd}: the aggregated global model is not finite (update norm "
                           f"{row['update_norm']}); {fix}")
             params = new
@@ -252,7 +253,7 @@ class Server:
         from fedbio.privacy.updates import noise_source
 
         dp = self.s.dp
-        return noise_source(dp.get("noise_seed"), 2018) if dp and dp["where"] == "server" else None
+        return noise_source(dp.get("noise_seed"), 2018) if dp and dp.get("where") == "server" else None
 
     def _private_mean(self, rnd: int, params: dict, ok: dict, row: dict, rng) -> dict:
         """The global weights plus the noisy unweighted mean of the sites' clipped updates.

@@ -87,7 +87,16 @@ class Site:
         self.n_train = len(self.records["train"])
         self.start: dict = {}  # the training loss where this site started (divergence check)
         self.progress_dir = Path(spec["run_dir"]) / "federation" / "progress"
-        self.dp = spec.get("privacy")   # site-level DP-FedAvg: the update is clipped (and noised)
+        # DP: site-level (the update is clipped, and noised) and/or record-level (DP-SGD)
+        self.dp = spec.get("privacy")
+        self.sgd = None
+        if self.dp and self.dp.get("sgd"):
+            from fedbio.privacy.sgd import RecordPrivacy, site_steps
+
+            steps = site_steps(self.n_train, train_cfg.batch_size, spec["epochs_per_round"]
+                               * spec["rounds"], spec["rounds"])
+            self.sgd = RecordPrivacy.plan(self.dp["sgd"], self.n_train, train_cfg.batch_size, steps)
+            self.sgd.resume(self._sgd_path())   # a restarted site process counts its past steps
         # FedAvg's weight: the site's record count, which DP does not release (unweighted mean)
         self.weight = 1.0 if self.dp else float(self.n_train)
 
@@ -197,13 +206,14 @@ class Site:
 
         return self.learner.fit(self.data("train"), None, epochs, prox=prox, select=False,
                                 step_offset=(rnd - 1) * n_epochs, where=f"{self.name}, round {rnd}, ",
-                                reference=self.start, on_epoch=on_epoch, writer=writer, tag=self.name)
+                                reference=self.start, on_epoch=on_epoch, writer=writer, tag=self.name,
+                                dp_sgd=self.sgd)
 
     def _train_private(self, params: dict, meta: dict, rnd: int, rounds: int) -> tuple[dict, dict, dict]:
-        """A DP round: local epochs, then only the update (local minus global), clipped to norm S
-        and, with ``--dp-where site``, noised here. No scores, no curve: see
-        ``fedbio.privacy.releases``. The meta's ``dp_*`` entries are for the site's own audit,
-        which removes them before anything is sent."""
+        """A DP round: local epochs (DP-SGD when asked), then the weights (DP-SGD only) or the
+        update (local minus global), clipped to norm S and, with ``--dp-where site``, noised
+        here. No scores, no curve: see ``fedbio.privacy.releases``. The meta's ``dp_*`` entries
+        are for the site's own audit, which removes them before anything is sent."""
         import numpy as np
 
         from fedbio.privacy.updates import add_noise, clip_update, noise_source
@@ -213,6 +223,9 @@ class Site:
         self._faults(rnd)
         self._local_epochs(meta, rnd, rounds)
         state = self.learner.trainable_state()
+        extra = self._record_sgd() if self.sgd is not None else {}
+        if self.dp.get("clip") is None:   # DP-SGD alone: its weights are already private
+            return {k: state[k] for k in received}, {}, extra
         update = {k: state[k].detach().to("cpu", torch.float64).numpy() - received[k] for k in received}
         clipped, norm, scale = clip_update(update, self.dp["clip"])
         sd = 0.0
@@ -221,7 +234,22 @@ class Site:
             rng = noise_source(self.dp.get("noise_seed"), rnd, self.dp["index"][self.name])
             clipped = add_noise(clipped, sd, rng)
         out = {k: torch.from_numpy(np.asarray(v, np.float64)).to(state[k].dtype) for k, v in clipped.items()}
-        return out, {}, {"dp_norm": norm, "dp_scale": scale, "dp_noise_sd": sd}
+        return out, {}, {"dp_norm": norm, "dp_scale": scale, "dp_noise_sd": sd, **extra}
+
+    def _record_sgd(self) -> dict:
+        """This site's DP-SGD so far, kept at home (``RUN/sites/<site>/dp_sgd.json``); the
+        returned ``dp_sgd_*`` entries go to the site's audit only."""
+        record, path = self.sgd.record(), self._sgd_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.part")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, path)
+        return {"dp_sgd_steps": record["steps"], "dp_sgd_epsilon": record["epsilon"]}
+
+    def _sgd_path(self) -> Path:
+        from fedbio.privacy.fedavg import SGD_RECORD
+
+        return Path(self.spec["run_dir"]) / "sites" / self.name / SGD_RECORD
 
     def _score_and_keep(self, part: str) -> dict:
         """Scores of the site's model on a common (public) test set, with bootstrap intervals;

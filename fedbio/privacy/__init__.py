@@ -1,11 +1,18 @@
-"""Differential privacy for a federation, accounted by Opacus, never by a formula of ours.
+"""Differential privacy for a run, accounted by Opacus, never by a formula of ours.
 
-- ``config``      ``PrivacyConfig``: clip S, noise multiplier z (or a target epsilon), delta,
-                  where the noise is added; built once from ``fedbio run --dp-*``.
-- ``accounting``  epsilon of a run from Opacus's RDP accountant, and z for a target epsilon.
-- ``updates``     a site's update clipped to norm S, Gaussian noise, the noisy mean of updates.
+- ``config``      ``PrivacyConfig``: DP-FedAvg's clip S, noise multiplier z (or a target epsilon),
+                  where the noise is added; DP-SGD's clip C and noise Z (or a target epsilon);
+                  delta; built once from ``fedbio run --dp-*``.
+- ``options``     the ``--dp-*`` and ``--dp-sgd-*`` options, and where each applies.
+- ``accounting``  epsilon from Opacus's RDP accountant, and z for a target epsilon.
+- ``updates``     a site's update clipped to norm S, Gaussian noise, the noisy mean of updates,
+                  the composition model's fixed scaling.
+- ``sgd``         DP-SGD at one site: Opacus's per-record gradients, clipping and noise, Poisson
+                  batches, an accountant over all the site's steps.
+- ``fedavg``      a DP run's refusals, what sites and server are told, ``metrics.json``'s block.
 - ``releases``    everything a site sends under DP, and how each is handled (``metrics.json``).
 
-Site-level DP-FedAvg (McMahan et al., ICLR 2018): the protected unit is one site's whole data
-set. ``fedbio.federation`` calls these; nothing here imports NVFlare.
+Site-level DP-FedAvg (McMahan et al., ICLR 2018) protects one site's whole data set; record-level
+DP-SGD (Abadi et al., CCS 2016) one record. ``fedbio.federation`` and ``fedbio.training`` call
+these; nothing here imports NVFlare.
 """

@@ -1,7 +1,12 @@
-"""``PrivacyConfig``: site-level DP-FedAvg's settings, checked once, with the option names in errors.
+"""``PrivacyConfig``: a run's differential privacy, checked once, with the option names in errors.
 
     privacy = PrivacyConfig(clip=1.0, epsilon=8.0)        # fedbio run --dp-clip 1 --dp-epsilon 8
     z = privacy.noise_multiplier(rounds=4)                # solved with Opacus for epsilon 8
+    privacy = PrivacyConfig(sgd_clip=1.0, sgd_noise=1.0)  # fedbio run --dp-sgd-clip 1 --dp-sgd-noise 1
+
+Two mechanisms, either or both: site-level DP-FedAvg (``clip``/``noise``/``epsilon``/``where``:
+the protected unit is a site's whole data set) and record-level DP-SGD inside each site
+(``sgd_*``: the protected unit is one record). ``delta`` serves both.
 """
 
 from __future__ import annotations
@@ -32,14 +37,39 @@ class PrivacyConfig:
     noise_seed: int | None = None  # None: noise from the OS's entropy, never recorded. A seed makes
                                    # the noise reproducible, and removable by anyone who knows it:
                                    # tests only (metrics.json then says the run is not private)
+    sgd_clip: float | None = None     # C: DP-SGD clips each record's gradient to this L2 norm; None = off
+    sgd_noise: float | None = None    # Z: noise sd Z*C on each step's sum of clipped gradients
+    sgd_epsilon: float | None = None  # or a target epsilon for every site: Z solved per site with
+                                      # Opacus for its sample rate and steps, 0.98 E <= eps <= E
+    secure_mode: bool = False         # Opacus's secure_mode: a cryptographic generator
+                                      # (torchcsprng) for the noise and the sampling; for production
+
+    @property
+    def site_level(self) -> bool:
+        """Site-level DP-FedAvg is on (``--dp-clip``/``--dp-noise``/``--dp-epsilon``)."""
+        return self.clip is not None or self.noise is not None or self.epsilon is not None
+
+    @property
+    def record_level(self) -> bool:
+        """Record-level DP-SGD is on (``--dp-sgd-*``)."""
+        return (self.sgd_clip is not None or self.sgd_noise is not None
+                or self.sgd_epsilon is not None or bool(self.secure_mode))
 
     @property
     def enabled(self) -> bool:
-        return self.clip is not None or self.noise is not None or self.epsilon is not None
+        """Either mechanism: a site then releases nothing DP does not account for."""
+        return self.site_level or self.record_level
 
     def validate(self) -> PrivacyConfig:
         """Raise a FedbioError naming the ``fedbio run`` option for settings that cannot work."""
         if not self.enabled:
+            return self
+        if not (_number(self.delta) and 0 < self.delta < 1):
+            raise FedbioError(f"--dp-delta is {self.delta!r}; give a number between 0 and 1, well "
+                              "below 1 / (records per site), e.g. 1e-5")
+        if self.record_level:
+            self._validate_sgd()
+        if not self.site_level:
             return self
         if not (_number(self.clip) and 0 < self.clip <= MAX_CLIP):
             raise FedbioError(f"--dp-clip is {self.clip!r}; give the L2 norm each site's update is "
@@ -55,12 +85,52 @@ class PrivacyConfig:
         if self.epsilon is not None and not (_number(self.epsilon) and self.epsilon > 0):
             raise FedbioError(f"--dp-epsilon is {self.epsilon!r}; give a target epsilon above 0, "
                               "e.g. 8")
-        if not (_number(self.delta) and 0 < self.delta < 1):
-            raise FedbioError(f"--dp-delta is {self.delta!r}; give a number between 0 and 1, well "
-                              "below 1 / (records per site), e.g. 1e-5")
         if self.where not in WHERE:
             raise FedbioError(f"--dp-where is {self.where!r}; give one of {', '.join(WHERE)}")
         return self
+
+    def check_run(self, task_type: str, mode: str, model) -> None:
+        """Refuse a DP run whose other settings would release what DP does not account for, or
+        that DP-SGD cannot train (before anything is written); ``model``: its ``ModelConfig``."""
+        if not self.enabled:
+            return
+        if self.site_level and mode in ("local", "central"):
+            raise FedbioError("--dp-clip: site-level DP-FedAvg protects a site in a federation; a "
+                              f"--mode {mode} run has none (use --dp-sgd-clip for DP-SGD, or a "
+                              "federated --mode)")
+        if task_type != "classification":
+            raise FedbioError(f"--dp-* with a {task_type} task: its label scale is fitted to the "
+                              "training records (a release DP does not account for); DP runs take "
+                              "classification tasks (--task scl or classification)")
+        if not self.record_level:
+            return
+        if mode == "fedprox":
+            raise FedbioError("--dp-sgd-* with --mode fedprox: the proximal term's gradient does "
+                              "not pass through Opacus's per-record clipping; use --mode fedavg "
+                              "or fedopt")
+        from fedbio.backends.bionemo.backend import model_backend
+
+        backend = model_backend(model)
+        if backend != "hf":
+            raise FedbioError(f"--dp-sgd-* with the {backend} backend: DP-SGD runs through Opacus "
+                              "on fedbio's PyTorch models; use --backend hf")
+
+    def _validate_sgd(self) -> None:
+        if not (_number(self.sgd_clip) and 0 < self.sgd_clip <= MAX_CLIP):
+            raise FedbioError(f"--dp-sgd-clip is {self.sgd_clip!r}; give the L2 norm each record's "
+                              f"gradient is clipped to, a number above 0 and at most {MAX_CLIP:g} "
+                              "(e.g. 1)")
+        if (self.sgd_noise is None) == (self.sgd_epsilon is None):
+            given = "both" if self.sgd_noise is not None else "neither"
+            raise FedbioError(f"--dp-sgd-noise and --dp-sgd-epsilon: {given} given; give one: the "
+                              "noise multiplier (e.g. --dp-sgd-noise 1) or a target epsilon per "
+                              "site (e.g. --dp-sgd-epsilon 8)")
+        if self.sgd_noise is not None and not (_number(self.sgd_noise) and 0 <= self.sgd_noise <= MAX_NOISE):
+            raise FedbioError(f"--dp-sgd-noise is {self.sgd_noise!r}; give a noise multiplier from "
+                              f"0 (no noise, no privacy) to {MAX_NOISE:g}, e.g. 1")
+        if self.sgd_epsilon is not None and not (_number(self.sgd_epsilon) and self.sgd_epsilon > 0):
+            raise FedbioError(f"--dp-sgd-epsilon is {self.sgd_epsilon!r}; give a target epsilon "
+                              "above 0, e.g. 8")
 
     def noise_multiplier(self, rounds: int) -> float:
         """z: ``noise``, or the smallest z (Opacus's search) whose epsilon after ``rounds`` is at

@@ -61,3 +61,13 @@ def fixed_composition_scaling(n_residues: int = 20) -> dict[str, list[float]]:
     pairs = n_residues * n_residues
     mean = [1.0 / n_residues] * n_residues + [1.0 / pairs] * pairs
     return {"feature_mean": mean, "feature_std": list(mean)}
+
+
+def use_fixed_scaling(model) -> None:
+    """Set a composition model's scaler to ``fixed_composition_scaling`` (a run under DP)."""
+    import torch
+
+    fixed = fixed_composition_scaling()
+    with torch.no_grad():
+        model.mean.copy_(torch.tensor(fixed["feature_mean"]))
+        model.std.copy_(torch.tensor(fixed["feature_std"]))

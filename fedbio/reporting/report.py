@@ -48,6 +48,7 @@ from fedbio.reporting.runs import (  # noqa: F401  (collect and load_metrics: fe
     group_runs,
     load_metrics,
     load_runs,
+    record_epsilon_cell,
 )
 
 
@@ -264,10 +265,19 @@ def seed_table(groups: Groups, n_boot: int = 1000, predictions: _Predictions | N
             rows.setdefault("delivered", {"# samples": ""})[name] = _cell(cells, per_seed, score, n_boot)
     if "delivered" in rows:
         rows["delivered"] = {name: rows["delivered"].get(name, "—") for name in ["# samples", *groups]}
-    if any(m.get("privacy") for runs in groups.values() for _, m in runs):
+    if any(_has(m, "clip") for runs in groups.values() for _, m in runs):
         rows["ε (site-level DP)"] = {"# samples": "", **{name: epsilon_cell(runs)
                                                          for name, runs in groups.items()}}
+    if any(_has(m, "dp_sgd") for runs in groups.values() for _, m in runs):
+        rows["ε (DP-SGD, max over sites)"] = {"# samples": "", **{name: record_epsilon_cell(runs)
+                                                                  for name, runs in groups.items()}}
     return pd.DataFrame(rows).T
+
+
+def _has(m: dict, key: str) -> bool:
+    """The run's ``privacy`` block holds ``key`` (``clip``: site-level DP, ``dp_sgd``: DP-SGD)."""
+    p = m.get("privacy")
+    return isinstance(p, dict) and p.get(key) is not None
 
 
 def _score(values: np.ndarray, score: str) -> float:
@@ -328,10 +338,16 @@ def _seed_report(groups: Groups, n_boot: int, notes: list[str]) -> Report:
              "over seeds [bootstrap 95 % interval over the test records, resampled jointly across "
              "the seeds' runs when they share a test set].", "", markdown(table), "",
              "Seeds: " + "; ".join(f"{k}: {v}" for k, v in seeds.items()), ""]
-    if any(m.get("privacy") for runs in groups.values() for _, m in runs):
-        lines += ["ε: site-level DP-FedAvg's epsilon (Opacus RDP accountant; the protected unit is "
-                  "a site's whole data set). A DP run's sites send no scores of their own models, "
-                  "so its site rows show the delivered model.", ""]
+    if any(_has(m, "clip") for runs in groups.values() for _, m in runs):
+        lines += ["ε (site-level DP): DP-FedAvg's epsilon (Opacus RDP accountant; the protected "
+                  "unit is a site's whole data set).", ""]
+    if any(_has(m, "dp_sgd") for runs in groups.values() for _, m in runs):
+        lines += ["ε (DP-SGD): record-level epsilon over every step a site (or model) took, the "
+                  "largest of the sites' (Opacus RDP accountant; the protected unit is one record).", ""]
+    if any(m.get("privacy") and m["mode"] not in ("local", "central")
+           for runs in groups.values() for _, m in runs):
+        lines += ["A federated DP run's sites send no scores of their own models, so its site "
+                  "rows show the delivered model.", ""]
     firsts = {name: runs[0][1] for name, runs in groups.items()}
     figures = {"curves.png": lambda: plot_curves(firsts, CURVE_KEY[task_type])}
     if task_type == "classification":

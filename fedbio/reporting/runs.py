@@ -155,9 +155,15 @@ def group_name(m: dict) -> str:
     """What a run is (``model · mode``, and ``DP z=…`` under DP): seeds of the same run group
     together."""
     model = "composition" if m["model"] == "composition" else Path(m["model"]).name
-    privacy = m.get("privacy") if isinstance(m.get("privacy"), dict) else None
-    dp = (f" · DP z={privacy.get('noise_multiplier', 0):.3g} S={privacy.get('clip', 0):g} "
-          f"δ={privacy.get('delta', 0):g} {privacy.get('where', '')}" if privacy else "")
+    privacy = m.get("privacy") if isinstance(m.get("privacy"), dict) else {}
+    dp = (f" · DP z={privacy.get('noise_multiplier') or 0:.3g} S={privacy.get('clip'):g} "
+          f"δ={privacy.get('delta', 0):g} {privacy.get('where', '')}"
+          if privacy.get("clip") is not None else "")
+    sgd = privacy.get("dp_sgd") if isinstance(privacy.get("dp_sgd"), dict) else None
+    if sgd:
+        noise = (f"Z={sgd['noise_multiplier']:.3g}" if sgd.get("noise_multiplier") is not None
+                 else f"ε≤{sgd.get('target_epsilon')}")
+        dp += f" · DP-SGD {noise} C={sgd.get('clip')} δ={privacy.get('delta', 0):g}"
     return f"{model} · {m['mode']}{dp}"
 
 
@@ -167,10 +173,24 @@ def epsilon_cell(runs: list[tuple[Path, dict]]) -> str:
     cells = []
     for _, m in runs:
         p = m.get("privacy") if isinstance(m.get("privacy"), dict) else None
-        if p is None:
+        if p is None or p.get("clip") is None:
             cells.append("—")
         else:
             eps = p.get("epsilon")
+            cells.append(("∞" if eps is None else f"{eps:.3g}") + f" (δ {p.get('delta', 0):g})")
+    return " / ".join(dict.fromkeys(cells))
+
+
+def record_epsilon_cell(runs: list[tuple[Path, dict]]) -> str:
+    """A group's DP-SGD epsilon, the largest of its sites' (or models'): ``—`` without DP-SGD."""
+    cells = []
+    for _, m in runs:
+        p = m.get("privacy") if isinstance(m.get("privacy"), dict) else {}
+        sgd = p.get("dp_sgd") if isinstance(p.get("dp_sgd"), dict) else None
+        if sgd is None:
+            cells.append("—")
+        else:
+            eps = sgd.get("epsilon_max")
             cells.append(("∞" if eps is None else f"{eps:.3g}") + f" (δ {p.get('delta', 0):g})")
     return " / ".join(dict.fromkeys(cells))
 

@@ -30,10 +30,17 @@ def print_metrics(metrics: dict) -> None:
               "MSE in units of each task's training sd")
     if metrics.get("majority_rate") is not None:
         print(f"majority class rate on test: {100 * metrics['majority_rate']:.1f} %")
-    privacy = metrics.get("privacy")
-    if privacy:
+    privacy = metrics.get("privacy") or {}
+    if privacy.get("clip") is not None:
         eps = privacy.get("epsilon")
         print(f"privacy: site-level DP-FedAvg, epsilon {'inf (z = 0: none)' if eps is None else f'{eps:.3g}'} "
               f"at delta {privacy['delta']:g} after {privacy['rounds']} rounds (noise multiplier "
               f"{privacy['noise_multiplier']:.3g}, clip {privacy['clip']:g}, noise added at the "
               f"{privacy['where']}; sites send no scores of their own)")
+    if privacy.get("dp_sgd"):
+        sites = privacy["dp_sgd"]["sites"]
+        each = ", ".join(f"{name} {'inf' if r['epsilon'] is None else format(r['epsilon'], '.3g')} "
+                         f"(z {r['noise_multiplier']:.3g}, {r['steps']} steps, q {r['sample_rate']:.3g})"
+                         for name, r in sites.items())
+        print(f"privacy: record-level DP-SGD (Opacus), clip {privacy['dp_sgd']['clip']:g}, delta "
+              f"{privacy['delta']:g}; epsilon per model: {each}")

@@ -183,6 +183,12 @@ class RunInputs:
     def n_sites(self) -> int:
         return len(self.task.sites if self.task is not None else self.split.sites)
 
+    @property
+    def train_counts(self) -> dict[str, int]:
+        """Training records per site."""
+        sites = self.task.sites if self.task is not None else self.split.sites
+        return {name: len(parts["train"]) for name, parts in sites.items()}
+
 
 def read_inputs(cfg: RunConfig) -> RunInputs:
     """The run's data, read and validated; nothing is written."""
@@ -245,9 +251,12 @@ def cropped_counts(task: TaskData, data: DataConfig) -> dict:
 
 
 def train_and_score(cfg: RunConfig, task: TaskData, run_dir: Path, progress: bool = True,
-                    on_epoch: Callable[[str, dict], None] | None = None) -> dict:
+                    on_epoch: Callable[[str, dict], None] | None = None,
+                    dp_sgd: dict | None = None) -> dict:
     """Train the run's models and return ``metrics.json`` content; ``on_epoch(name, row)`` sees
-    each epoch of each model (``name``: a site, or ``central``) as it ends."""
+    each epoch of each model (``name``: a site, or ``central``) as it ends. ``dp_sgd``: each
+    model's ``fedbio.privacy.sgd.RecordPrivacy`` (``plan_sites``), by name: DP-SGD training,
+    and a composition model scaled without data."""
     from fedbio.training.learner import Learner
     from fedbio.training.tensorboard import run_writer
     from fedbio.training.trainer import set_threads
@@ -260,12 +269,16 @@ def train_and_score(cfg: RunConfig, task: TaskData, run_dir: Path, progress: boo
     for name, (train_recs, valid_recs) in groups.items():
         codec = task.codec(train_recs)
         learner = Learner.build(cfg.model, cfg.data, cfg.train, codec, cache, progress)
-        train = learner.inputs(train_recs, fit_scaler=True)
+        train = learner.inputs(train_recs, fit_scaler=dp_sgd is None)
+        if dp_sgd is not None and cfg.model.is_composition:
+            from fedbio.privacy.updates import use_fixed_scaling
+
+            use_fixed_scaling(learner.model)
         valid = learner.inputs(valid_recs)
         hook = None if on_epoch is None else (lambda row, name=name: on_epoch(name, row))
         with run_writer(run_dir, name) as writer:
             curves[name] = learner.fit(train, valid, cfg.train.epochs, writer=writer, tag=name,
-                                       on_epoch=hook)
+                                       on_epoch=hook, dp_sgd=dp_sgd[name] if dp_sgd else None)
         where = run_dir if cfg.mode == "central" else run_dir / name
         test_recs = own_tests(task.test, train_recs) if cfg.mode != "central" else task.test
         scores = {"valid": learner.score(valid),
@@ -303,24 +316,39 @@ def metrics_head(cfg: RunConfig, task: TaskData, mode: str) -> dict:
 
 def run(cfg: RunConfig, out: str | Path, overwrite: bool = False, progress: bool = True,
         announce: Callable[[], None] | None = None,
-        on_epoch: Callable[[str, dict], None] | None = None) -> dict:
+        on_epoch: Callable[[str, dict], None] | None = None, privacy=None) -> dict:
     """Run ``cfg`` into ``out`` by the output rule of ``fedbio.outputs``: options and inputs are
     checked first, then the run lives in ``OUT.running/`` (its TensorBoard curves in
     ``OUT.running/tb/``, as they are trained) and becomes ``OUT`` when it succeeds (a failure
     moves it to ``OUT.failed/``). ``announce`` is called once everything is checked,
-    ``on_epoch(name, row)`` after every epoch of every model."""
+    ``on_epoch(name, row)`` after every epoch of every model. ``privacy``
+    (``fedbio.privacy.PrivacyConfig``): record-level DP-SGD for every model trained."""
+    from fedbio.data.tasks import task_type_of
+    from fedbio.privacy.config import PrivacyConfig
+    from fedbio.privacy.sgd import plan_models
+
     if cfg.mode not in MODES:
         raise FedbioError(f"unknown --mode {cfg.mode!r} for a baseline run; choose {', '.join(MODES)}")
     check_run(cfg)
+    privacy = (privacy or PrivacyConfig()).validate()
+    privacy.check_run(task_type_of(cfg.task), cfg.mode, cfg.model)
     inputs = read_inputs(cfg)
+
+    plans = plan_models(privacy, inputs.train_counts, cfg.mode == "central", cfg.train)
     start = time.time()
     with output_dir(out, overwrite=overwrite, inputs=run_inputs(cfg), kind="run") as tmp:
         if announce:
             announce()
         task = prepare_task(cfg, tmp, inputs)
-        (tmp / "config.json").write_text(json.dumps(to_dict(cfg), indent=1) + "\n")
+        config = {**to_dict(cfg), **({"privacy": to_dict(privacy)} if privacy.enabled else {})}
+        (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")
-        metrics = train_and_score(cfg, task, tmp, progress, on_epoch)
+        metrics = train_and_score(cfg, task, tmp, progress, on_epoch, plans)
+        if plans is not None:
+            from fedbio.privacy.fedavg import privacy_block
+
+            metrics["privacy"] = privacy_block(None, privacy, None, cfg.model.is_composition,
+                                               {name: p.record() for name, p in plans.items()})
         metrics["wall_seconds"] = round(time.time() - start, 2)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics

@@ -22,13 +22,14 @@ from __future__ import annotations
 import copy
 import math
 import os
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import nn
 
 from fedbio.config import TrainConfig
-from fedbio.data.batching import TensorData, TokenData, batches
+from fedbio.data.batching import TensorData, TokenData, batch_of, batches
 from fedbio.errors import TrainingDiverged
 from fedbio.progress import ProgressLines, progress_bar
 from fedbio.training.device import placement, placement_for, to_device
@@ -128,7 +129,7 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
         tcfg: TrainConfig, task_type: str, epochs: float, *, codec=None, writer=None,
         tag: str = "", progress: bool = True, prox: tuple[float, dict] | None = None,
         step_offset: int = 0, select: bool = True, where: str | None = None,
-        reference: dict | None = None, on_epoch=None) -> list[dict]:
+        reference: dict | None = None, on_epoch=None, dp_sgd=None) -> list[dict]:
     """Train ``module`` in place for ``epochs`` passes; keep the epoch best on ``valid``.
 
     Returns one dict per epoch (train loss, validation scores). ``prox=(mu, global_params)``
@@ -138,13 +139,15 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
     holds the starting loss and the step count across calls (a site's rounds), ``on_epoch(row)``
     sees every epoch. ``writer`` (TensorBoard's ``add_scalar``/``flush``, or NVFlare's streaming
     one) gets every step's training loss (``<tag>/train_loss_step``) and every epoch's scores,
-    and is flushed after each epoch.
+    and is flushed after each epoch. ``dp_sgd`` (``fedbio.privacy.sgd.RecordPrivacy``) trains
+    with Opacus's DP-SGD on Poisson batches, counted by its accountant across calls; the last
+    epoch's model is kept (no selection on ``valid``), and ``grad_clip`` gives way to its clip.
     Progress: a bar on a terminal or in Jupyter, else a line per epoch at most (``fedbio.progress``).
     """
     place = placement(tcfg)
     module.to(place.device)
     rng = np.random.default_rng(tcfg.seed + step_offset)
-    total = max(1, int(round(epochs * math.ceil(len(train) / tcfg.batch_size))))
+    total = planned_steps(len(train), tcfg.batch_size, epochs)
     params, optimizer, scheduler = _optimizer(module, tcfg, place, total)
     criterion = loss_fn(task_type)
     metric, sign = key_metric(task_type)
@@ -158,47 +161,85 @@ def fit(module: nn.Module, train: TokenData | TensorData, valid: TokenData | Ten
     reference = {} if reference is None else reference
     first: list[float] = []  # the first steps' losses, until the start is known
     n_epochs = math.ceil(epochs)
+    steps_per_epoch = math.ceil(len(train) / tcfg.batch_size)
+    select = select and dp_sgd is None   # under DP-SGD a choice on valid would be a release
     module.train()
-    for epoch in range(1, n_epochs + 1):
-        losses = []
-        for inputs, y, _ in batches(train, tcfg.batch_size, rng, bucket_size=tcfg.bucket_size or 50):
-            if step >= total:
-                break
-            loss = _loss(module, inputs, y, criterion, place, prox, named)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tcfg.grad_clip:
-                nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
-            value = _finite(float(loss.detach()), f"{where}epoch {epoch} of {n_epochs}, step {len(losses) + 1}")
-            optimizer.step()
-            scheduler.step()
-            losses.append(value)
-            _note_start(reference, first, value, min(START_STEPS, total))
-            step += 1
-            reference["steps"] = reference.get("steps", 0) + 1
-            if writer is not None:
-                writer.add_scalar(_tag(tag, "train_loss_step"), value, reference["steps"])
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        row = {"epoch": epoch + step_offset, "train_loss": float(np.mean(losses)) if losses else None}
-        _check_diverged(row["train_loss"], reference.get("loss"), f"{where}epoch {epoch} of {n_epochs}")
-        if valid is not None and len(valid):
-            scores = score(module, valid, task_type, codec, device=place.device,
-                           precision=place.precision)
-            row.update({f"valid_{k}": v for k, v in scores.items() if isinstance(v, float)})
-            value = sign * scores[metric]
-            if select and value > best:
-                best, best_state = value, _snapshot(module)
-        history.append(row)
-        _report(row, lines, writer, tag, f"{epoch}/{n_epochs}", last=epoch == n_epochs)
-        if on_epoch is not None:   # after the epoch is written out (its curve is on disk)
-            on_epoch(row)
+    with _privately(dp_sgd, module, optimizer) as (model, step_optimizer):
+        for epoch in range(1, n_epochs + 1):
+            losses = []
+            for inputs, y in _epoch_batches(train, tcfg, rng, dp_sgd, min(steps_per_epoch, total - step)):
+                step_optimizer.zero_grad(set_to_none=True)
+                if inputs is None:   # an empty Poisson batch: a noise-only step (DP-SGD)
+                    dp_sgd.empty_batch(step_optimizer)
+                else:
+                    loss = _loss(model, inputs, y, criterion, place, prox, named)
+                    loss.backward()
+                    if dp_sgd is not None:
+                        dp_sgd.check_gradients(step_optimizer)
+                    elif tcfg.grad_clip:   # DP-SGD clips each record's gradient instead
+                        nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
+                    value = _finite(float(loss.detach()), f"{where}epoch {epoch} of {n_epochs}, step {len(losses) + 1}")
+                step_optimizer.step()
+                scheduler.step()
+                step += 1
+                reference["steps"] = reference.get("steps", 0) + 1
+                if inputs is None:
+                    continue
+                losses.append(value)
+                _note_start(reference, first, value, min(START_STEPS, total))
+                if writer is not None:
+                    writer.add_scalar(_tag(tag, "train_loss_step"), value, reference["steps"])
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            row = {"epoch": epoch + step_offset, "train_loss": float(np.mean(losses)) if losses else None}
+            _check_diverged(row["train_loss"], reference.get("loss"), f"{where}epoch {epoch} of {n_epochs}")
+            if valid is not None and len(valid):
+                scores = score(module, valid, task_type, codec, device=place.device,
+                               precision=place.precision)
+                row.update({f"valid_{k}": v for k, v in scores.items() if isinstance(v, float)})
+                value = sign * scores[metric]
+                if select and value > best:
+                    best, best_state = value, _snapshot(module)
+            history.append(row)
+            _report(row, lines, writer, tag, f"{epoch}/{n_epochs}", last=epoch == n_epochs)
+            if on_epoch is not None:   # after the epoch is written out (its curve is on disk)
+                on_epoch(row)
     if bar is not None:
         bar.close()
     if best_state is not None:
         module.load_state_dict(best_state)
     return history
+
+
+def planned_steps(records: int, batch_size: int, epochs: float) -> int:
+    """Optimizer steps in ``epochs`` passes over ``records`` records (fractional epochs stop
+    part-way): what ``fit`` takes, and what DP-SGD's accountant is planned for."""
+    return max(1, int(round(epochs * math.ceil(records / batch_size))))
+
+
+@contextmanager
+def _privately(dp_sgd, module: nn.Module, optimizer):
+    """``(module, optimizer)`` as they are, or as DP-SGD's Opacus wrappers while training."""
+    if dp_sgd is None:
+        yield module, optimizer
+    else:
+        with dp_sgd.private(module, optimizer) as wrapped:
+            yield wrapped
+
+
+def _epoch_batches(data, tcfg: TrainConfig, rng, dp_sgd, steps: int):
+    """One epoch's ``(inputs, targets)``, at most ``steps`` of them: length-bucketed batches, or
+    under DP-SGD ``steps`` Poisson batches (``(None, None)`` for an empty one)."""
+    if dp_sgd is None:
+        for i, (inputs, y, _) in enumerate(batches(data, tcfg.batch_size, rng,
+                                                   bucket_size=tcfg.bucket_size or 50)):
+            if i >= steps:
+                return
+            yield inputs, y
+        return
+    for idx in dp_sgd.batches(steps):
+        yield batch_of(data, idx) if len(idx) else (None, None)
 
 
 def _optimizer(module: nn.Module, tcfg: TrainConfig, place, total: int):

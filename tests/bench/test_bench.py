@@ -18,7 +18,8 @@ from fedbio.bench.train_rss import peak_rss
 # Tiny models and a handful of sequences: every code path of the benchmark, in seconds.
 TINY = Sizes("tiny", pad_seqs=8, pad_seqs_long=8, pad_batch_long=4, pad_rounds=2,
              cache_model="esm2-tiny", cache_crop=32, cache_seqs=8,
-             encode_model="esm2-tiny", encode_seqs=4, rss_records=60, rss_epochs=1, family_seqs=8)
+             encode_model="esm2-tiny", encode_seqs=4, rss_records=60, rss_epochs=1, family_seqs=8,
+             dp_seqs=16)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,8 +57,8 @@ def test_bench_train_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
     assert "measure" in printed and "peak RSS" in printed and "tiny benchmark" in printed
 
     result = json.loads(out.read_text())
-    assert {"size", "threads", "padding", "head_cache", "encode", "peak_rss", "families", "checks",
-            "stage_seconds", "wall_seconds"} <= set(result)
+    assert {"size", "threads", "padding", "head_cache", "encode", "peak_rss", "families", "dp_sgd",
+            "checks", "stage_seconds", "wall_seconds"} <= set(result)
     assert result["size"] == "tiny" and result["threads"] == 1
 
     pad = result["padding"]
@@ -95,7 +96,14 @@ def test_bench_train_cli_tiny(tmp_path, monkeypatch, capsys, restore_threads):
 
     rows = result["checks"]
     assert all(set(r) == {"measure", "value", "goal", "ok"} for r in rows)
-    assert len(rows) == 9
+    assert len(rows) == 11
+
+    dp = result["dp_sgd"]
+    for tuning in ("lora", "full"):
+        t = dp[tuning]
+        assert t["steps"] > 0 and positive_finite(t["plain_s"]) and positive_finite(t["dp_sgd_s"])
+        assert t["ratio"] == pytest.approx(t["dp_sgd_s"] / t["plain_s"])
+    assert dp["records"] == TINY.dp_seqs and "DP-SGD / plain" in printed
 
     fam = result["families"]
     for name in ("amplify-tiny", "esm2-tiny"):

@@ -129,7 +129,7 @@ def test_the_command_line_solves_z_for_a_target_epsilon(small_split, tmp_path, c
 
 
 @pytest.mark.parametrize(("args", "words"), [
-    (["--task", "regression"], "label scale is pooled"),
+    (["--task", "regression"], "label scale is fitted"),
     (["--dp-where", "site", "--min-sites", "2"], "every site must answer"),
 ])
 def test_dp_runs_that_would_release_more_are_refused(small_split, tmp_path, capsys, args, words):

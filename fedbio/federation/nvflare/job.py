@@ -48,7 +48,7 @@ class FedbioRecipe(Recipe):
         # The site's last word on what leaves it: private names held back, every message audited.
         audit_dir = Path(settings.run_dir) / "federation" / "audit"
         # Task names listed: NVFlare 2.9 matches filter chains by exact task name ("*" matches none).
-        dp_clip = float((settings.dp or {}).get("clip", 0.0))
+        dp_clip = float((settings.dp or {}).get("clip") or 0.0)
         job.to_clients(KeepPrivate(list(private), str(audit_dir), dp_clip), filter_type=FilterType.TASK_RESULT,
                        tasks=list(STEPS))
         # Live TensorBoard: what a site streams is audited there, then written by the server.
