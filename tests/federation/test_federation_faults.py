@@ -102,10 +102,17 @@ def test_a_failed_run_keeps_its_logs_and_says_where(small_split, tmp_path):
     assert not leftovers(out)
 
 
+def _at_a_terminal() -> None:
+    """Ctrl-C's default, as at a terminal: a test suite started in the background (``make test
+    &``) inherits SIGINT ignored, and a program rightly keeps ignoring it then."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "FEDBIO_PROFILE": "quick"}
     return subprocess.Popen([sys.executable, "-m", "fedbio", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_at_a_terminal)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "ctrl-c"])
