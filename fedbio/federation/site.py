@@ -6,9 +6,10 @@ trains with the same ``Learner.fit`` as a local run, and returns trainable param
 (``Learner.trainable_state``) and scalar scores, never records, embeddings or buffers. After
 every local epoch it writes ``RUN/federation/progress/<site>.json`` (round, epoch, training loss):
 the watchdog's sign of life, and the progress lines of ``fedbio run``. Given a ``writer`` (NVFlare's
-streaming one, from the client script), it also sends its curves as it trains: each step's training
-loss (``<site>/train_loss_step``), each epoch's (``<site>/train_loss``) and each round's score of
-the global model it received (``<site>/global_valid_<score>``), for a live TensorBoard.
+streaming one, from the client script), it also sends its curves as it trains: the training loss
+of its steps (``<site>/train_loss_step``: the mean since the last point, at most one a second),
+each epoch's (``<site>/train_loss``) and each round's score of the global model it received
+(``<site>/global_valid_<score>``), for a live TensorBoard.
 """
 
 from __future__ import annotations
@@ -175,6 +176,10 @@ class Site:
                 if key != "valid_n":
                     writer.add_scalar(f"{self.name}/global_{key}", value, rnd - 1)
         self._faults(rnd)
+        if writer is not None:   # a step's loss at most once a second (StepsThrottled)
+            from fedbio.training.tensorboard import StepsThrottled
+
+            writer = StepsThrottled(writer)
         history = self._local_epochs(meta, rnd, rounds, writer)
         curve = [h["train_loss"] for h in history]
         metrics["train_loss"] = curve[-1] if curve and curve[-1] is not None else float("nan")

@@ -42,3 +42,41 @@ def read_scalars(experiment_dir: str | Path) -> dict[str, list[tuple[int, float]
             for event in acc.Scalars(tag):
                 points[int(event.step)] = float(event.value)  # a later file wins a step
     return {tag: sorted(points.items()) for tag, points in sorted(series.items())}
+
+
+STEP_TAG = "train_loss_step"   # the per-step training loss (``fedbio.training.trainer.fit``)
+
+
+class StepsThrottled:
+    """A writer that passes on every scalar but the per-step training loss, which it sends as
+    the mean of the steps since its last point, at most one point every ``every`` seconds (and
+    at each ``flush``, once an epoch). For a stream to a server: a small model trains hundreds
+    of steps a second, and a message per step made a composition run's rounds 2.5x slower."""
+
+    def __init__(self, writer, every: float = 1.0, clock=None):
+        import time
+
+        self.writer, self.every, self.clock = writer, every, clock or time.monotonic
+        self.pending: dict[str, list] = {}   # tag -> [sum, count, last step, time of last point]
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        if not tag.endswith(STEP_TAG):
+            self.writer.add_scalar(tag, value, step)
+            return
+        now = self.clock()
+        entry = self.pending.setdefault(tag, [0.0, 0, step, now - self.every])
+        entry[0], entry[1], entry[2] = entry[0] + float(value), entry[1] + 1, step
+        if now - entry[3] >= self.every:
+            self._send(tag, entry, now)
+
+    def _send(self, tag: str, entry: list, now: float) -> None:
+        if entry[1]:
+            self.writer.add_scalar(tag, entry[0] / entry[1], entry[2])
+        entry[0], entry[1], entry[3] = 0.0, 0, now
+
+    def flush(self) -> None:
+        now = self.clock()
+        for tag, entry in self.pending.items():
+            self._send(tag, entry, now)
+        if hasattr(self.writer, "flush"):
+            self.writer.flush()
