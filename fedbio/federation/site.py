@@ -181,6 +181,8 @@ class Site:
 
             writer = StepsThrottled(writer)
         history = self._local_epochs(meta, rnd, rounds, writer)
+        if writer is not None:
+            writer.finish()
         curve = [h["train_loss"] for h in history]
         metrics["train_loss"] = curve[-1] if curve and curve[-1] is not None else float("nan")
         if rnd == rounds:  # the site's own model after the last round, scored where it lives

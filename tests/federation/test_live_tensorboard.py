@@ -143,8 +143,13 @@ def test_a_sites_step_losses_are_streamed_at_most_once_a_second():
     now[0] = 1.2
     writer.add_scalar("site-1/train_loss_step", 11.0, 11)   # a second since the last point
     writer.add_scalar("site-1/train_loss_step", 12.0, 12)
-    writer.flush()                           # the epoch's end: what is pending goes out
-    writer.flush()                           # nothing pending: nothing more
+    writer.flush()                           # an epoch's end: nothing due yet, the writer flushed
+    now[0] = 2.3
+    writer.add_scalar("site-1/train_loss_step", 13.0, 13)   # due: the mean of 12 and 13
+    writer.add_scalar("site-1/train_loss_step", 14.0, 14)
+    writer.finish()                          # the round's end: what is pending goes out
+    writer.finish()                          # nothing pending: nothing more
     assert sink.points == [("site-1/train_loss_step", 1.0, 1), ("site-1/train_loss", 5.5, 1),
-                           ("site-1/train_loss_step", 6.5, 11), ("site-1/train_loss_step", 12.0, 12)]
-    assert sink.flushes == 2
+                           ("site-1/train_loss_step", 6.5, 11), ("site-1/train_loss_step", 12.5, 13),
+                           ("site-1/train_loss_step", 14.0, 14)]
+    assert sink.flushes == 3
