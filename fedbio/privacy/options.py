@@ -41,7 +41,7 @@ def add_privacy_arguments(p) -> None:
     g.add_argument("--dp-epsilon", type=float, default=None, metavar="E",
                    help="target epsilon instead of --dp-noise (z solved with Opacus)")
     g.add_argument("--dp-delta", type=float, default=None, metavar="D",
-                   help=f"delta (default {PrivacyConfig.delta:g})")
+                   help=f"delta of both mechanisms (default {PrivacyConfig.delta:g})")
     g.add_argument("--dp-where", default=None, choices=WHERE,
                    help=f"who adds the noise (default {PrivacyConfig.where}; site: each site adds "
                         "its share, equal to central noise only under secure aggregation)")
