@@ -260,6 +260,10 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         check_accountable(z, fed.rounds, privacy.delta)
     inputs = read_inputs(cfg)
     fed.validate(inputs.n_sites)
+    if privacy.site_level and privacy.delta >= 1 / inputs.n_sites:
+        raise FedbioError(f"--dp-delta {privacy.delta:g} is not below 1 / {inputs.n_sites}, one over "
+                          "the number of sites (site-level DP protects a whole site); give e.g. "
+                          "1e-5")
     if privacy.record_level:   # each site plans its own; checked here, before any output
         plan_sites(sgd_settings(privacy), inputs.train_counts, cfg.train.batch_size,
                    cfg.train.epochs, fed.rounds)

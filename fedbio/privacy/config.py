@@ -99,7 +99,8 @@ class PrivacyConfig:
                               f"--mode {mode} run has none (use --dp-sgd-clip for DP-SGD, or a "
                               "federated --mode)")
         if task_type != "classification":
-            raise FedbioError(f"--dp-* with a {task_type} task: its label scale is fitted to the "
+            options = "--dp-sgd-*" if not self.site_level else "--dp-*"
+            raise FedbioError(f"{options} with a {task_type} task: its label scale is fitted to the "
                               "training records (a release DP does not account for); DP runs take "
                               "classification tasks (--task scl or classification)")
         if not self.record_level:

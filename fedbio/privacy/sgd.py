@@ -61,8 +61,15 @@ def plan_sites(settings: dict, counts: dict[str, int], batch_size: int, epochs: 
         secure_generator()   # torchcsprng missing: said now, not when training starts
     plans = {}
     for site, n in counts.items():
+        if settings["delta"] >= 1 / max(1, n):
+            raise FedbioError(f"--dp-delta {settings['delta']:g} is not below 1 / {n}, one over "
+                              f"{site}'s training records: a delta that large lets a mechanism "
+                              "release a record outright; give e.g. 1e-5 (well below 1 / records)")
         steps = site_steps(n, batch_size, epochs, rounds)
-        plan = RecordPrivacy.plan(settings, n, batch_size, steps)
+        try:
+            plan = RecordPrivacy.plan(settings, n, batch_size, steps)
+        except FedbioError as err:
+            raise FedbioError(f"{site}: {err}") from None
         try:
             epsilon_of(plan.noise_multiplier, steps, plan.delta, plan.sample_rate)
         except (ArithmeticError, ValueError) as err:

@@ -162,8 +162,8 @@ def group_name(m: dict) -> str:
     sgd = privacy.get("dp_sgd") if isinstance(privacy.get("dp_sgd"), dict) else None
     if sgd:
         noise = (f"Z={sgd['noise_multiplier']:.3g}" if sgd.get("noise_multiplier") is not None
-                 else f"ε≤{sgd.get('target_epsilon')}")
-        dp += f" · DP-SGD {noise} C={sgd.get('clip')} δ={privacy.get('delta', 0):g}"
+                 else f"ε≤{sgd.get('target_epsilon') or 0:g}")
+        dp += f" · DP-SGD {noise} C={sgd.get('clip') or 0:g} δ={privacy.get('delta', 0):g}"
     return f"{model} · {m['mode']}{dp}"
 
 

@@ -201,9 +201,16 @@ def test_local_and_central_runs_train_with_dp_sgd(small_split, tmp_path, capsys,
     (["--dp-sgd-clip", "1", "--dp-sgd-epsilon", "-1"], "--dp-sgd-epsilon is -1"),
     (["--dp-sgd-clip", "1", "--dp-sgd-epsilon", "0.0001"], "out of reach"),
     (["--dp-sgd-clip", "1", "--dp-sgd-noise", "1", "--dp-delta", "2"], "--dp-delta is 2"),
+    (["--dp-sgd-clip", "1", "--dp-sgd-noise", "1", "--dp-delta", "0.9"], "is not below 1 / 128"),
+    (["--mode", "local", "--dp-sgd-clip", "1", "--dp-sgd-noise", "1", "--dp-delta", "0.1"],
+     "one over site-1's training records"),
+    (["--mode", "fedavg", "--dp-clip", "1", "--dp-noise", "1", "--dp-delta", "0.5"],
+     "is not below 1 / 3, one over the number of sites"),
+    (["--mode", "fedavg", "--rounds", "2", "--dp-sgd-clip", "1", "--dp-sgd-epsilon", "0.001"],
+     "site-1: --dp-sgd-epsilon 0.001 over"),
     (["--dp-clip", "1", "--dp-noise", "1"], "applies only to federated runs"),
     (["--dp-delta", "1e-6"], "applies only to DP runs"),
-    (["--task", "regression", "--dp-sgd-clip", "1", "--dp-sgd-noise", "1"], "label scale is fitted"),
+    (["--task", "regression", "--dp-sgd-clip", "1", "--dp-sgd-noise", "1"], "--dp-sgd-* with a regression"),
 ])
 def test_dp_sgd_options_that_cannot_work_are_refused(small_split, tmp_path, capsys, args, words):
     out = tmp_path / "refused"
