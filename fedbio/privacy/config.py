@@ -68,23 +68,11 @@ class PrivacyConfig:
             raise FedbioError(f"--dp-delta is {self.delta!r}; give a number between 0 and 1, well "
                               "below 1 / (records per site), e.g. 1e-5")
         if self.record_level:
-            self._validate_sgd()
+            _check_mechanism("--dp-sgd", self.sgd_clip, self.sgd_noise, self.sgd_epsilon,
+                             "each record's gradient", " per site")
         if not self.site_level:
             return self
-        if not (_number(self.clip) and 0 < self.clip <= MAX_CLIP):
-            raise FedbioError(f"--dp-clip is {self.clip!r}; give the L2 norm each site's update is "
-                              f"clipped to, a number above 0 and at most {MAX_CLIP:g} (e.g. 1)")
-        if (self.noise is None) == (self.epsilon is None):
-            given = "both" if self.noise is not None else "neither"
-            raise FedbioError(f"--dp-noise and --dp-epsilon: {given} given; give one: the noise "
-                              "multiplier z (e.g. --dp-noise 1) or a target epsilon (e.g. "
-                              "--dp-epsilon 8)")
-        if self.noise is not None and not (_number(self.noise) and 0 <= self.noise <= MAX_NOISE):
-            raise FedbioError(f"--dp-noise is {self.noise!r}; give a noise multiplier from 0 (no "
-                              f"noise, no privacy) to {MAX_NOISE:g}, e.g. 1")
-        if self.epsilon is not None and not (_number(self.epsilon) and self.epsilon > 0):
-            raise FedbioError(f"--dp-epsilon is {self.epsilon!r}; give a target epsilon above 0, "
-                              "e.g. 8")
+        _check_mechanism("--dp", self.clip, self.noise, self.epsilon, "each site's update", "")
         if self.where not in WHERE:
             raise FedbioError(f"--dp-where is {self.where!r}; give one of {', '.join(WHERE)}")
         return self
@@ -116,23 +104,6 @@ class PrivacyConfig:
             raise FedbioError(f"--dp-sgd-* with the {backend} backend: DP-SGD runs through Opacus "
                               "on fedbio's PyTorch models; use --backend hf")
 
-    def _validate_sgd(self) -> None:
-        if not (_number(self.sgd_clip) and 0 < self.sgd_clip <= MAX_CLIP):
-            raise FedbioError(f"--dp-sgd-clip is {self.sgd_clip!r}; give the L2 norm each record's "
-                              f"gradient is clipped to, a number above 0 and at most {MAX_CLIP:g} "
-                              "(e.g. 1)")
-        if (self.sgd_noise is None) == (self.sgd_epsilon is None):
-            given = "both" if self.sgd_noise is not None else "neither"
-            raise FedbioError(f"--dp-sgd-noise and --dp-sgd-epsilon: {given} given; give one: the "
-                              "noise multiplier (e.g. --dp-sgd-noise 1) or a target epsilon per "
-                              "site (e.g. --dp-sgd-epsilon 8)")
-        if self.sgd_noise is not None and not (_number(self.sgd_noise) and 0 <= self.sgd_noise <= MAX_NOISE):
-            raise FedbioError(f"--dp-sgd-noise is {self.sgd_noise!r}; give a noise multiplier from "
-                              f"0 (no noise, no privacy) to {MAX_NOISE:g}, e.g. 1")
-        if self.sgd_epsilon is not None and not (_number(self.sgd_epsilon) and self.sgd_epsilon > 0):
-            raise FedbioError(f"--dp-sgd-epsilon is {self.sgd_epsilon!r}; give a target epsilon "
-                              "above 0, e.g. 8")
-
     def noise_multiplier(self, rounds: int) -> float:
         """z: ``noise``, or the smallest z (Opacus's search) whose epsilon after ``rounds`` is at
         most ``epsilon`` and at least 0.98 of it."""
@@ -141,3 +112,21 @@ class PrivacyConfig:
         from fedbio.privacy.accounting import noise_for_epsilon
 
         return noise_for_epsilon(self.epsilon, rounds, self.delta)
+
+
+def _check_mechanism(prefix: str, clip, noise, epsilon, clipped: str, per: str) -> None:
+    """One mechanism's clip, and its noise multiplier or target epsilon (one of the two), named
+    by its options (``prefix``: ``--dp`` or ``--dp-sgd``)."""
+    if not (_number(clip) and 0 < clip <= MAX_CLIP):
+        raise FedbioError(f"{prefix}-clip is {clip!r}; give the L2 norm {clipped} is clipped to, "
+                          f"a number above 0 and at most {MAX_CLIP:g} (e.g. 1)")
+    if (noise is None) == (epsilon is None):
+        given = "both" if noise is not None else "neither"
+        raise FedbioError(f"{prefix}-noise and {prefix}-epsilon: {given} given; give one: the "
+                          f"noise multiplier (e.g. {prefix}-noise 1) or a target epsilon{per} "
+                          f"(e.g. {prefix}-epsilon 8)")
+    if noise is not None and not (_number(noise) and 0 <= noise <= MAX_NOISE):
+        raise FedbioError(f"{prefix}-noise is {noise!r}; give a noise multiplier from 0 (no noise, "
+                          f"no privacy) to {MAX_NOISE:g}, e.g. 1")
+    if epsilon is not None and not (_number(epsilon) and epsilon > 0):
+        raise FedbioError(f"{prefix}-epsilon is {epsilon!r}; give a target epsilon above 0, e.g. 8")
