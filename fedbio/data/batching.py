@@ -111,14 +111,11 @@ def batches(data: TokenData | TensorData, batch_size: int, rng: np.random.Genera
         else:
             order = np.arange(len(data)) if rng is None else rng.permutation(len(data))
             groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        for idx in groups:
-            ids, mask = pad([data.tokens[i] for i in idx], data.pad_id)
-            yield (ids, mask), data.y[idx], idx
     else:
         order = np.arange(len(data)) if rng is None else rng.permutation(len(data))
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            yield (data.x[idx],), data.y[idx], idx
+        groups = (order[start:start + batch_size] for start in range(0, len(order), batch_size))
+    for idx in groups:
+        yield (*batch_of(data, idx), idx)
 
 
 def padding_fraction(data: TokenData, batch_size: int, bucketed: bool, seed: int = 0) -> float:

@@ -247,10 +247,7 @@ class Site:
         """This site's DP-SGD so far, kept at home (``RUN/sites/<site>/dp_sgd.json``); the
         returned ``dp_sgd_*`` entries go to the site's audit only."""
         record, path = self.sgd.record(), self._sgd_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.part")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(tmp, path)
+        write_progress(path.parent, path.stem, record)   # replaced atomically, as progress is
         return {"dp_sgd_steps": record["steps"], "dp_sgd_epsilon": record["epsilon"]}
 
     def _sgd_path(self) -> Path:
