@@ -72,6 +72,11 @@ class ServerSettings:
     dp: dict | None = None  # DP (fedbio.privacy.fedavg.run_settings): no scores asked, last model
                             # delivered; clip set: site-level DP-FedAvg's noisy mean
 
+    @property
+    def site_level_dp(self) -> bool:
+        """Site-level DP-FedAvg: the noisy mean of clipped updates (``dp["clip"]`` set)."""
+        return bool(self.dp) and self.dp.get("clip") is not None
+
     def to_dict(self) -> dict:
         """Plain, JSON-ready data (what NVFlare's job config carries)."""
         return {**asdict(self), "server_betas": list(self.server_betas)}
@@ -217,7 +222,7 @@ class Server:
                 if "bytes_up" in info:
                     self.report(f"bytes_up/{site}", float(info["bytes_up"]), rnd)
             self._require(ok, f"round {rnd}")
-            if self.s.dp and self.s.dp.get("clip") is not None:   # site-level DP-FedAvg
+            if self.s.site_level_dp:
                 average = self._private_mean(rnd, params, ok, row, rng)
             else:
                 average = weighted_mean([(s, row["sites"][s]["n_train"] if self.s.weighted else 1.0,
@@ -228,7 +233,7 @@ class Server:
             if not np.isfinite(row["update_norm"]):
                 fix = ("lower --dp-clip or --dp-noise (the noise's sd on the sum is "
                        f"{self.s.dp['noise_multiplier'] * self.s.dp['clip']:g})"
-                       if self.s.dp and self.s.dp.get("clip") is not None else "lower --server-lr")
+                       if self.s.site_level_dp else "lower --server-lr")
                 self.stop(f"round {rnd}: the aggregated global model is not finite (update norm "
                           f"{row['update_norm']}); {fix}")
             params = new

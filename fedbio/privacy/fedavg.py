@@ -2,7 +2,7 @@
 ``metrics.json`` says.
 
     check_private_federation(privacy, min_sites, stream)         # before anything runs
-    dp = run_settings(privacy, z, sites, composition, rounds)    # sites.json, server
+    dp = run_settings(privacy, z, sites, composition)            # sites.json, server
     metrics["privacy"] = privacy_block(dp, privacy, rounds, composition, record_level)
 
 Site-level DP-FedAvg: the sites clip (``fedbio.federation.site``), the server adds the noise and
