@@ -174,6 +174,13 @@ def cmd_run(args) -> int:
             print(f"privacy: DP-SGD at each site (Opacus), record gradients clipped to "
                   f"{privacy.sgd_clip:g}, {noise}, delta {privacy.delta:g}"
                   + (", secure_mode" if privacy.secure_mode else ""), flush=True)
+        if privacy.share_fraction is not None:
+            print(f"privacy: selective sharing: each site sends the largest {100 * privacy.share_fraction:g} % "
+                  "of its update's entries" + (f", clipped to ±{privacy.share_clip:g}"
+                                               if privacy.share_clip else ""), flush=True)
+        if privacy.svt:
+            print(f"privacy: NVFlare's SVT on each update (fraction {privacy.svt_fraction:g}, epsilon "
+                  f"{privacy.svt_epsilon:g}, gamma {privacy.svt_gamma:g})", flush=True)
 
     if fed is not None:
         from fedbio.federation import run_federated
@@ -334,8 +341,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _register_attack(sub) -> None:
+    from fedbio.privacy.cli import register
+
+    register(sub)
+
+
 # Commands defined in their own modules (imported lazily so `fedbio --help` stays instant).
-_EXTRA_COMMANDS: list = [_register_report, _register_bench]
+_EXTRA_COMMANDS: list = [_register_report, _register_bench, _register_attack]
 
 
 def _on_signal(signum, frame):

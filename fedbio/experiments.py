@@ -6,6 +6,9 @@ tables.
     runs = compare("composition", "quick", "runs/cache", seeds=(0, 1, 2))
     seed_summary(runs)                  # test accuracy (%): mean, sd and each seed, per mode
     skew_sweep(["composition"], {0.1: split_a, 100.0: split_b}, "quick", "runs/cache")
+    rows = defence_sweep({"none": ("fedavg", None), "share 10%": ("fedavg", PrivacyConfig(share_fraction=0.1))},
+                         "quick", "runs/cache", seeds=(0, 1, 2))
+    defence_table(rows)                 # accuracy and membership AUC per defence, mean ± sd
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from fedbio.federation import FedConfig
-from fedbio.training.run import cached_run, plan
+from fedbio.privacy.config import PrivacyConfig
+from fedbio.training.run import cached_run, plan, run_folder
 
 BASELINES = ("local", "central")
 
@@ -79,3 +83,73 @@ def skew_sweep(models: Sequence[str | None], splits: Mapping[float, str | Path],
     if {"fedavg", "fedprox"} <= set(table):
         table["FedProx - FedAvg"] = table["fedprox"] - table["fedavg"]
     return table
+
+
+def defence_sweep(defences: Mapping[str, tuple[str, PrivacyConfig | None]], profile: str,
+                  root: str | Path, seeds: Sequence[int] = (0,), model: str | None = "composition",
+                  rounds: int = 4, split: str | Path | None = None, attack=None):
+    """One row per (defence, seed): each defence (``name: (mode, PrivacyConfig or None)``) is
+    run on the same split and seeds (cached under ``root``), then attacked with ``fedbio attack
+    membership`` (``attack``: an ``AttackConfig``; the attack is cached in the run folder too).
+    Columns: accuracy (%) of the delivered model (local runs: the sites' mean), membership AUC
+    and TPR at 1 % FPR, epsilon (DP-FedAvg, the largest DP-SGD, or SVT's), the cosine between
+    what a site sent and its true update (filters), and the run folder."""
+    import json
+
+    import pandas as pd
+
+    from fedbio.federation import run_federated
+    from fedbio.federation.config import ALGORITHMS
+    from fedbio.privacy.attack import RESULT, attack_run
+    from fedbio.training.run import run
+
+    rows = []
+    for seed in seeds:
+        for name, (mode, privacy) in defences.items():
+            cfg = plan(mode=mode, model=model, profile=profile, seed=seed,
+                       split=str(split) if split else None)
+            kwargs = {"privacy": privacy} if privacy is not None else {}
+            if mode in ALGORITHMS:
+                kwargs["fed"] = FedConfig(rounds=rounds)
+            cached_run(cfg, root, progress=False, runner=run_federated if mode in ALGORITHMS else run,
+                       **kwargs)
+            folder = run_folder(cfg, root, **kwargs)
+            if not (folder / "attack" / RESULT).is_file():
+                attack_run(folder, attack, progress=False)
+            rows.append({"defence": name, "seed": seed,
+                         **defence_row(json.loads((folder / "metrics.json").read_text())),
+                         "run": str(folder)})
+    return pd.DataFrame(rows)
+
+
+def defence_row(m: dict) -> dict:
+    """The numbers ``defence_sweep`` tables from one attacked run's ``metrics.json``."""
+    p = m.get("privacy") or {}
+    filt = p.get("update_filter") or {}
+    epsilon, of = None, ""
+    if p.get("clip") is not None:
+        epsilon, of = p.get("epsilon"), "site-level DP-FedAvg"
+    if (p.get("dp_sgd") or {}).get("epsilon_max") is not None:
+        epsilon, of = p["dp_sgd"]["epsilon_max"], "DP-SGD (per record, largest site's)"
+    if filt.get("epsilon_total") is not None:
+        epsilon, of = filt["epsilon_total"], "SVT (NVFlare's ledger, summed over rounds)"
+    return {"accuracy (%)": 100 * m["test"]["accuracy"], "membership AUC": p.get("membership_auc"),
+            "TPR at 1% FPR": p.get("tpr_at_1pct_fpr"), "epsilon": epsilon, "epsilon of": of,
+            "cosine": filt.get("cosine_mean")}
+
+
+def defence_table(rows):
+    """``defence_sweep``'s rows as one row per defence (in the order given): mean and sd over
+    seeds of accuracy and membership AUC, mean TPR at 1 % FPR, epsilon and cosine."""
+    import pandas as pd
+
+    order = list(dict.fromkeys(rows["defence"]))
+    grouped = rows.groupby("defence", sort=False)
+    out = pd.DataFrame({
+        "accuracy (%)": grouped["accuracy (%)"].mean(), "accuracy (%) sd": grouped["accuracy (%)"].std(),
+        "membership AUC": grouped["membership AUC"].mean(),
+        "membership AUC sd": grouped["membership AUC"].std(),
+        "TPR at 1% FPR": grouped["TPR at 1% FPR"].mean(), "epsilon": grouped["epsilon"].mean(),
+        "epsilon of": grouped["epsilon of"].first(),
+        "cosine": grouped["cosine"].mean(), "seeds": grouped["seed"].count()})
+    return out.loc[order]

@@ -136,6 +136,21 @@ def _mark(folder: Path, kind: str) -> None:
     (folder / MARKER).write_text(json.dumps({"kind": kind, "files": sorted(_files(folder))}) + "\n")
 
 
+def add_to_marker(folder: Path, sub: str) -> None:
+    """Add what ``folder/sub`` now holds to ``folder``'s ``.fedbio.json`` (a command that writes
+    into another command's output, as ``fedbio attack`` does into a run), so that a later
+    ``--overwrite`` of ``folder`` still knows every file there as fedbio's."""
+    path = Path(folder) / MARKER
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return   # not a folder fedbio published: nothing to keep up to date
+    files = set(info.get("files", [])) | {f for f in _files(Path(folder)) if f.startswith(sub + "/")}
+    tmp = path.with_name(MARKER + ".part")
+    tmp.write_text(json.dumps({**info, "files": sorted(files)}) + "\n")
+    os.replace(tmp, path)
+
+
 class OutputLock:
     """``OUT.lock``: an exclusive ``flock``; a second writer fails at once with one line."""
 

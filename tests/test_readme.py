@@ -61,7 +61,7 @@ def _met(need: str) -> bool:
 def test_the_section_has_the_commands_users_need():
     commands = readme_commands()
     verbs = {shlex.split(c)[1] for c, _ in commands}
-    assert {"split", "run", "report", "predict", "bench", "weights"} <= verbs
+    assert {"split", "run", "report", "predict", "bench", "weights", "attack"} <= verbs
     assert {need for _, need in commands if need} == {"GPU", "network", "your files"}
     assert all(c.startswith("fedbio ") for c, _ in commands)
 

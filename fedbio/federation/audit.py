@@ -42,7 +42,7 @@ def split_private(params: dict, prefixes) -> tuple[dict, list[str]]:
 
 
 def audit(folder: str | Path, site: str, task: str, params: dict, dropped: list[str],
-          dp: dict | None = None) -> None:
+          dp: dict | None = None, update_filter: dict | None = None) -> None:
     """Append one line to ``folder/<site>.jsonl``: the names and sizes that left, what was held
     back, and under DP the update's norm before clipping, the clip and the noise the site added."""
     import numpy as np
@@ -51,6 +51,8 @@ def audit(folder: str | Path, site: str, task: str, params: dict, dropped: list[
              "held_back": dropped}
     if dp is not None:
         entry["dp"] = dp
+    if update_filter is not None:
+        entry["filter"] = update_filter
     _append(folder, site, entry)
 
 
@@ -64,6 +66,8 @@ def _append(folder: str | Path, site: str, entry: dict) -> None:
 
 DP_KEYS = ("dp_norm", "dp_scale", "dp_noise_sd",   # a DP reply's meta for the audit, never sent
            "dp_sgd_steps", "dp_sgd_epsilon")
+FILTER_KEYS = ("share_kept", "share_cosine",         # a filtered update's, for the audit only
+               "svt_epsilon", "svt_cosine", "svt_sent")
 
 
 def dp_record(meta: dict, clip: float | None) -> dict | None:
@@ -81,6 +85,20 @@ def dp_record(meta: dict, clip: float | None) -> dict | None:
     if "dp_sgd_steps" in found:
         out["dp_sgd"] = {"steps": int(found["dp_sgd_steps"]), "epsilon": found.get("dp_sgd_epsilon")}
     return out
+
+
+def filter_record(meta: dict) -> dict | None:
+    """Remove a filtered update's ``share_*``/``svt_*`` meta (in place) and say it as the
+    audit's ``filter`` entry: entries kept (selective sharing) or sent (SVT), the cosine
+    similarity between what was sent and the true update, and SVT's epsilon for this message."""
+    found = {k: meta.pop(k) for k in FILTER_KEYS if k in meta}
+    meta.pop("update", None)
+    if not found:
+        return None
+    if "share_kept" in found:
+        return {"kind": "share", "kept": int(found["share_kept"]), "cosine": found.get("share_cosine")}
+    return {"kind": "svt", "sent": found.get("svt_sent"), "cosine": found.get("svt_cosine"),
+            "epsilon": found.get("svt_epsilon")}
 
 
 def audit_stream(folder: str | Path, site: str, tag: str, step, sent: bool) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedbio.federation.audit import AuditedWriter, audit, dp_record, split_private
+from fedbio.federation.audit import AuditedWriter, audit, dp_record, filter_record, split_private
 from fedbio.federation.server import Reply, Server
 from fedbio.federation.site import failure_meta
 
@@ -43,8 +43,9 @@ def local_ask(sites: dict, audit_dir: str | None = None, writers: dict | None = 
                                                      writers.get(name))
                     out, dropped = split_private(_numpy(out), site.spec.get("private", ()))
                     dp = dp_record(extra, (site.dp or {}).get("clip"))   # the audit's, not sent
+                    kept = filter_record(extra)
                     if audit_dir:
-                        audit(audit_dir, name, task, out, dropped, dp)
+                        audit(audit_dir, name, task, out, dropped, dp, kept)
                     ok[name] = Reply(out, metrics, {"NUM_STEPS_CURRENT_ROUND": site.weight, **extra})
                 elif task == "stats":
                     ok[name] = Reply(_numpy(site.statistics()))

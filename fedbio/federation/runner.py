@@ -64,7 +64,7 @@ from fedbio.training.run import (
 
 
 def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path,
-              dp: dict | None = None) -> dict:
+              dp: dict | None = None, update_filter: dict | None = None) -> dict:
     """What every site's client script reads (``RUN/federation/sites.json``); no data in it."""
     fed_dir = run_dir / "federation"
     split = Path(task.split_dir).resolve()
@@ -83,6 +83,7 @@ def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path,
         "private": list(private_prefixes(fed.private_heads, task.task_type)),
         "stream": bool(fed.stream_metrics),
         "privacy": dp,
+        "update_filter": update_filter,
     }
 
 
@@ -143,7 +144,7 @@ def _initial_model(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path
 
 
 def server_settings(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path,
-                    dp: dict | None = None) -> ServerSettings:
+                    dp: dict | None = None, update_filter: dict | None = None) -> ServerSettings:
     metric, sign = key_metric(task.task_type)
     return ServerSettings(
         run_dir=str(run_dir), algorithm=cfg.mode, num_rounds=fed.rounds, min_sites=fed.min_sites,
@@ -151,21 +152,26 @@ def server_settings(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Pat
         server_lr=fed.server_lr, server_momentum=fed.server_momentum, server_betas=tuple(fed.server_betas),
         server_eps=fed.server_eps, key_metric=metric, higher_is_better=sign > 0,
         task_timeout=fed.task_timeout, feature_stats=cfg.model.is_composition and not dp, dp=dp,
-        weighted=fed.weighted,
+        weighted=fed.weighted, update_filter=update_filter,
         # one scaler for labels that feed shared heads; private heads keep their site's own
         label_stats=task.task_type == "regression" or (
             task.task_type == "multitask" and not private_prefixes(fed.private_heads, task.task_type)))
 
 
 def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, progress: bool = True,
-             engine: str = "nvflare", dp: dict | None = None) -> dict:
+             engine: str = "nvflare", dp: dict | None = None,
+             update_filter: dict | None = None) -> dict:
     """Run the federation in ``run_dir`` (``engine``: the NVFlare simulator, or ``loop``: the same
-    Site/Server code in this process); return the server's history (``history.json``)."""
+    Site/Server code in this process); return the server's history (``history.json``).
+    ``update_filter``: ``PrivacyConfig.update_filter()`` (selective sharing or SVT)."""
     sites = list(task.sites)
     spec = run_dir / "federation" / "sites.json"
     spec.parent.mkdir(parents=True, exist_ok=True)
-    spec.write_text(json.dumps(site_spec(cfg, fed, task, run_dir, dp), indent=1) + "\n")
-    settings = server_settings(cfg, fed, task, run_dir, dp)
+    spec.write_text(json.dumps(site_spec(cfg, fed, task, run_dir, dp, update_filter), indent=1) + "\n")
+    settings = server_settings(cfg, fed, task, run_dir, dp, update_filter)
+    if engine == "loop" and (update_filter or {}).get("kind") == "svt":
+        raise FedbioError("--svt runs NVFlare's SVTPrivacy filter, which only the NVFlare engine "
+                          "applies; run it with engine='nvflare'")
     if engine == "loop":
         try:
             history = simulate_in_loop(settings, str(spec), sites, cfg.train.threads or None)
@@ -252,8 +258,11 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         check_simulator_paths(out)
     privacy = (privacy or PrivacyConfig()).validate()
     z = None
+    privacy.check_run(task_type_of(cfg.task), cfg.mode, cfg.model)
+    if privacy.svt and engine != "nvflare":
+        raise FedbioError("--svt runs NVFlare's SVTPrivacy filter, which only the NVFlare engine "
+                          "applies; run it with engine='nvflare'")
     if privacy.enabled:
-        privacy.check_run(task_type_of(cfg.task), cfg.mode, cfg.model)
         check_private_federation(privacy, fed.min_sites, fed.stream_metrics)
     if privacy.site_level:
         z = privacy.noise_multiplier(fed.rounds)   # a target epsilon is solved here, before output
@@ -280,7 +289,7 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")
         learner = _initial_model(cfg, fed, task, tmp)
-        history = federate(cfg, fed, task, tmp, progress, engine, dp)
+        history = federate(cfg, fed, task, tmp, progress, engine, dp, privacy.update_filter())
         if private_prefixes(fed.private_heads, task.task_type):  # no global head to score with
             test, hard = site_test_scores(history), site_test_scores(history, "test_hard")
         else:
@@ -289,6 +298,12 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         if dp:
             metrics["privacy"] = privacy_block(dp, privacy, fed.rounds, cfg.model.is_composition,
                                                site_records(tmp, task.sites) if privacy.record_level else None)
+        if privacy.filters_update:
+            from fedbio.federation.audit import read_audit
+            from fedbio.privacy.sharing import filter_block
+
+            metrics["privacy"] = {"update_filter": filter_block(
+                privacy.update_filter(), history, read_audit(tmp / "federation" / "audit"))}
         metrics["wall_seconds"] = round(time.time() - start, 2)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics

@@ -71,6 +71,8 @@ class ServerSettings:
     weighted: bool = True   # weight each site by its record count (FedAvg); False: plain mean
     dp: dict | None = None  # DP (fedbio.privacy.fedavg.run_settings): no scores asked, last model
                             # delivered; clip set: site-level DP-FedAvg's noisy mean
+    update_filter: dict | None = None  # selective sharing or SVT (PrivacyConfig.update_filter):
+                            # sites send filtered updates; each is checked for its non-zero entries
 
     @property
     def site_level_dp(self) -> bool:
@@ -224,6 +226,8 @@ class Server:
             self._require(ok, f"round {rnd}")
             if self.s.site_level_dp:
                 average = self._private_mean(rnd, params, ok, row, rng)
+            elif self.s.update_filter:
+                average = self._filtered_mean(rnd, params, ok, row)
             else:
                 average = weighted_mean([(s, row["sites"][s]["n_train"] if self.s.weighted else 1.0,
                                           r.params) for s, r in ok.items()])
@@ -285,6 +289,33 @@ class Server:
                       "site every site's noise is needed for the accounted epsilon")
         row["dp"] = {"updates": len(ok), "noise_sd_sum": z * clip}
         mean = noisy_mean([ok[s].params for s in sorted(ok)], clip, z, rng)
+        return {k: (np.asarray(params[k], np.float64) + np.asarray(mean[k], np.float64))
+                .astype(np.asarray(params[k]).dtype) for k in params}
+
+    # -- selective sharing and SVT ---------------------------------------------------------------
+    def _filtered_mean(self, rnd: int, params: dict, ok: dict, row: dict) -> dict:
+        """The global weights plus the FedAvg mean of the sites' filtered updates. Each update
+        may hold at most the filter's share of non-zero entries (``fedbio.privacy.sharing.allowed``);
+        a site that sends more is refused for the round, and ``row`` records what each sent."""
+        from fedbio.privacy.sharing import allowed, nonzero, values
+
+        kind, fraction = self.s.update_filter["kind"], float(self.s.update_filter["fraction"])
+        total = values(params)
+        limit = allowed(total, kind, fraction)
+        for site in list(ok):
+            count = nonzero(ok[site].params)
+            row["sites"][site]["nonzero"] = count
+            if count > limit:
+                del ok[site]
+                reason = f"sent {count} non-zero entries > {limit} ({kind} fraction {fraction:g})"
+                row["sites"][site] = {"failed": reason}
+                row["failed"][site] = reason
+        row["ok"] = sorted(ok)
+        row["filter"] = {"kind": kind, "entries": total, "allowed": limit,
+                         "nonzero": {s: row["sites"][s]["nonzero"] for s in sorted(ok)}}
+        self._require(ok, f"round {rnd}")
+        mean = weighted_mean([(s, row["sites"][s]["n_train"] if self.s.weighted else 1.0, r.params)
+                              for s, r in ok.items()])
         return {k: (np.asarray(params[k], np.float64) + np.asarray(mean[k], np.float64))
                 .astype(np.asarray(params[k]).dtype) for k in params}
 

@@ -100,6 +100,8 @@ class Site:
             self.sgd.resume(self._sgd_path())   # a restarted site process counts its past steps
         # FedAvg's weight: the site's record count, which DP does not release (unweighted mean)
         self.weight = 1.0 if self.dp else float(self.n_train)
+        # selective sharing or SVT: the site sends its update (filtered here, or by NVFlare's SVT)
+        self.update_filter = spec.get("update_filter")
 
     @classmethod
     def load(cls, path: str | Path, name: str) -> Site:
@@ -170,6 +172,8 @@ class Site:
         self._apply(params, meta)
         if self.dp:
             return self._train_private(params, meta, rnd, rounds)
+        received = ({k: torch.as_tensor(v).detach().to("cpu").clone() for k, v in params.items()}
+                    if self.update_filter else None)
         metrics = scalars(self.learner.score(self.data("valid")), "valid_")
         if writer is not None:
             for key, value in metrics.items():
@@ -194,7 +198,26 @@ class Site:
             if self.spec.get("private"):  # its private head makes it the site's model: kept here
                 self.learner.save(Path(self.spec["run_dir"]) / "sites" / self.name / "model",
                                   trained_tasks(self.records["train"]))
+        if received is not None:
+            sent, extra = self._filtered_update(received)
+            return sent, metrics, {"curve": curve, **extra}
         return self.learner.trainable_state(), metrics, {"curve": curve}
+
+    def _filtered_update(self, received: dict) -> tuple[dict, dict]:
+        """The update (local minus global weights) instead of the weights: for SVT as it is
+        (NVFlare's ``SVTPrivacy`` filters it on its way out), for selective sharing only its
+        largest entries (``fedbio.privacy.sharing``). The ``share_*`` entries are for the
+        site's own audit, which removes them before anything is sent."""
+        from fedbio.privacy.sharing import cosine, top_fraction
+
+        state = self.learner.trainable_state()
+        update = {k: (state[k].detach().to("cpu", torch.float64) - received[k].to(torch.float64))
+                  .numpy() for k in received}
+        if self.update_filter["kind"] != "share":
+            return {k: torch.from_numpy(v).to(state[k].dtype) for k, v in update.items()}, {"update": 1}
+        sent, kept = top_fraction(update, self.update_filter["fraction"], self.update_filter["clip"])
+        extra = {"update": 1, "share_kept": kept, "share_cosine": cosine(sent, update)}
+        return {k: torch.from_numpy(v).to(state[k].dtype) for k, v in sent.items()}, extra
 
     def _local_epochs(self, meta: dict, rnd: int, rounds: int, writer=None) -> list[dict]:
         """The round's E/R local epochs from the global model now loaded (FedProx if asked)."""

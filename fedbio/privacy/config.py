@@ -1,4 +1,4 @@
-"""``PrivacyConfig``: a run's differential privacy, checked once, with the option names in errors.
+"""``PrivacyConfig``: a run's privacy defences, checked once, with the option names in errors.
 
     privacy = PrivacyConfig(clip=1.0, epsilon=8.0)        # fedbio run --dp-clip 1 --dp-epsilon 8
     z = privacy.noise_multiplier(rounds=4)                # solved with Opacus for epsilon 8
@@ -7,6 +7,12 @@
 Two mechanisms, either or both: site-level DP-FedAvg (``clip``/``noise``/``epsilon``/``where``:
 the protected unit is a site's whole data set) and record-level DP-SGD inside each site
 (``sgd_*``: the protected unit is one record). ``delta`` serves both.
+
+Two filters on what a site sends instead of its weights, its update (local minus global
+weights), for federated runs without DP: selective sharing (``share_fraction``: only the
+largest-magnitude entries, Shokri & Shmatikov 2015) and NVFlare's sparse vector technique
+(``svt``: a noisy selection and noisy values, with NVFlare's epsilon). Neither is a guarantee
+on its own: the membership attack (``fedbio attack membership``) measures what each one buys.
 """
 
 from __future__ import annotations
@@ -43,6 +49,17 @@ class PrivacyConfig:
                                       # Opacus for its sample rate and steps, 0.98 E <= eps <= E
     secure_mode: bool = False         # Opacus's secure_mode: a cryptographic generator
                                       # (torchcsprng) for the noise and the sampling; for production
+    share_fraction: float | None = None  # selective sharing: each site sends only this fraction
+                                      # of its update's entries, the largest in magnitude; None = off
+    share_clip: float | None = None   # ... and each entry sent clipped to [-G, G]; None = not clipped
+    svt: bool = False                 # NVFlare's SVTPrivacy filter on each site's update
+    svt_fraction: float = 0.1         # share of the update's entries SVT sends
+    svt_epsilon: float = 0.1          # SVT's epsilon for the noisy threshold and selection
+    svt_release_epsilon: float | None = None  # epsilon of the noisy values sent; None: NVFlare's
+                                      # default, (entries sent) x svt_noise_var
+    svt_noise_var: float = 0.1        # NVFlare's noise_var (used when svt_release_epsilon is None)
+    svt_gamma: float = 1e-5           # each entry clipped to [-gamma, gamma] (its sensitivity)
+    svt_tau: float = 1e-6             # the threshold, before its noise
 
     @property
     def site_level(self) -> bool:
@@ -57,11 +74,30 @@ class PrivacyConfig:
 
     @property
     def enabled(self) -> bool:
-        """Either mechanism: a site then releases nothing DP does not account for."""
+        """Either DP mechanism: a site then releases nothing DP does not account for."""
         return self.site_level or self.record_level
+
+    @property
+    def filters_update(self) -> bool:
+        """Selective sharing or SVT: each site sends a filtered update, not its weights."""
+        return self.share_fraction is not None or self.svt
+
+    def update_filter(self) -> dict | None:
+        """What the sites and the server need for selective sharing or SVT (plain data)."""
+        if self.share_fraction is not None:
+            return {"kind": "share", "fraction": float(self.share_fraction),
+                    "clip": None if self.share_clip is None else float(self.share_clip)}
+        if self.svt:
+            return {"kind": "svt", "fraction": float(self.svt_fraction),
+                    "epsilon": float(self.svt_epsilon), "noise_var": float(self.svt_noise_var),
+                    "release_epsilon": (None if self.svt_release_epsilon is None
+                                        else float(self.svt_release_epsilon)),
+                    "gamma": float(self.svt_gamma), "tau": float(self.svt_tau)}
+        return None
 
     def validate(self) -> PrivacyConfig:
         """Raise a FedbioError naming the ``fedbio run`` option for settings that cannot work."""
+        self._check_filters()
         if not self.enabled:
             return self
         if not (_number(self.delta) and 0 < self.delta < 1):
@@ -77,9 +113,42 @@ class PrivacyConfig:
             raise FedbioError(f"--dp-where is {self.where!r}; give one of {', '.join(WHERE)}")
         return self
 
+    def _check_filters(self) -> None:
+        if self.share_fraction is not None and self.svt:
+            raise FedbioError("--share-fraction and --svt: choose one filter for the update")
+        if self.filters_update and self.enabled:
+            raise FedbioError(f"{'--svt' if self.svt else '--share-fraction'} with --dp-*: DP "
+                              "already decides what an update may carry; use one or the other")
+        if self.share_fraction is not None and not (_number(self.share_fraction)
+                                                    and 0 < self.share_fraction <= 1):
+            raise FedbioError(f"--share-fraction is {self.share_fraction!r}; give the share of "
+                              "each update's entries a site sends, above 0 and at most 1 (e.g. 0.1)")
+        if self.share_clip is not None and not (_number(self.share_clip) and self.share_clip > 0):
+            raise FedbioError(f"--share-clip is {self.share_clip!r}; give the bound each entry "
+                              "sent is clipped to, above 0 (e.g. 0.01)")
+        if not self.svt:
+            return
+        if not (_number(self.svt_fraction) and 0 < self.svt_fraction <= 1):
+            raise FedbioError(f"--svt-fraction is {self.svt_fraction!r}; give a share above 0 "
+                              "and at most 1 (e.g. 0.1)")
+        for option, value in (("--svt-epsilon", self.svt_epsilon), ("--svt-noise-var", self.svt_noise_var),
+                              ("--svt-gamma", self.svt_gamma)):
+            if not (_number(value) and value > 0):
+                raise FedbioError(f"{option} is {value!r}; give a number above 0")
+        if self.svt_release_epsilon is not None and not (_number(self.svt_release_epsilon)
+                                                         and self.svt_release_epsilon > 0):
+            raise FedbioError(f"--svt-release-epsilon is {self.svt_release_epsilon!r}; give a "
+                              "number above 0, or leave it out for NVFlare's default")
+        if not (_number(self.svt_tau) and self.svt_tau >= 0):
+            raise FedbioError(f"--svt-tau is {self.svt_tau!r}; give a threshold of 0 or more")
+
     def check_run(self, task_type: str, mode: str, model) -> None:
         """Refuse a DP run whose other settings would release what DP does not account for, or
         that DP-SGD cannot train (before anything is written); ``model``: its ``ModelConfig``."""
+        if self.filters_update and mode in ("local", "central"):
+            raise FedbioError(f"{'--svt' if self.svt else '--share-fraction'} filters what a site "
+                              f"sends to the server; a --mode {mode} run sends nothing (use a "
+                              "federated --mode)")
         if not self.enabled:
             return
         if self.site_level and mode in ("local", "central"):

@@ -12,7 +12,11 @@ SITE_LEVEL = {"--dp-clip": "dp_clip", "--dp-noise": "dp_noise", "--dp-epsilon": 
               "--dp-where": "dp_where"}
 RECORD_LEVEL = {"--dp-sgd-clip": "dp_sgd_clip", "--dp-sgd-noise": "dp_sgd_noise",
                 "--dp-sgd-epsilon": "dp_sgd_epsilon", "--dp-sgd-secure": "dp_sgd_secure"}
-PRIVACY_OPTIONS = {**SITE_LEVEL, "--dp-delta": "dp_delta", **RECORD_LEVEL}
+FILTERS = {"--share-fraction": "share_fraction", "--share-clip": "share_clip", "--svt": "svt",
+           "--svt-fraction": "svt_fraction", "--svt-epsilon": "svt_epsilon",
+           "--svt-release-epsilon": "svt_release_epsilon", "--svt-noise-var": "svt_noise_var",
+           "--svt-gamma": "svt_gamma", "--svt-tau": "svt_tau"}
+PRIVACY_OPTIONS = {**SITE_LEVEL, "--dp-delta": "dp_delta", **RECORD_LEVEL, **FILTERS}
 
 
 def applicable(args, federated: bool) -> list[tuple[str, object, bool, str]]:
@@ -27,6 +31,11 @@ def applicable(args, federated: bool) -> list[tuple[str, object, bool, str]]:
               for option, name in RECORD_LEVEL.items() if option != "--dp-sgd-clip"]
     rules.append(("--dp-delta", args.dp_delta, site_level or record_level,
                   "DP runs (--dp-clip S or --dp-sgd-clip C)"))
+    rules += [(option, getattr(args, name) or None, federated, fed_runs) for option, name in FILTERS.items()]
+    rules.append(("--share-clip", args.share_clip, args.share_fraction is not None,
+                  "selective sharing (--share-fraction F)"))
+    rules += [(option, getattr(args, name), bool(args.svt), "SVT runs (--svt)")
+              for option, name in FILTERS.items() if option.startswith("--svt-")]
     return rules
 
 
@@ -54,6 +63,28 @@ def add_privacy_arguments(p) -> None:
                    help="target epsilon per site instead of --dp-sgd-noise (solved with Opacus)")
     g.add_argument("--dp-sgd-secure", action="store_true",
                    help="Opacus's secure_mode: cryptographic noise and sampling (needs torchcsprng)")
+    d = PrivacyConfig()
+    g = p.add_argument_group("filters on each site's update (federated runs without DP; measure "
+                             "them with fedbio attack membership)")
+    g.add_argument("--share-fraction", type=float, default=None, metavar="F",
+                   help="selective sharing: send only the largest-magnitude F of the update's "
+                        "entries (0.1: the top 10%%)")
+    g.add_argument("--share-clip", type=float, default=None, metavar="G",
+                   help="with --share-fraction: clip each entry sent to [-G, G]")
+    g.add_argument("--svt", action="store_true",
+                   help="NVFlare's sparse vector technique (SVTPrivacy) on the update")
+    g.add_argument("--svt-fraction", type=float, default=None, metavar="F",
+                   help=f"share of entries SVT sends (default {d.svt_fraction:g})")
+    g.add_argument("--svt-epsilon", type=float, default=None, metavar="E",
+                   help=f"SVT's epsilon for threshold and selection (default {d.svt_epsilon:g})")
+    g.add_argument("--svt-release-epsilon", type=float, default=None, metavar="E",
+                   help="epsilon of the values sent (default: entries sent x --svt-noise-var)")
+    g.add_argument("--svt-noise-var", type=float, default=None, metavar="V",
+                   help=f"NVFlare's noise_var (default {d.svt_noise_var:g})")
+    g.add_argument("--svt-gamma", type=float, default=None, metavar="G",
+                   help=f"clip each entry to [-G, G] (default {d.svt_gamma:g})")
+    g.add_argument("--svt-tau", type=float, default=None, metavar="T",
+                   help=f"SVT's threshold before noise (default {d.svt_tau:g})")
 
 
 def privacy_config(args) -> PrivacyConfig:
@@ -63,4 +94,8 @@ def privacy_config(args) -> PrivacyConfig:
               ("delta", "dp_delta"), ("where", "dp_where"), ("sgd_clip", "dp_sgd_clip"),
               ("sgd_noise", "dp_sgd_noise"), ("sgd_epsilon", "dp_sgd_epsilon"))}
     given["secure_mode"] = bool(args.dp_sgd_secure) or None
+    given["svt"] = bool(args.svt) or None
+    for field in ("share_fraction", "share_clip", "svt_fraction", "svt_epsilon",
+                  "svt_release_epsilon", "svt_noise_var", "svt_gamma", "svt_tau"):
+        given[field] = getattr(args, field)
     return PrivacyConfig(**{k: v for k, v in given.items() if v is not None}).validate()

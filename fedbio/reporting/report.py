@@ -37,6 +37,7 @@ from fedbio.reporting.curves import (  # noqa: F401  (plot_curves and friends: f
     round_curves,
 )
 from fedbio.reporting.document import Report, markdown, mixed_lines
+from fedbio.reporting.leakage import leakage_cells, privacy_utility
 from fedbio.reporting.runs import (  # noqa: F401  (collect and load_metrics: fedbio.reporting.report's API)
     MAX_BOOT,
     MIN_BOOT,
@@ -271,6 +272,10 @@ def seed_table(groups: Groups, n_boot: int = 1000, predictions: _Predictions | N
     if any(_has(m, "dp_sgd") for runs in groups.values() for _, m in runs):
         rows["ε (DP-SGD, max over sites)"] = {"# samples": "", **{name: record_epsilon_cell(runs)
                                                                   for name, runs in groups.items()}}
+    leak = {name: leakage_cells(runs) for name, runs in groups.items()}
+    for row in next(iter(leak.values())):
+        if any(cells[row] != "—" for cells in leak.values()):
+            rows[row] = {"# samples": "", **{name: cells[row] for name, cells in leak.items()}}
     return pd.DataFrame(rows).T
 
 
@@ -322,7 +327,6 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, n_boot: int = 
     return Path(out), files
 
 
-
 def _seed_report(groups: Groups, n_boot: int, notes: list[str]) -> Report:
     """Classification or regression: the seed table and its figures."""
     predictions = _Predictions()
@@ -350,6 +354,16 @@ def _seed_report(groups: Groups, n_boot: int, notes: list[str]) -> Report:
                   "rows show the delivered model.", ""]
     firsts = {name: runs[0][1] for name, runs in groups.items()}
     figures = {"curves.png": lambda: plot_curves(firsts, CURVE_KEY[task_type])}
+    if "membership AUC" in table.index:
+        lines += ["Membership AUC and TPR at 1 % FPR: `fedbio attack membership` on each run's "
+                  "delivered model (the stronger of its attacks; members: the sites' training "
+                  "records, non-members: their validation records), mean ± sd over seeds. 0.5 "
+                  "means the attack did no better than chance.", ""]
+        tradeoff = privacy_utility(groups, lambda d, m, s: predictions.values(d, m, s)[1], _delivered_file) if task_type == "classification" else None
+        if tradeoff is not None:
+            from fedbio.reporting.privacy_plots import plot_privacy_utility
+
+            figures["privacy.png"] = lambda: plot_privacy_utility(tradeoff)
     if task_type == "classification":
         figures["confusion.png"] = lambda: _confusions(groups, predictions)
         figures["per_class.png"] = lambda: plot_per_class(_per_class(groups, predictions))

@@ -164,6 +164,12 @@ def group_name(m: dict) -> str:
         noise = (f"Z={sgd['noise_multiplier']:.3g}" if sgd.get("noise_multiplier") is not None
                  else f"ε≤{sgd.get('target_epsilon') or 0:g}")
         dp += f" · DP-SGD {noise} C={sgd.get('clip') or 0:g} δ={privacy.get('delta', 0):g}"
+    filt = privacy.get("update_filter") if isinstance(privacy.get("update_filter"), dict) else None
+    if filt and filt.get("kind") == "share":
+        dp += f" · share F={filt.get('fraction'):g}" + (f" G={filt['clip']:g}" if filt.get("clip") else "")
+    elif filt:
+        dp += f" · SVT F={filt.get('fraction'):g} γ={filt.get('gamma'):g} ε={filt.get('epsilon'):g}" \
+              + (f"+{filt['release_epsilon']:g}" if filt.get("release_epsilon") else "")
     return f"{model} · {m['mode']}{dp}"
 
 

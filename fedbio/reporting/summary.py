@@ -44,3 +44,16 @@ def print_metrics(metrics: dict) -> None:
                          for name, r in sites.items())
         print(f"privacy: record-level DP-SGD (Opacus), clip {privacy['dp_sgd']['clip']:g}, delta "
               f"{privacy['delta']:g}; epsilon per model: {each}")
+    filt = privacy.get("update_filter")
+    if filt:
+        kept = filt.get("received_nonzero_max_fraction")
+        what = (f"selective sharing, top {100 * filt['fraction']:g} % of each update"
+                + (f" clipped to ±{filt['clip']:g}" if filt.get("clip") else "")
+                if filt["kind"] == "share" else
+                f"NVFlare's SVT (fraction {filt['fraction']:g}, gamma {filt['gamma']:g}), epsilon "
+                f"{filt['epsilon_total']:.4g} over the run (NVFlare's ledger, summed over rounds)")
+        cos = filt.get("cosine_mean")
+        print(f"privacy: {what}; the server received at most "
+              f"{'?' if kept is None else f'{100 * kept:.3g}'} % non-zero entries; cosine to the "
+              f"true update {'?' if cos is None else f'{cos:.3f}'} (mean); no guarantee on its own: "
+              "measure it with fedbio attack membership RUN")

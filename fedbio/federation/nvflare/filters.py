@@ -16,9 +16,10 @@ from nvflare.apis.filter import Filter
 from nvflare.apis.fl_constant import EventScope, FLContextKey
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
+from nvflare.app_common.filters.svt_privacy import SVTPrivacy
 from nvflare.app_common.widgets.convert_to_fed_event import ConvertToFedEvent
 
-from fedbio.federation.audit import audit, audit_stream, dp_record, split_private
+from fedbio.federation.audit import audit, audit_stream, dp_record, filter_record, split_private
 
 
 class KeepPrivate(Filter):
@@ -47,8 +48,65 @@ class KeepPrivate(Filter):
             self.log_info(fl_ctx, f"{site}: held back {len(dropped)} private parameter(s) "
                                   f"({', '.join(self.prefixes)})")
         dp = dp_record(dxo.meta, self.dp_clip or None)   # for the audit only: removed here
-        audit(self.audit_dir, site, task, kept, dropped, dp)
+        audit(self.audit_dir, site, task, kept, dropped, dp, filter_record(dxo.meta))
         return dxo.update_shareable(shareable)
+
+
+class SparseVector(Filter):
+    """NVFlare's ``SVTPrivacy`` on a site's update (the ``train`` reply), run before
+    ``KeepPrivate`` so the audit sees what is sent. Around NVFlare's filter:
+
+    - ``SVTPrivacy`` divides by the reply's ``NUM_STEPS_CURRENT_ROUND`` (meant as local steps;
+      fedbio puts FedAvg's record count there), so it is set to 1 for the call: ``gamma`` is then
+      the bound on each entry itself;
+    - its noise comes from numpy's global generator, which a seeded training run has made
+      predictable; it is drawn here from 128 bits of the OS's entropy, and the generator's
+      state is put back afterwards;
+    - the epsilon NVFlare's ledger charged, the entries sent and the cosine similarity between
+      what is sent and the true update go to the site's audit (``svt_*`` meta, removed there).
+    """
+
+    def __init__(self, fraction: float, epsilon: float, noise_var: float, gamma: float, tau: float,
+                 release_epsilon: float | None = None):
+        super().__init__()
+        # kept under their own names: NVFlare's job export rebuilds the filter from them
+        self.fraction, self.epsilon, self.noise_var = fraction, epsilon, noise_var
+        self.gamma, self.tau, self.release_epsilon = gamma, tau, release_epsilon
+        self.svt = SVTPrivacy(fraction=fraction, epsilon=epsilon, noise_var=noise_var, gamma=gamma,
+                              tau=tau, epsilon_release=release_epsilon)
+
+    def process(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        import secrets
+
+        import numpy as np
+        from nvflare.apis.dxo import MetaKey
+
+        from fedbio.privacy.sharing import cosine, nonzero
+
+        try:
+            dxo = from_shareable(shareable)
+        except ValueError:  # an error reply carries no DXO
+            return shareable
+        if not dxo.meta.get("update") or not isinstance(dxo.data, dict) or not dxo.data:
+            return shareable
+        dxo.data = {k: np.array(v, copy=True) for k, v in dxo.data.items()}
+        true = {k: v.copy() for k, v in dxo.data.items()}
+        steps = dxo.get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND, None)
+        dxo.set_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND, 1)
+        state = np.random.get_state()
+        np.random.seed(secrets.randbits(32))
+        try:
+            out = self.svt.process_dxo(dxo, shareable, fl_ctx)
+        finally:
+            np.random.set_state(state)
+        out = out if out is not None else dxo
+        out.set_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND, steps)
+        budget = out.meta.pop("svt_privacy_budget", None) or {}
+        out.meta.pop("svt_privacy_accountant", None)
+        out.set_meta_prop("svt_epsilon", budget.get("epsilon_total"))
+        out.set_meta_prop("svt_sent", nonzero(out.data))
+        out.set_meta_prop("svt_cosine", cosine(out.data, true))
+        return out.update_shareable(shareable)
 
 
 class AuditStream(ConvertToFedEvent):

@@ -24,7 +24,7 @@ from nvflare.recipe.spec import Recipe
 
 from fedbio.federation.config import FedConfig
 from fedbio.federation.nvflare.controller import FedbioController
-from fedbio.federation.nvflare.filters import AuditStream, KeepPrivate
+from fedbio.federation.nvflare.filters import AuditStream, KeepPrivate, SparseVector
 from fedbio.federation.nvflare.logs import LOG_CONFIG
 from fedbio.federation.nvflare.tracking import LiveTensorBoard
 from fedbio.federation.server import ServerSettings
@@ -49,6 +49,11 @@ class FedbioRecipe(Recipe):
         audit_dir = Path(settings.run_dir) / "federation" / "audit"
         # Task names listed: NVFlare 2.9 matches filter chains by exact task name ("*" matches none).
         dp_clip = float((settings.dp or {}).get("clip") or 0.0)
+        svt = settings.update_filter if (settings.update_filter or {}).get("kind") == "svt" else None
+        if svt:   # first in the chain (one chain per task set): KeepPrivate audits what SVT sent
+            job.to_clients(SparseVector(svt["fraction"], svt["epsilon"], svt["noise_var"], svt["gamma"],
+                                        svt["tau"], svt["release_epsilon"]),
+                           filter_type=FilterType.TASK_RESULT, tasks=list(STEPS))
         job.to_clients(KeepPrivate(list(private), str(audit_dir), dp_clip), filter_type=FilterType.TASK_RESULT,
                        tasks=list(STEPS))
         # Live TensorBoard: what a site streams is audited there, then written by the server.
