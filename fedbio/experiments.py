@@ -100,7 +100,7 @@ def defence_sweep(defences: Mapping[str, tuple[str, PrivacyConfig | None]], prof
 
     from fedbio.federation import run_federated
     from fedbio.federation.config import ALGORITHMS
-    from fedbio.privacy.attack import RESULT, attack_run
+    from fedbio.privacy.attack import RESULT, AttackConfig, attack_run
     from fedbio.training.run import run
 
     rows = []
@@ -114,8 +114,10 @@ def defence_sweep(defences: Mapping[str, tuple[str, PrivacyConfig | None]], prof
             cached_run(cfg, root, progress=False, runner=run_federated if mode in ALGORITHMS else run,
                        **kwargs)
             folder = run_folder(cfg, root, **kwargs)
-            if not (folder / "attack" / RESULT).is_file():
-                attack_run(folder, attack, progress=False)
+            done = folder / "attack" / RESULT
+            wanted = (attack or AttackConfig()).validate().to_dict()
+            if not done.is_file() or json.loads(done.read_text()).get("config") != wanted:
+                attack_run(folder, attack, overwrite=done.is_file(), progress=False)
             rows.append({"defence": name, "seed": seed,
                          **defence_row(json.loads((folder / "metrics.json").read_text())),
                          "run": str(folder)})
@@ -143,6 +145,8 @@ def defence_table(rows):
     seeds of accuracy and membership AUC, mean TPR at 1 % FPR, epsilon and cosine."""
     import pandas as pd
 
+    if len(rows) == 0 or "defence" not in rows:
+        raise ValueError("defence_table needs defence_sweep's rows (a 'defence' column, one row or more)")
     order = list(dict.fromkeys(rows["defence"]))
     grouped = rows.groupby("defence", sort=False)
     out = pd.DataFrame({

@@ -117,14 +117,14 @@ def _check_replaceable(out: Path, name: str, kind: str) -> None:
     redo = "--overwrite only replaces what fedbio wrote: choose another path or remove it yourself"
     try:
         info = json.loads((out / MARKER).read_text())
-        files, was = set(info["files"]), info["kind"]
+        files, was, parts = set(info["files"]), info["kind"], list(info.get("parts", []))
     except FileNotFoundError:
         raise FedbioError(f"{name} is not a folder fedbio wrote (it has no {MARKER}); {redo}") from None
     except (OSError, ValueError, KeyError, TypeError):
         raise FedbioError(f"{name}: its {MARKER} is damaged; {redo}") from None
     if was != kind:
         raise FedbioError(f"{name} holds a fedbio {was}, not a {kind}; {redo}")
-    extra = sorted(_files(out) - files)
+    extra = sorted(f for f in _files(out) - files if not _in_part(f, parts))
     if extra:
         more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
         raise FedbioError(f"{name} holds {extra[0]}{more}, which fedbio did not write; --overwrite "
@@ -136,19 +136,24 @@ def _mark(folder: Path, kind: str) -> None:
     (folder / MARKER).write_text(json.dumps({"kind": kind, "files": sorted(_files(folder))}) + "\n")
 
 
-def add_to_marker(folder: Path, sub: str) -> None:
-    """Add what ``folder/sub`` now holds to ``folder``'s ``.fedbio.json`` (a command that writes
-    into another command's output, as ``fedbio attack`` does into a run), so that a later
-    ``--overwrite`` of ``folder`` still knows every file there as fedbio's."""
+def add_part(folder: Path, part: str) -> None:
+    """Record in ``folder``'s marker, before anything is written, that another command writes
+    ``folder/part`` (``fedbio attack`` into a run): ``part/`` and the ``part.lock``,
+    ``.running/`` and ``.failed*/`` it may leave are then fedbio's, for ``--overwrite``."""
     path = Path(folder) / MARKER
     try:
         info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return   # not a folder fedbio published: nothing to keep up to date
-    files = set(info.get("files", [])) | {f for f in _files(Path(folder)) if f.startswith(sub + "/")}
+        parts = sorted({*info.get("parts", []), part})
+    except (OSError, ValueError, TypeError, AttributeError):   # no marker, or a damaged one
+        return
     tmp = path.with_name(MARKER + ".part")
-    tmp.write_text(json.dumps({**info, "files": sorted(files)}) + "\n")
+    tmp.write_text(json.dumps({**info, "parts": parts}) + "\n")
     os.replace(tmp, path)
+
+
+def _in_part(name: str, parts: Iterable[str]) -> bool:  # in an add_part part, or its siblings
+    return any(name.split("/", 1)[0] in (p, p + LOCK, p + RUNNING) or name.startswith(p + FAILED)
+               for p in parts)
 
 
 class OutputLock:

@@ -10,6 +10,8 @@ trunk with its own head. Every outgoing message's parameter names are appended t
 So is every scalar a site streams for a live TensorBoard (``audit_stream``; NVFlare's widget
 ``fedbio.federation.nvflare.filters.AuditStream``, or ``AuditedWriter`` in the plain loop), and
 with ``FedConfig.stream_metrics`` off nothing is streamed: the audit then shows it held back.
+Under DP an update's line adds its norm and noise (``dp``); under selective sharing or SVT the
+entries kept or sent, their cosine to the true update and SVT's epsilon (``filter``).
 
 Plain Python: nothing here imports NVFlare (the plain loop engine uses the same functions).
 """

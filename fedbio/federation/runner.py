@@ -143,6 +143,21 @@ def _initial_model(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path
     return learner
 
 
+def check_share(privacy: PrivacyConfig, run_dir: Path) -> None:
+    """Selective sharing must keep at least one entry of the model's update."""
+    if privacy.share_fraction is None:
+        return
+    from safetensors.numpy import load_file
+
+    from fedbio.privacy.sharing import allowed, values
+
+    entries = values(load_file(str(run_dir / "federation" / "initial.safetensors")))
+    if allowed(entries, "share", privacy.share_fraction) == 0:
+        raise FedbioError(f"--share-fraction {privacy.share_fraction:g} keeps none of the "
+                          f"{entries} entries of each update (it keeps floor(F x {entries})); give "
+                          f"at least {1 / entries:.3g}")
+
+
 def server_settings(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path,
                     dp: dict | None = None, update_filter: dict | None = None) -> ServerSettings:
     metric, sign = key_metric(task.task_type)
@@ -289,6 +304,7 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")
         learner = _initial_model(cfg, fed, task, tmp)
+        check_share(privacy, tmp)
         history = federate(cfg, fed, task, tmp, progress, engine, dp, privacy.update_filter())
         if private_prefixes(fed.private_heads, task.task_type):  # no global head to score with
             test, hard = site_test_scores(history), site_test_scores(history, "test_hard")

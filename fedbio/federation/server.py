@@ -237,7 +237,10 @@ class Server:
             if not np.isfinite(row["update_norm"]):
                 fix = ("lower --dp-clip or --dp-noise (the noise's sd on the sum is "
                        f"{self.s.dp['noise_multiplier'] * self.s.dp['clip']:g})"
-                       if self.s.site_level_dp else "lower --server-lr")
+                       if self.s.site_level_dp else
+                       "lower --svt-gamma or raise --svt-noise-var (SVT's noise on each value sent "
+                       "has scale 2 x gamma / noise_var)"
+                       if (self.s.update_filter or {}).get("kind") == "svt" else "lower --server-lr")
                 self.stop(f"round {rnd}: the aggregated global model is not finite (update norm "
                           f"{row['update_norm']}); {fix}")
             params = new

@@ -64,7 +64,12 @@ class AttackConfig:
         check_number("--references", self.references, low=1, high=10, integer=True)
         check_number("--n-boot", self.n_boot, low=100, high=100_000, integer=True)
         check_seed(self.seed)
+        check_seed(self.seed + self.references - 1, "--seed + --references - 1 (the last reference's seed)")
         return self
+
+    def to_dict(self) -> dict:
+        return {"attacks": list(self.attacks), "references": self.references,
+                "n_boot": self.n_boot, "seed": self.seed}
 
 
 # -- the run attacked ---------------------------------------------------------------------------
@@ -82,18 +87,23 @@ def _json(path: Path, what: str) -> dict:
 
 def run_config(config: dict, path: Path):
     """The ``RunConfig`` a run's ``config.json`` holds."""
-    from fedbio.config import DataConfig, ModelConfig, TrainConfig, from_dict
+    from fedbio.config import TASKS, DataConfig, ModelConfig, TrainConfig, from_dict
     from fedbio.training.run import RunConfig
 
+    redo = "give a run folder written by fedbio run"
     try:
-        return RunConfig(task=config["task"], mode=config["mode"], seed=config["seed"],
-                         model=from_dict(ModelConfig, config["model"]),
-                         data=from_dict(DataConfig, config["data"]),
-                         train=from_dict(TrainConfig, config["train"]),
-                         profile=config.get("profile", ""))
-    except (KeyError, TypeError):
-        raise FedbioError(f"{path}: not a fedbio run configuration; give a run folder written by "
-                          "fedbio run") from None
+        cfg = RunConfig(task=config["task"], mode=config["mode"], seed=config["seed"],
+                        model=from_dict(ModelConfig, config["model"]),
+                        data=from_dict(DataConfig, config["data"]),
+                        train=from_dict(TrainConfig, config["train"]),
+                        profile=config.get("profile", ""))
+    except (KeyError, TypeError, AttributeError):
+        raise FedbioError(f"{path}: not a fedbio run configuration; {redo}") from None
+    if cfg.task not in TASKS:
+        raise FedbioError(f"{path}: task {cfg.task!r} is not one of {', '.join(TASKS)}; {redo}")
+    if cfg.data.split is not None and not isinstance(cfg.data.split, str):
+        raise FedbioError(f"{path}: data.split is {cfg.data.split!r}, not a folder name; {redo}")
+    return cfg
 
 
 @dataclass
@@ -112,7 +122,7 @@ def read_target(run: str | Path) -> Target:
     from fedbio.data.tasks import load_task
     from fedbio.federation.audit import private_prefixes
 
-    run = Path(run)
+    run = Path(os.path.realpath(run))   # one name for the run, whatever link leads to it
     redo = "give a run folder written by fedbio run (a finished one: RUN, not RUN.running)"
     if not run.is_dir():
         raise FedbioError(f"{run}: no such folder; {redo}")
@@ -120,8 +130,10 @@ def read_target(run: str | Path) -> Target:
     cfg = run_config(_json(run / "config.json", redo), run / "config.json")
     task_type = metrics.get("task_type")
     if task_type not in ("classification", "regression"):
-        raise FedbioError(f"{run}: a {task_type} run; the membership attack takes classification "
-                          "and single-task regression runs")
+        raise FedbioError(f"{run / 'metrics.json'}: task_type is {task_type!r}; the membership "
+                          "attack takes classification and single-task regression runs")
+    if not isinstance(metrics.get("privacy", {}), (dict, type(None))):
+        raise FedbioError(f"{run / 'metrics.json'}: privacy is not an object; {redo}")
     federation = _json(run / "config.json", redo).get("federation") or {}
     if cfg.mode not in ("local", "central") and private_prefixes(federation.get("private_heads"), task_type):
         raise FedbioError(f"{run}: its sites kept private heads, so it delivered no one model; "
@@ -132,12 +144,18 @@ def read_target(run: str | Path) -> Target:
                           "not a folder here (a relative path is read from the current folder); "
                           "run the attack from the folder the run was started in, or restore the split")
     task = load_task(split, cfg.task)
-    recorded = _json(run / "manifest.json", redo).get("data_md5") or {}
+    recorded = _json(run / "manifest.json", redo).get("data_md5")
+    if not isinstance(recorded, dict) or not recorded:
+        raise FedbioError(f"{run / 'manifest.json'}: has no data checksums (data_md5); {redo}")
     changed = sorted(k for k, v in task.checksums.items() if recorded.get(k) not in (None, v))
-    if changed:
-        raise FedbioError(f"{split / changed[0]}: changed since the run (its checksum differs from "
-                          f"{run / 'manifest.json'}); members and non-members would be wrong: "
-                          "attack with the split the run trained on")
+    added = sorted(set(task.checksums) - set(recorded))
+    gone = sorted(set(recorded) - set(task.checksums))
+    for names, how in ((changed, "changed since the run (its checksum differs from"),
+                       (added, "added since the run (it is not in"),
+                       (gone, "missing: the run trained on it (it is in")):
+        if names:
+            raise FedbioError(f"{split / names[0]}: {how} {run / 'manifest.json'}); members and "
+                              "non-members would be wrong: attack with the split the run trained on")
     if cfg.mode == "local":
         models = {site: (run / site / "model", parts["train"], parts["valid"])
                   for site, parts in task.sites.items()}
@@ -199,13 +217,14 @@ def reference_learner(target: Target, seed: int, cache: Path, progress: bool):
     cfg, task = target.cfg, target.task
     codec = task.codec(task.test)   # a regression scale from the attacker's own data
     learner = Learner.build(cfg.model, cfg.data, replace(cfg.train, seed=seed), codec, cache,
-                            progress=False)
+                            progress=progress)
     train = learner.inputs(task.test, fit_scaler=True)
-    learner.fit(train, None, cfg.train.epochs, select=False)
+    learner.fit(train, None, cfg.train.epochs, select=False, tag="reference")
     return learner
 
 
-def membership_scores(target: Target, config: AttackConfig, cache: Path, say=print) -> dict:
+def membership_scores(target: Target, config: AttackConfig, cache: Path, say=print,
+                      progress: bool = True) -> dict:
     """Per-record losses under each model (and the references), with membership: a dict of
     arrays ``id``, ``model``, ``member``, ``loss``, ``reference_loss`` (NaN without references)."""
     from fedbio.training.trainer import set_threads
@@ -231,7 +250,7 @@ def membership_scores(target: Target, config: AttackConfig, cache: Path, say=pri
         for k in range(config.references):
             say(f"attack: training reference model {k + 1}/{config.references} on the public test "
                 f"set ({len(target.task.test)} records, {target.cfg.train.epochs:g} epochs)")
-            reference = reference_learner(target, config.seed + k, cache, progress=False)
+            reference = reference_learner(target, config.seed + k, cache, progress)
             runs.append(record_losses(reference, records))
         out["reference_loss"] = np.mean(runs, axis=0)
     return out
@@ -250,19 +269,22 @@ def attack_run(run: str | Path, config: AttackConfig | None = None, overwrite: b
     """Attack ``run``'s delivered model(s); write ``RUN/attack/`` and the ``privacy`` entries of
     ``RUN/metrics.json``; return ``membership.json``'s content. A second attack of the same run
     is refused unless ``overwrite``."""
-    from fedbio.outputs import OutputLock, add_to_marker, output_dir
+    from fedbio.outputs import OutputLock, add_part, check_output, output_dir
     from fedbio.paths import data_dir
 
     config = (config or AttackConfig()).validate()
     target = read_target(run)
     check_nonmembers(target)
+    out, inputs = target.run / FOLDER, [target.task.split_dir, data_dir()]
+    check_output(out, overwrite=overwrite, inputs=inputs, kind="attack", option="")
     say = print if progress else (lambda *a, **k: None)
-    lock = OutputLock(Path(os.path.abspath(run)), option="RUN").acquire()   # no run --overwrite meanwhile
+    lock = OutputLock(target.run, option="").acquire()   # no run --overwrite meanwhile
     try:
-        out = target.run / FOLDER
-        with output_dir(out, overwrite=overwrite, kind="attack", option=f"{run}/{FOLDER}",
-                        inputs=[target.task.split_dir, data_dir()]) as tmp:
-            scores = membership_scores(target, config, tmp / "tmp", say)
+        # before anything is written: whatever the attack leaves in the run, even if it is
+        # killed, is fedbio's, and a later run --overwrite may replace it
+        add_part(target.run, FOLDER)
+        with output_dir(out, overwrite=overwrite, kind="attack", option="", inputs=inputs) as tmp:
+            scores = membership_scores(target, config, tmp / "tmp", say, progress)
             result = summarise(target, config, scores)
             write_scores(tmp / "scores.csv", scores)
             (tmp / RESULT).write_text(json.dumps(result, indent=1) + "\n")
@@ -272,7 +294,6 @@ def attack_run(run: str | Path, config: AttackConfig | None = None, overwrite: b
                           attack_scores(scores, a)[~scores["member"]]) for a in config.attacks},
                      tmp / "roc.png", title=f"membership inference: {target.run.name}")
         record_in_metrics(target.run, result)
-        add_to_marker(target.run, FOLDER)
     finally:
         lock.release()
     return result
@@ -288,7 +309,7 @@ def summarise(target: Target, config: AttackConfig, scores: dict) -> dict:
     strongest = max(attacks, key=lambda a: attacks[a]["auc"])
     fed = target.cfg.mode not in ("local", "central")
     return {
-        "run": target.run.name, "mode": target.cfg.mode,
+        "run": target.run.name, "mode": target.cfg.mode, "config": config.to_dict(),
         "models": {name: str(folder.relative_to(target.run))
                    for name, (folder, _, _) in target.models.items()},
         "members": {"n": int(member.sum()), "records": "every site's train.csv" if target.cfg.mode

@@ -25,6 +25,9 @@ from fedbio.errors import FedbioError
 WHERE = ("server", "site")
 MAX_CLIP = 1e6     # far above any update's norm; larger only overflows the noise
 MAX_NOISE = 1e6    # z: epsilon is already ~1e-6 per round far below this
+MAX_SVT = 1e6      # SVT's epsilons and noise_var: larger only overflows NVFlare's ledger
+SVT_TAU_SCALES = 6  # tau at most this many (smallest) query-noise scales: each entry then passes
+                    # a round of SVT's selection with probability above ~1/800
 
 
 def _number(value) -> bool:
@@ -131,16 +134,25 @@ class PrivacyConfig:
         if not (_number(self.svt_fraction) and 0 < self.svt_fraction <= 1):
             raise FedbioError(f"--svt-fraction is {self.svt_fraction!r}; give a share above 0 "
                               "and at most 1 (e.g. 0.1)")
-        for option, value in (("--svt-epsilon", self.svt_epsilon), ("--svt-noise-var", self.svt_noise_var),
-                              ("--svt-gamma", self.svt_gamma)):
-            if not (_number(value) and value > 0):
-                raise FedbioError(f"{option} is {value!r}; give a number above 0")
+        for option, value, high in (("--svt-epsilon", self.svt_epsilon, MAX_SVT),
+                                    ("--svt-noise-var", self.svt_noise_var, MAX_SVT),
+                                    ("--svt-gamma", self.svt_gamma, MAX_CLIP)):
+            if not (_number(value) and 0 < value <= high):
+                raise FedbioError(f"{option} is {value!r}; give a number above 0 and at most {high:g}")
         if self.svt_release_epsilon is not None and not (_number(self.svt_release_epsilon)
-                                                         and self.svt_release_epsilon > 0):
+                                                         and 0 < self.svt_release_epsilon <= MAX_SVT):
             raise FedbioError(f"--svt-release-epsilon is {self.svt_release_epsilon!r}; give a "
-                              "number above 0, or leave it out for NVFlare's default")
-        if not (_number(self.svt_tau) and self.svt_tau >= 0):
-            raise FedbioError(f"--svt-tau is {self.svt_tau!r}; give a threshold of 0 or more")
+                              f"number above 0 and at most {MAX_SVT:g}, or leave it out for "
+                              "NVFlare's default")
+        # SVT picks entries whose clipped value plus Laplace noise passes tau plus noise, pass
+        # after pass, until it has enough: a tau many noise scales above zero (the query noise
+        # is at least 2 gamma / epsilon) would leave it looping, the site silent, for ever
+        floor = 2 * self.svt_gamma / self.svt_epsilon
+        if not (_number(self.svt_tau) and 0 <= self.svt_tau <= SVT_TAU_SCALES * floor):
+            raise FedbioError(f"--svt-tau is {self.svt_tau!r}; give a threshold from 0 to "
+                              f"{SVT_TAU_SCALES * floor:.3g} ({SVT_TAU_SCALES} x 2 x --svt-gamma / "
+                              "--svt-epsilon): above it hardly any entry passes SVT's threshold "
+                              "and a site would loop without end")
 
     def check_run(self, task_type: str, mode: str, model) -> None:
         """Refuse a DP run whose other settings would release what DP does not account for, or

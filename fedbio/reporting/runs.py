@@ -168,8 +168,14 @@ def group_name(m: dict) -> str:
     if filt and filt.get("kind") == "share":
         dp += f" · share F={filt.get('fraction'):g}" + (f" G={filt['clip']:g}" if filt.get("clip") else "")
     elif filt:
-        dp += f" · SVT F={filt.get('fraction'):g} γ={filt.get('gamma'):g} ε={filt.get('epsilon'):g}" \
-              + (f"+{filt['release_epsilon']:g}" if filt.get("release_epsilon") else "")
+        from fedbio.privacy.config import PrivacyConfig
+
+        d = PrivacyConfig()
+        dp += f" · SVT F={filt.get('fraction'):g} γ={filt.get('gamma'):g} ε={filt.get('epsilon'):g}"
+        for key, label, default in (("release_epsilon", "release ε", None), ("noise_var", "noise_var",
+                                    d.svt_noise_var), ("tau", "τ", d.svt_tau)):
+            if filt.get(key) != default:
+                dp += f" {label}={filt.get(key):g}"
     return f"{model} · {m['mode']}{dp}"
 
 

@@ -154,6 +154,12 @@ def test_svt_noise_is_not_the_seeded_generator_s_and_leaves_it_as_it_was():
     (["--svt", "--svt-fraction", "2"], "--svt-fraction is 2"),
     (["--svt", "--share-fraction", "0.1"], "choose one filter"),
     (["--svt", "--dp-sgd-clip", "1", "--dp-sgd-noise", "1"], "with --dp-*"),
+    (["--svt", "--svt-tau", "1e308"], "a site would loop without end"),
+    (["--svt", "--svt-epsilon", "1e6", "--svt-gamma", "1e-5"], "--svt-tau is 1e-06"),
+    (["--svt", "--svt-epsilon", "1e308"], "--svt-epsilon is 1e+308"),
+    (["--svt", "--svt-gamma", "1e308"], "--svt-gamma is 1e+308"),
+    (["--svt", "--svt-noise-var", "1e308"], "--svt-noise-var is 1e+308"),
+    (["--svt", "--svt-release-epsilon", "1e308"], "--svt-release-epsilon is 1e+308"),
     (["--mode", "central", "--share-fraction", "0.1"], "applies only to federated runs"),
     (["--mode", "local", "--svt"], "applies only to federated runs"),
 ])
@@ -175,3 +181,38 @@ def test_svt_needs_nvflare(small_split, tmp_path):
         run_federated(cfg, FedConfig(rounds=2), tmp_path / "x", progress=False, engine="loop",
                       privacy=PrivacyConfig(svt=True))
     assert not (tmp_path / "x").exists()
+
+
+def test_a_share_fraction_that_keeps_nothing_is_refused(small_split, tmp_path, capsys):
+    out = tmp_path / "none"
+    code = main(["run", "--mode", "fedavg", "--model", "composition", "--profile", "quick", "--split",
+                 str(small_split), "--rounds", "2", "--epochs", "2", "--share-fraction", "1e-9",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "keeps none of the 4210 entries" in err and not out.exists()
+
+
+def test_svt_runs_that_differ_in_any_setting_are_told_apart_in_a_report():
+    from fedbio.reporting.runs import group_name
+
+    def name(**svt):
+        block = {**PrivacyConfig(svt=True, **svt).update_filter()}
+        return group_name({"model": "composition", "mode": "fedavg", "privacy": {"update_filter": block}})
+
+    names = {name(), name(svt_tau=0.0), name(svt_noise_var=10.0), name(svt_release_epsilon=5.0),
+             name(svt_gamma=0.01)}
+    assert len(names) == 5 and name() == "composition · fedavg · SVT F=0.1 γ=1e-05 ε=0.1"
+
+
+def test_a_non_finite_svt_aggregate_names_the_svt_options(tmp_path):
+    from fedbio.federation.server import RunStopped
+
+    settings = ServerSettings(run_dir=str(tmp_path), num_rounds=1, update_filter={
+        "kind": "svt", "fraction": 0.5})
+
+    def ask(task, p, meta, targets, rnd):
+        return {s: Reply({"w": np.array([np.inf, 0.0])}, {}, {"NUM_STEPS_CURRENT_ROUND": 1.0})
+                for s in targets}, {}
+
+    with pytest.raises(RunStopped, match="lower --svt-gamma or raise --svt-noise-var"):
+        Server(settings, SITES).run(ask, {"w": np.zeros(2)})

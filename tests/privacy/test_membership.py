@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,7 +142,7 @@ def test_attacking_a_run_writes_its_results_and_the_run_can_still_be_replaced(sm
     assert set(result["attacks"]) == {"loss"} and result["reference"] is None
     # the run folder still holds only what fedbio wrote: a run --overwrite may replace it
     marker = json.loads((central_run / ".fedbio.json").read_text())
-    assert {"attack/membership.json", "attack/scores.csv", "attack/roc.png"} <= set(marker["files"])
+    assert marker["parts"] == ["attack"]
     from fedbio.outputs import check_output
 
     check_output(central_run, overwrite=True, kind="run")
@@ -174,6 +175,14 @@ def test_a_local_run_is_attacked_model_by_model_and_a_federated_one_reported(sma
     ("changed-split", "changed since the run"),
     ("bad-attack", "--attack lira"),
     ("few-boot", "--n-boot"),
+    ("added-site", "site-4/train.csv: added since the run"),
+    ("removed-site", "site-2/train.csv: missing: the run trained on it"),
+    ("config-model-text", "config.json: not a fedbio run configuration"),
+    ("config-split-number", "config.json: data.split is 123"),
+    ("config-task", "config.json: task 'nosuch' is not one of"),
+    ("manifest-list", "manifest.json: has no data checksums"),
+    ("privacy-list", "metrics.json: privacy is not an object"),
+    ("seed-range", "--seed + --references - 1"),
 ])
 def test_what_cannot_be_attacked_is_refused_in_one_line(central_run, tmp_path, capsys, how, words):
     import shutil
@@ -197,6 +206,35 @@ def test_what_cannot_be_attacked_is_refused_in_one_line(central_run, tmp_path, c
         train.write_text("".join(lines))
         config["data"]["split"] = str(split)
         (run / "config.json").write_text(json.dumps(config))
+    if how in ("added-site", "removed-site"):   # the split the run names gained or lost a site
+        config = json.loads((run / "config.json").read_text())
+        split = tmp_path / "split"
+        shutil.copytree(config["data"]["split"], split)
+        if how == "added-site":
+            shutil.copytree(split / "site-1", split / "site-4")
+            for part in ("train", "valid"):   # other records, other ids: a valid site of its own
+                rows = (split / "site-4" / f"{part}.csv").read_text().splitlines()
+                (split / "site-4" / f"{part}.csv").write_text(
+                    "\n".join([rows[0]] + [f"x{r}" for r in rows[1:]]) + "\n")
+        else:
+            shutil.rmtree(split / "site-2")
+        config["data"]["split"] = str(split)
+        (run / "config.json").write_text(json.dumps(config))
+    edits = {"config-model-text": ("config.json", ("model",), "x"),
+             "config-split-number": ("config.json", ("data", "split"), 123),
+             "config-task": ("config.json", ("task",), "nosuch"),
+             "manifest-list": ("manifest.json", ("data_md5",), [1]),
+             "privacy-list": ("metrics.json", ("privacy",), [1])}
+    if how in edits:
+        name, keys, value = edits[how]
+        data = json.loads((run / name).read_text())
+        inner = data
+        for key in keys[:-1]:
+            inner = inner[key]
+        inner[keys[-1]] = value
+        (run / name).write_text(json.dumps(data))
+    if how == "seed-range":
+        extra = ["--seed", str(2**32 - 1), "--references", "2"]
     if how == "bad-attack":
         extra = ["--attack", "lira"]
     if how == "few-boot":
@@ -215,10 +253,83 @@ def test_a_multitask_run_is_refused(tmp_path, capsys):
     (run / "config.json").write_text(json.dumps({"task": "antibody", "mode": "central", "seed": 0,
                                                  "model": {}, "data": {}, "train": {}}))
     assert main(["attack", "membership", str(run)]) == 2
-    assert "multitask run" in capsys.readouterr().err
+    assert "metrics.json: task_type is 'multitask'" in capsys.readouterr().err
 
 
 def test_attack_config_is_checked():
     with pytest.raises(Exception, match="--references"):
         AttackConfig(references=0).validate()
     assert AttackConfig().validate().attacks == ("loss", "calibrated")
+
+
+def test_an_attack_killed_midway_leaves_nothing_that_stops_the_run_being_replaced(small_split, central_run,
+                                                                                tmp_path):
+    """SIGKILL leaves the attack's lock and running folder inside the run; they are fedbio's
+    (registered before the attack wrote anything), so run --overwrite still replaces the run."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    shutil.copytree(central_run, run)
+    shutil.rmtree(run / "attack", ignore_errors=True)
+    before = (run / "metrics.json").read_text()
+    child = subprocess.Popen([sys.executable, "-m", "fedbio", "attack", "membership", str(run),
+                              "--references", "10", "--quiet"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run / "attack.running" / "tmp").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert (run / "attack.running").is_dir() and (run / "attack.lock").is_file()
+    assert (run / "metrics.json").read_text() == before   # untouched
+    assert main(["run", "--mode", "central", "--model", "composition", "--profile", "quick",
+                 "--split", str(small_split), "--epochs", "2", "--quiet", "--out", str(run),
+                 "--overwrite"]) == 0
+    assert not (run / "attack.running").exists() and not (run / "attack.lock").exists()
+
+
+def test_a_run_being_written_is_not_attacked_whatever_name_leads_to_it(central_run, tmp_path, capsys):
+    """The attack locks the run's real path, as fedbio run --out does; and a run --overwrite
+    during an attack is told the run is busy, not that the attack's lock is a stranger's."""
+    from fedbio.outputs import OutputLock
+
+    link = tmp_path / "link"
+    link.symlink_to(central_run)
+    lock = OutputLock(central_run).acquire()   # as a running fedbio run --out RUN --overwrite
+    try:
+        assert main(["attack", "membership", str(link), "--overwrite", "--quiet"]) == 2
+        assert "being written by another fedbio command" in capsys.readouterr().err
+    finally:
+        lock.release()
+    (central_run / "attack.lock").write_text("pid 1\n")   # an attack at work
+    try:
+        lock = OutputLock(central_run).acquire()     # ... which holds the run's lock
+        try:
+            assert main(["run", "--mode", "central", "--model", "composition", "--profile", "quick",
+                         "--out", str(central_run), "--overwrite"]) == 2
+            assert "being written by another fedbio command" in capsys.readouterr().err
+        finally:
+            lock.release()
+    finally:
+        (central_run / "attack.lock").unlink()
+
+
+def test_defence_sweep_attacks_again_when_the_attack_asked_for_differs(small_split, tmp_path):
+    from fedbio.experiments import defence_sweep, defence_table
+
+    defences = {"central": ("central", None)}
+    first = defence_sweep(defences, "quick", tmp_path, split=small_split,
+                          attack=AttackConfig(attacks=("loss",), n_boot=100))
+    run = Path(first["run"][0])
+    assert list(json.loads((run / "attack" / "membership.json").read_text())["attacks"]) == ["loss"]
+    again = defence_sweep(defences, "quick", tmp_path, split=small_split, attack=AttackConfig(n_boot=100))
+    result = json.loads((run / "attack" / "membership.json").read_text())
+    assert set(result["attacks"]) == {"loss", "calibrated"} and result["config"]["n_boot"] == 100
+    assert again["membership AUC"][0] == max(a["auc"] for a in result["attacks"].values())
+    assert defence_table(again).loc["central", "seeds"] == 1
+    with pytest.raises(ValueError, match="defence_sweep's rows"):
+        defence_table(again.iloc[0:0])

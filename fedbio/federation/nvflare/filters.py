@@ -94,7 +94,7 @@ class SparseVector(Filter):
         steps = dxo.get_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND, None)
         dxo.set_meta_prop(MetaKey.NUM_STEPS_CURRENT_ROUND, 1)
         state = np.random.get_state()
-        np.random.seed(secrets.randbits(32))
+        np.random.seed([secrets.randbits(32) for _ in range(4)])   # 128 bits
         try:
             out = self.svt.process_dxo(dxo, shareable, fl_ctx)
         finally:
