@@ -143,6 +143,13 @@ def _initial_model(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path
     return learner
 
 
+def check_engine(update_filter: dict | None, engine: str) -> None:
+    """SVT is NVFlare's filter: another engine would send the update unfiltered."""
+    if (update_filter or {}).get("kind") == "svt" and engine != "nvflare":
+        raise FedbioError("--svt runs NVFlare's SVTPrivacy filter, which only the NVFlare engine "
+                          "applies; run it with engine='nvflare'")
+
+
 def check_share(privacy: PrivacyConfig, run_dir: Path) -> None:
     """Selective sharing must keep at least one entry of the model's update."""
     if privacy.share_fraction is None:
@@ -184,9 +191,7 @@ def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, prog
     spec.parent.mkdir(parents=True, exist_ok=True)
     spec.write_text(json.dumps(site_spec(cfg, fed, task, run_dir, dp, update_filter), indent=1) + "\n")
     settings = server_settings(cfg, fed, task, run_dir, dp, update_filter)
-    if engine == "loop" and (update_filter or {}).get("kind") == "svt":
-        raise FedbioError("--svt runs NVFlare's SVTPrivacy filter, which only the NVFlare engine "
-                          "applies; run it with engine='nvflare'")
+    check_engine(update_filter, engine)
     if engine == "loop":
         try:
             history = simulate_in_loop(settings, str(spec), sites, cfg.train.threads or None)
@@ -274,9 +279,7 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     privacy = (privacy or PrivacyConfig()).validate()
     z = None
     privacy.check_run(task_type_of(cfg.task), cfg.mode, cfg.model)
-    if privacy.svt and engine != "nvflare":
-        raise FedbioError("--svt runs NVFlare's SVTPrivacy filter, which only the NVFlare engine "
-                          "applies; run it with engine='nvflare'")
+    check_engine(privacy.update_filter(), engine)
     if privacy.enabled:
         check_private_federation(privacy, fed.min_sites, fed.stream_metrics)
     if privacy.site_level:

@@ -94,8 +94,6 @@ def privacy_config(args) -> PrivacyConfig:
               ("delta", "dp_delta"), ("where", "dp_where"), ("sgd_clip", "dp_sgd_clip"),
               ("sgd_noise", "dp_sgd_noise"), ("sgd_epsilon", "dp_sgd_epsilon"))}
     given["secure_mode"] = bool(args.dp_sgd_secure) or None
+    given.update({field: getattr(args, field) for field in FILTERS.values()})   # named as the fields
     given["svt"] = bool(args.svt) or None
-    for field in ("share_fraction", "share_clip", "svt_fraction", "svt_epsilon",
-                  "svt_release_epsilon", "svt_noise_var", "svt_gamma", "svt_tau"):
-        given[field] = getattr(args, field)
     return PrivacyConfig(**{k: v for k, v in given.items() if v is not None}).validate()
