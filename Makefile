@@ -42,6 +42,7 @@ lint: setup
 bench: setup
 	$(VENV)/bin/fedbio bench train --full
 	$(VENV)/bin/fedbio bench fed --full
+	$(VENV)/bin/fedbio bench deploy --full
 
 clean:
 	rm -rf $(RUNS) .pytest_cache

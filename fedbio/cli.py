@@ -13,6 +13,7 @@ Heavy modules are imported inside each command so ``fedbio --help`` stays instan
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -37,6 +38,7 @@ def check_applicable(args) -> None:
     antibody = args.task == "antibody" and not args.split
     rules = [("--rounds", args.rounds, federated, "federated runs (--mode fedavg, fedprox, fedopt)"),
              ("--min-sites", args.min_sites, federated, "federated runs (--mode fedavg, fedprox, fedopt)"),
+             ("--deployment", args.deployment, federated, "federated runs (--mode fedavg, fedprox, fedopt)"),
              ("--mu", args.mu, args.mode == "fedprox", "--mode fedprox"),
              ("--server-optimizer", args.server_optimizer, args.mode == "fedopt", "--mode fedopt"),
              ("--server-lr", args.server_lr, args.mode == "fedopt", "--mode fedopt"),
@@ -143,8 +145,10 @@ def cmd_run(args) -> int:
     from fedbio.training.run import plan, run
 
     check_applicable(args)
+    if args.deployment is not None:   # before its split is read: say what is wrong with it
+        importlib.import_module("fedbio.deployment.processes").read_record(args.deployment)
     cfg = plan(task=args.task, mode=args.mode, profile=args.profile, seed=args.seed,
-               split=args.split, model=args.model, tuning=args.tuning, epochs=args.epochs,
+               split=args.split or (os.path.join(args.deployment, "split") if args.deployment else None), model=args.model, tuning=args.tuning, epochs=args.epochs,
                weights_dir=args.weights_dir, setup=args.setup, source=args.source,
                backend=args.backend, device=args.device, precision=args.precision,
                trust_remote_code=True if args.trust_remote_code else None)
@@ -185,8 +189,8 @@ def cmd_run(args) -> int:
     if fed is not None:
         from fedbio.federation import run_federated
 
-        metrics = run_federated(cfg, fed, out=args.out, overwrite=args.overwrite,
-                                progress=not args.quiet, announce=announce, privacy=privacy)
+        metrics = run_federated(cfg, fed, out=args.out, overwrite=args.overwrite, progress=not args.quiet,
+                                announce=announce, privacy=privacy, deployment=args.deployment)
     else:
         metrics = run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet,
                       announce=announce, privacy=privacy)
@@ -246,6 +250,8 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--min-sites", "--min-clients", dest="min_sites", type=int, default=None,
                    help="sites a round needs (default 0: all; --min-clients is the old spelling)")
     add_privacy_arguments(p)
+    p.add_argument("--deployment", default=None, metavar="W", help="federated: run as a job on the "
+                   "deployment in W (fedbio deploy up), on its split unless --split")
     p.add_argument("--weights-dir", default=None, help="folder of pretrained weights (else $FEDBIO_WEIGHTS)")
     p.add_argument("--backend", default=None, choices=BACKENDS,
                    help="model backend (default: the profile's, hf)")
@@ -312,12 +318,6 @@ def _version() -> str:
     return f"fedbio {__version__}"
 
 
-def _register_bench(sub) -> None:
-    from fedbio.bench.cli import register
-
-    register(sub)
-
-
 def _register_report(sub) -> None:
     p = sub.add_parser("report", help="results table (mean ± sd over seeds, bootstrap CIs) and plots")
     p.add_argument("runs", nargs="+", help="run folders (several seeds of the same run group together)")
@@ -341,14 +341,14 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _register_attack(sub) -> None:
-    from fedbio.privacy.cli import register
-
-    register(sub)
+def _registered_in(module: str):
+    """A command whose parser lives in ``module`` (its ``register(sub)``), imported only then."""
+    return lambda sub: importlib.import_module(module).register(sub)
 
 
 # Commands defined in their own modules (imported lazily so `fedbio --help` stays instant).
-_EXTRA_COMMANDS: list = [_register_report, _register_bench, _register_attack]
+_EXTRA_COMMANDS: list = [_register_report, *map(_registered_in, ("fedbio.bench.cli", "fedbio.privacy.cli",
+                                                                 "fedbio.deployment.cli"))]
 
 
 def _on_signal(signum, frame):

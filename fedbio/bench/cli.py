@@ -1,8 +1,9 @@
-"""``fedbio bench``: its actions (``train``, ``fed``, ``gpu``) on the command line."""
+"""``fedbio bench``: its actions (``train``, ``fed``, ``deploy``, ``gpu``) on the command line."""
 
 from __future__ import annotations
 
 from fedbio.bench.common import add_options
+from fedbio.bench.deploy import register as register_deploy
 from fedbio.bench.fed import register as register_fed
 from fedbio.bench.gpu import register as register_gpu
 from fedbio.bench.train import cmd_bench_train
@@ -17,4 +18,5 @@ def register(subparsers) -> None:
     add_options(t, "bigger samples and the full default split (a few minutes)")
     t.set_defaults(func=cmd_bench_train)
     register_fed(bsub)
+    register_deploy(bsub)
     register_gpu(bsub)

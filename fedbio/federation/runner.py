@@ -145,9 +145,9 @@ def _initial_model(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path
 
 def check_engine(update_filter: dict | None, engine: str) -> None:
     """SVT is NVFlare's filter: another engine would send the update unfiltered."""
-    if (update_filter or {}).get("kind") == "svt" and engine != "nvflare":
-        raise FedbioError("--svt runs NVFlare's SVTPrivacy filter, which only the NVFlare engine "
-                          "applies; run it with engine='nvflare'")
+    if (update_filter or {}).get("kind") == "svt" and engine not in ("nvflare", "deployment"):
+        raise FedbioError("--svt runs NVFlare's SVTPrivacy filter, which only NVFlare applies; "
+                          "run it with engine='nvflare' or on a deployment")
 
 
 def check_share(privacy: PrivacyConfig, run_dir: Path) -> None:
@@ -174,7 +174,7 @@ def server_settings(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Pat
         server_lr=fed.server_lr, server_momentum=fed.server_momentum, server_betas=tuple(fed.server_betas),
         server_eps=fed.server_eps, key_metric=metric, higher_is_better=sign > 0,
         task_timeout=fed.task_timeout, feature_stats=cfg.model.is_composition and not dp, dp=dp,
-        weighted=fed.weighted, update_filter=update_filter,
+        weighted=fed.weighted, update_filter=update_filter, sites=sorted(task.sites),
         # one scaler for labels that feed shared heads; private heads keep their site's own
         label_stats=task.task_type == "regression" or (
             task.task_type == "multitask" and not private_prefixes(fed.private_heads, task.task_type)))
@@ -182,17 +182,35 @@ def server_settings(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Pat
 
 def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, progress: bool = True,
              engine: str = "nvflare", dp: dict | None = None,
-             update_filter: dict | None = None) -> dict:
-    """Run the federation in ``run_dir`` (``engine``: the NVFlare simulator, or ``loop``: the same
-    Site/Server code in this process); return the server's history (``history.json``).
+             update_filter: dict | None = None, deployment: str | Path | None = None) -> dict:
+    """Run the federation in ``run_dir`` (``engine``: the NVFlare simulator, ``deployment``: a
+    job on the deployment in the folder ``deployment``, or ``loop``: the same Site/Server code in
+    this process); return the server's history (``history.json``).
     ``update_filter``: ``PrivacyConfig.update_filter()`` (selective sharing or SVT)."""
     sites = list(task.sites)
     spec = run_dir / "federation" / "sites.json"
     spec.parent.mkdir(parents=True, exist_ok=True)
-    spec.write_text(json.dumps(site_spec(cfg, fed, task, run_dir, dp, update_filter), indent=1) + "\n")
+    site_config = site_spec(cfg, fed, task, run_dir, dp, update_filter)
+    if engine == "deployment":   # no path of this machine in the job: each site has its own kit
+        site_config = {**site_config, "deployment": True, "data": {**site_config["data"], "split": None}}
+        del site_config["split"], site_config["run_dir"]
+    spec.write_text(json.dumps(site_config, indent=1) + "\n")
     settings = server_settings(cfg, fed, task, run_dir, dp, update_filter)
     check_engine(update_filter, engine)
-    if engine == "loop":
+    if engine == "deployment":
+        from fedbio.deployment.jobs import run_job
+        from fedbio.federation.nvflare.job import FedbioRecipe
+
+        recipe = FedbioRecipe(settings, fed, spec, private_prefixes(fed.private_heads, task.task_type),
+                              deployment=True)
+        info = run_job(recipe, run_dir, deployment, fed.min_sites,
+                       say=(lambda line: print(line, flush=True)) if progress else (lambda line: None))
+        if not (spec.parent / "server" / "done.json").is_file():
+            raise FedbioError(f"job {info['job_id']} ended ({info.get('status')}) without the server's "
+                              "records; see nvflare/logs/ in the run folder")
+        history = json.loads((spec.parent / "server" / "history.json").read_text())
+        history["deployment"] = info
+    elif engine == "loop":
         try:
             history = simulate_in_loop(settings, str(spec), sites, cfg.train.threads or None)
         except RunStopped as err:
@@ -254,7 +272,7 @@ def _save_model(learner, history: dict, run_dir: Path) -> None:
 def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path | None = None,
                   overwrite: bool = False, progress: bool = True, engine: str = "nvflare",
                   announce: Callable[[], None] | None = None,
-                  privacy: PrivacyConfig | None = None) -> dict:
+                  privacy: PrivacyConfig | None = None, deployment: str | Path | None = None) -> dict:
     """Run ``cfg`` (``mode`` fedavg | fedprox | fedopt) federated into ``out``; return its metrics.
 
     ``fed`` defaults to ``FedConfig()``; ``cfg.mode`` names the algorithm. ``engine="loop"`` runs
@@ -262,13 +280,16 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     baseline). Options and inputs are checked first; then the run lives in ``OUT.running/``,
     becomes ``OUT`` when it succeeds, and moves to ``OUT.failed/`` (with every log) when it
     fails or is interrupted (``fedbio.outputs``). ``announce`` is called once all is checked.
-    ``privacy`` (``fedbio.privacy.PrivacyConfig``) makes it site-level DP-FedAvg.
+    ``privacy`` (``fedbio.privacy.PrivacyConfig``) makes it site-level DP-FedAvg. ``deployment``
+    (a ``fedbio deploy`` workspace) runs it as a job there instead of in the simulator.
     """
     if cfg.mode not in ALGORITHMS:
         raise FedbioError(f"unknown federated --mode {cfg.mode!r}; choose {', '.join(ALGORITHMS)}")
     if out is None:
         raise FedbioError("run_federated needs out= (the run folder to write)")
     fed = fed or FedConfig()
+    if deployment is not None:
+        engine = "deployment"
     # NVFlare runs each site in its own working folder: hand it absolute paths only.
     if cfg.data.split:
         cfg = replace(cfg, data=replace(cfg.data, split=os.path.abspath(cfg.data.split)))
@@ -287,6 +308,11 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         check_accountable(z, fed.rounds, privacy.delta)
     inputs = read_inputs(cfg)
     fed.validate(inputs.n_sites)
+    if deployment is not None:
+        from fedbio.deployment.jobs import check_deployment
+
+        check_deployment(deployment, list(inputs.task.sites if inputs.task else inputs.split.sites),
+                         fed.min_sites)
     if privacy.site_level and privacy.delta >= 1 / inputs.n_sites:
         raise FedbioError(f"--dp-delta {privacy.delta:g} is not below 1 / {inputs.n_sites}, one over "
                           "the number of sites (site-level DP protects a whole site); give e.g. "
@@ -308,7 +334,7 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")
         learner = _initial_model(cfg, fed, task, tmp)
         check_share(privacy, tmp)
-        history = federate(cfg, fed, task, tmp, progress, engine, dp, privacy.update_filter())
+        history = federate(cfg, fed, task, tmp, progress, engine, dp, privacy.update_filter(), deployment)
         if private_prefixes(fed.private_heads, task.task_type):  # no global head to score with
             test, hard = site_test_scores(history), site_test_scores(history, "test_hard")
         else:
@@ -323,6 +349,12 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
 
             metrics["privacy"] = {"update_filter": filter_block(
                 privacy.update_filter(), history, read_audit(tmp / "federation" / "audit"))}
+        if "deployment" in history:
+            from fedbio.deployment.jobs import site_folders
+
+            info = history["deployment"]
+            metrics["deployment"] = {**info, "site_records": site_folders(deployment, list(task.sites),
+                                                                            info["job_id"])}
         metrics["wall_seconds"] = round(time.time() - start, 2)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics

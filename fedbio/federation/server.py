@@ -44,6 +44,7 @@ Ask = Callable[[str, dict, dict, list, "int | None"], "tuple[dict[str, Reply], d
 
 
 NO_ANSWER = "no answer (process gone, trainer failed, or task_timeout passed)"
+ABSENT = "not in the job (not connected when the job was deployed)"   # a deployment's missing site
 DIVERGED = "TrainingDiverged"  # a site's failure that stops the whole run (fedbio.errors)
 
 
@@ -69,6 +70,7 @@ class ServerSettings:
     label_stats: bool = False
     task_timeout: int = 0  # seconds a round waits for a site (the NVFlare controller's)
     weighted: bool = True   # weight each site by its record count (FedAvg); False: plain mean
+    sites: list = field(default_factory=list)   # the run's sites (the split's); empty: the job's clients
     dp: dict | None = None  # DP (fedbio.privacy.fedavg.run_settings): no scores asked, last model
                             # delivered; clip set: site-level DP-FedAvg's noisy mean
     update_filter: dict | None = None  # selective sharing or SVT (PrivacyConfig.update_filter):
@@ -168,7 +170,7 @@ class Server:
             targets = [t for t in targets if t in self.active]
             ok, failed = ask(task, params, meta, targets, rnd) if targets else ({}, {})
             for site, reason in failed.items():
-                if reason == NO_ANSWER and site in self.active:
+                if reason in (NO_ANSWER, ABSENT) and site in self.active:
                     self.active.remove(site)
                     self.history.setdefault("dropped", {})[site] = f"{task} round {rnd}" if rnd else task
             diverged = {s: r for s, r in failed.items() if str(r).startswith(DIVERGED)}
@@ -212,7 +214,7 @@ class Server:
                                       "metrics": dict(rep.metrics), "curve": list(rep.meta.get("curve", []))}
             for site in self.sites:
                 if site not in ok:
-                    reason = failed.get(site, "dropped after an earlier round without an answer")
+                    reason = failed.get(site, "dropped: no answer to an earlier step")
                     row["sites"][site] = {"failed": reason, "bytes_down": down if site in failed else 0}
                     failed[site] = reason
             row["ok"], row["failed"] = sorted(ok), dict(sorted(failed.items()))

@@ -48,6 +48,37 @@ def write_progress(folder: Path, site: str, entry: dict) -> None:
     os.replace(tmp, folder / f"{site}.json")
 
 
+KIT_ENV = "FEDBIO_KIT"          # a deployed site's kit folder (set by ``fedbio deploy``)
+SITE_CONFIG = "fedbio_site.json"  # KIT/local/fedbio_site.json: {"data": FOLDER}, the site's own
+
+
+def site_kit() -> Path:
+    """The startup kit this site process runs from: ``$FEDBIO_KIT``, else the first folder at or
+    above the working folder that holds ``local/fedbio_site.json``."""
+    if os.environ.get(KIT_ENV):
+        return Path(os.environ[KIT_ENV])
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / "local" / SITE_CONFIG).is_file():
+            return folder
+    raise FileNotFoundError(f"no local/{SITE_CONFIG} at or above {here}: this site has no data "
+                            "folder configured (fedbio deploy up writes it)")
+
+
+def site_data(kit: Path) -> Path:
+    """The site's data folder, from its kit's local configuration (never from the job)."""
+    local = json.loads((kit / "local" / SITE_CONFIG).read_text())
+    return (kit / local["data"]).resolve()
+
+
+def site_folders(spec: dict, name: str) -> tuple[Path, Path]:
+    """(own train/valid folder, common test folder): ``SPLIT/<site>`` and ``SPLIT`` in the
+    simulator; a deployed site's data folder, which holds both."""
+    if spec.get("data_dir"):
+        return Path(spec["data_dir"]), Path(spec["data_dir"])
+    return Path(spec["split"]) / name, Path(spec["split"])
+
+
 def scalars(scores: dict, prefix: str) -> dict[str, float]:
     """The numeric entries of a score dict, renamed ``prefix + key`` (nested dicts stay home)."""
     return {prefix + k: float(v) for k, v in scores.items() if isinstance(v, (int, float))}
@@ -63,13 +94,14 @@ class Site:
         data_cfg = from_dict(DataConfig, spec["data"])
         train_cfg = from_dict(TrainConfig, spec["train"])
         torch.set_num_threads(spec["threads"])
-        split, kind = Path(spec["split"]), "class" if spec["task_type"] == "classification" else "value"
+        kind = "class" if spec["task_type"] == "classification" else "value"
         classes = spec["classes"]
-        self.records = {part: read_records(split / name / f"{part}.csv", kind=kind, classes=classes)
+        own, common = site_folders(spec, name)
+        self.records = {part: read_records(own / f"{part}.csv", kind=kind, classes=classes)
                         for part in ("train", "valid")}
-        self.records["test"] = read_records(split / "test.csv", kind=kind, classes=classes)
-        if (split / "test_hard.csv").is_file():
-            self.records["test_hard"] = read_records(split / "test_hard.csv", kind=kind, classes=classes)
+        self.records["test"] = read_records(common / "test.csv", kind=kind, classes=classes)
+        if (common / "test_hard.csv").is_file():
+            self.records["test_hard"] = read_records(common / "test_hard.csv", kind=kind, classes=classes)
         if spec["task_type"] == "multitask":
             # labels standardised with this site's own training rows: its heads are its own
             codec = LabelCodec("multitask", classes, *task_statistics(self.records["train"], classes))
@@ -104,12 +136,19 @@ class Site:
         self.update_filter = spec.get("update_filter")
 
     @classmethod
-    def load(cls, path: str | Path, name: str) -> Site:
-        """Read the spec; relative paths in it are relative to the spec's folder."""
+    def load(cls, path: str | Path, name: str, job: str = "") -> Site:
+        """Read the spec; relative paths in it are relative to the spec's folder. A deployment's
+        spec names no folder: the site's data and outputs come from its own kit (``site_kit``),
+        its outputs going to ``KIT/<job>/fedbio``."""
         path = Path(path)
         spec = json.loads(path.read_text())
-        for key in ("split", "run_dir"):
-            spec[key] = str((path.parent / spec[key]).resolve())
+        if spec.get("deployment"):
+            kit = site_kit()
+            spec["data_dir"] = str(site_data(kit))
+            spec["run_dir"] = str(kit / (job or "job") / "fedbio")
+        else:
+            for key in ("split", "run_dir"):
+                spec[key] = str((path.parent / spec[key]).resolve())
         return cls(name, spec)
 
     # -- data -----------------------------------------------------------------------------------

@@ -11,9 +11,8 @@ seeds with bootstrap intervals. Before anything is written it checks what it is 
 (``fedbio.reporting.runs``: finished runs of one task type, comparable unless ``--allow-mixed``)
 and every test predictions file it reads; ``--n-boot`` is ``MIN_BOOT`` (100: fewer resamples
 make the ends of a 95 % percentile interval noise) to ``MAX_BOOT``. Figures: ``fedbio.reporting.curves``.
-
-``DIR`` follows :mod:`fedbio.outputs`: refused if non-empty without ``--overwrite``, and always
-refused if it is, holds or lies inside one of the runs.
+``DIR`` follows :mod:`fedbio.outputs` (refused if non-empty without ``--overwrite``, or if it is,
+holds or lies inside one of the runs).
 """
 
 from __future__ import annotations
@@ -128,11 +127,12 @@ def _is_rows(values) -> bool:
 
 def _prediction_files(run_dir: Path, metrics: dict) -> dict[str, Path]:
     """Per-site test predictions of the model each site ends with: local, its own model;
-    federated, its model after the last round (kept at the site, ``sites/<site>/``; the
-    delivered model for runs that did not keep them); central, the one model."""
+    federated, its model after the last round (``sites/<site>/``, on a deployment in the site's
+    kit when readable here; else the delivered model's); central, the one model."""
     if metrics["mode"] == "local":
         return {s: run_dir / s / "test_predictions.csv" for s in metrics["n_train"]}
-    kept = {s: run_dir / "sites" / s / "test_predictions.csv" for s in metrics["n_train"]}
+    homes = (metrics.get("deployment") or {}).get("site_records") or {}
+    kept = {s: Path(homes.get(s, run_dir)) / "sites" / s / "test_predictions.csv" for s in metrics["n_train"]}
     return {s: path if path.is_file() else run_dir / "test_predictions.csv" for s, path in kept.items()}
 
 

@@ -177,7 +177,7 @@ def test_svt_needs_nvflare(small_split, tmp_path):
     from fedbio.errors import FedbioError
 
     cfg = plan(mode="fedavg", model="composition", profile="quick", split=str(small_split), epochs=2)
-    with pytest.raises(FedbioError, match="only the NVFlare engine"):
+    with pytest.raises(FedbioError, match="which only NVFlare applies"):
         run_federated(cfg, FedConfig(rounds=2), tmp_path / "x", progress=False, engine="loop",
                       privacy=PrivacyConfig(svt=True))
     assert not (tmp_path / "x").exists()

@@ -2,7 +2,9 @@
 
 NVFlare starts this script once per site (``fedbio.federation.nvflare.job`` builds the job):
 
-    client.py --config RUN/federation/sites.json
+    client.py --config RUN/federation/sites.json      (simulator)
+    client.py --config sites.json                      (deployment: the spec travels in the job;
+                                                        the site's data folder is in its own kit)
 
 Tasks from the server: ``stats`` (feature/label sums for a shared scaler, composition and
 regression only), ``train`` (one round of local epochs), ``validate`` (score a global model on
@@ -12,23 +14,26 @@ as FedAvg weight, and scalars.
 
 import argparse
 import logging
+from pathlib import Path
 
 import nvflare.client as flare
 from nvflare.client import FLModel
 from nvflare.client.tracking import SummaryWriter
 
 from fedbio.federation.nvflare.watch import install_stack_dump
-from fedbio.federation.site import Site, failure_meta
+from fedbio.federation.site import Site, failure_meta, site_kit
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True, help="RUN/federation/sites.json")
-    config = parser.parse_args().config
+    config = Path(parser.parse_args().config)
     install_stack_dump()                                          # for a watchdog's diagnosis
 
     flare.init()                                                  # (1) join the federation
-    site = Site.load(config, flare.get_site_name())               # own train/valid + common test
+    if not config.is_absolute():   # a deployed job carries its spec in its app's custom folder
+        config = next((site_kit() / flare.get_job_id()).glob(f"app_*/custom/{config}"), config)
+    site = Site.load(config, flare.get_site_name(), flare.get_job_id())  # own data + common test
     writer = SummaryWriter()                                      # curves, live, to the server
     while flare.is_running():
         task = flare.receive()                                    # (2) a task and the global model

@@ -3,20 +3,24 @@
 Tasks travel with ``send_model_and_wait`` (FLModel in, FLModel out); a site that raised, timed
 out or sent a flagged reply counts as failed for that task, and the run goes on while at least
 ``min_sites`` sites answer. Writes ``RUN/federation/server/history.json`` and the selected
-global model (``global.safetensors``); each round's scalars go to the live TensorBoard
+global model (``global.safetensors``) -- on a deployment, in the job's folder of the server's
+workspace, which the job's download returns; each round's scalars go to the live TensorBoard
 (``tracking.py``).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from dataclasses import replace
 
 from nvflare.app_common.abstract.fl_model import FLModel
 from nvflare.app_common.workflows.model_controller import ModelController
 
-from fedbio.federation.server import NO_ANSWER, Reply, RunStopped, Server, ServerSettings
+from fedbio.federation.server import ABSENT, NO_ANSWER, Reply, RunStopped, Server, ServerSettings
 
 TASK_CHECK_PERIOD = 0.05  # seconds
+INITIAL = "initial.safetensors"   # the first global model; in a deployed job, in the server app
 
 
 class FedbioController(ModelController):
@@ -30,11 +34,53 @@ class FedbioController(ModelController):
         self.settings = settings
         self.server_settings = ServerSettings.from_dict(settings)
 
+    def _prepare_task(self, *args, **kwargs):
+        self._task = super()._prepare_task(*args, **kwargs)
+        return self._task
+
+    def _note_gone(self, report):
+        """Wrap the communicator's dead-site report: remember who is gone (see ``_drop_gone``)."""
+
+        def process_dead_client_report(client_name, fl_ctx):
+            self._gone.add(client_name)
+            return report(client_name, fl_ctx)
+
+        return process_dead_client_report
+
+    def _drop_gone(self, targets: list, done: threading.Event) -> None:
+        """On a deployment the server reports a site whose process died (no heartbeat for
+        ``heart_beat_timeout`` s); once a task waits only for such sites it is ended here, and
+        they count as not answering (NVFlare's own check waits for its grace periods, and a
+        site that never comes back would otherwise hold the task forever without a
+        ``task_timeout``)."""
+        while not done.wait(0.5):
+            task = getattr(self, "_task", None)
+            if task is None:
+                continue
+            answered = {ct.client.name for ct in task.client_tasks if ct.result_received_time}
+            waiting = set(targets) - answered
+            if waiting and waiting <= self._gone:
+                self.logger.warning(f"fedbio: {', '.join(sorted(waiting))} left the federation; "
+                                    f"task {task.name} goes on without")
+                self.cancel_task(task, fl_ctx=self.fl_ctx)
+                return
+
     def _ask(self, task: str, params: dict, meta: dict, targets: list, rnd: int | None):
         model = FLModel(params=params, meta=dict(meta), current_round=rnd,
                         total_rounds=self.server_settings.num_rounds)
-        results = self.send_model_and_wait(task_name=task, data=model, targets=targets,
-                                           timeout=self.server_settings.task_timeout)
+        absent = {site: ABSENT for site in targets if site in self._absent}
+        targets = [site for site in targets if site not in absent]
+        if not targets:
+            return {}, absent
+        done = threading.Event()
+        watcher = threading.Thread(target=self._drop_gone, args=(list(targets), done), daemon=True)
+        watcher.start()
+        try:
+            results = self.send_model_and_wait(task_name=task, data=model, targets=targets,
+                                               timeout=self.server_settings.task_timeout)
+        finally:
+            done.set()
+            self._task = None
         ok, failed = {}, {}
         for res in results:
             site = res.meta.get("client_name")
@@ -46,7 +92,7 @@ class FedbioController(ModelController):
         for site in targets:
             if site not in ok and site not in failed:
                 failed[site] = NO_ANSWER
-        return dict(sorted(ok.items())), dict(sorted(failed.items()))
+        return dict(sorted(ok.items())), dict(sorted({**failed, **absent}.items()))
 
     def run(self) -> None:
         from safetensors.numpy import load_file
@@ -55,10 +101,27 @@ class FedbioController(ModelController):
         from fedbio.federation.nvflare.watch import install_stack_dump
 
         install_stack_dump()  # the server process answers a watchdog's SIGUSR1 with its stacks
+        self._gone: set[str] = set()
+        self.communicator.process_dead_client_report = self._note_gone(
+            self.communicator.process_dead_client_report)
 
-        server = Server(self.server_settings, [c.name for c in self.engine.get_clients()],
-                        report=tracking_report(self))
-        params = load_file(os.path.join(self.server_settings.run_dir, "federation", "initial.safetensors"))
+        initial = os.path.join(self.server_settings.run_dir, "federation", "initial.safetensors")
+        if not self.server_settings.run_dir:   # a deployment: the job's folder, its first model inside
+            workspace, job_id = self.engine.get_workspace(), self.fl_ctx.get_job_id()
+            self.server_settings = replace(self.server_settings, run_dir=workspace.get_run_dir(job_id))
+            initial = os.path.join(workspace.get_app_custom_dir(job_id), INITIAL)
+        track, rounds = tracking_report(self), self.server_settings.num_rounds
+
+        def report(tag: str, value: float, step: int) -> None:
+            track(tag, value, step)
+            if tag == "sites/aggregated":   # a line per round in the server's log (a deployment's progress)
+                self.logger.info(f"fedbio: round {step}/{rounds}: {int(value)} site(s) aggregated")
+
+        clients = [c.name for c in self.engine.get_clients()]
+        expected = list(self.server_settings.sites) or clients
+        self._absent = set(expected) - set(clients)   # not in the job: never asked, counted as failed
+        server = Server(self.server_settings, expected, report=report)
+        params = load_file(initial)
         try:
             server.run(self._ask, params)
         except RunStopped as err:

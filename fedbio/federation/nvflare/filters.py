@@ -10,6 +10,8 @@ nothing is streamed that its audit does not list.
 
 from __future__ import annotations
 
+import os
+
 from nvflare.apis.analytix import ANALYTIC_EVENT_TYPE, AnalyticsData
 from nvflare.apis.dxo import from_shareable
 from nvflare.apis.filter import Filter
@@ -20,6 +22,16 @@ from nvflare.app_common.filters.svt_privacy import SVTPrivacy
 from nvflare.app_common.widgets.convert_to_fed_event import ConvertToFedEvent
 
 from fedbio.federation.audit import audit, audit_stream, dp_record, filter_record, split_private
+
+
+def audit_folder(audit_dir: str, fl_ctx: FLContext) -> str:
+    """``audit_dir``; on a deployment (``""``), the site's own: ``KIT/<job>/fedbio/federation/audit``,
+    beside the rest of what the site keeps of the job."""
+    if audit_dir:
+        return audit_dir
+    from fedbio.federation.nvflare.tracking import job_folder
+
+    return os.path.join(job_folder(fl_ctx), "fedbio", "federation", "audit")
 
 
 class KeepPrivate(Filter):
@@ -48,7 +60,7 @@ class KeepPrivate(Filter):
             self.log_info(fl_ctx, f"{site}: held back {len(dropped)} private parameter(s) "
                                   f"({', '.join(self.prefixes)})")
         dp = dp_record(dxo.meta, self.dp_clip or None)   # for the audit only: removed here
-        audit(self.audit_dir, site, task, kept, dropped, dp, filter_record(dxo.meta))
+        audit(audit_folder(self.audit_dir, fl_ctx), site, task, kept, dropped, dp, filter_record(dxo.meta))
         return dxo.update_shareable(shareable)
 
 
@@ -132,6 +144,7 @@ class AuditStream(ConvertToFedEvent):
             return
         if record is None:
             return
-        audit_stream(self.audit_dir, fl_ctx.get_identity_name(), record.tag, record.step, self.send)
+        audit_stream(audit_folder(self.audit_dir, fl_ctx), fl_ctx.get_identity_name(), record.tag,
+                     record.step, self.send)
         if self.send:
             super().handle_event(event_type, fl_ctx)

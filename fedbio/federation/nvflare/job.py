@@ -1,4 +1,5 @@
-"""The NVFlare job: fedbio's configs -> a recipe (server controller + client script) -> SimEnv.
+"""The NVFlare job: fedbio's configs -> a recipe (server controller + client script) -> SimEnv,
+or, with ``deployment=True``, a job for a real deployment (``fedbio.deployment.jobs`` submits it).
 
     recipe = FedbioRecipe(settings, fed, "RUN/federation/sites.json")
     recipe.run(simulator(run_dir, sites))
@@ -6,14 +7,17 @@
 One client per site, ``num_threads`` = number of sites (fewer would restart a worker per
 client-round), the workspace inside the run folder, every site's full log in
 ``RUN/nvflare/<job>/<site>/`` and the simulator's own console output in ``RUN/nvflare/console.txt``.
-This folder (``fedbio/federation/nvflare/``) is the only place in fedbio that imports NVFlare.
+This folder (``fedbio/federation/nvflare/``) and ``fedbio/deployment/`` are the only places in
+fedbio that import NVFlare.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from nvflare.job_config.api import FedJob
@@ -23,7 +27,7 @@ from nvflare.recipe import SimEnv
 from nvflare.recipe.spec import Recipe
 
 from fedbio.federation.config import FedConfig
-from fedbio.federation.nvflare.controller import FedbioController
+from fedbio.federation.nvflare.controller import INITIAL, FedbioController
 from fedbio.federation.nvflare.filters import AuditStream, KeepPrivate, SparseVector
 from fedbio.federation.nvflare.logs import LOG_CONFIG
 from fedbio.federation.nvflare.tracking import LiveTensorBoard
@@ -39,14 +43,27 @@ class FedbioRecipe(Recipe):
     """FedAvg / FedProx / FedOpt over trainable parameters only, with fedbio's client script."""
 
     def __init__(self, settings: ServerSettings, fed: FedConfig, spec_path: str | Path,
-                 private: tuple[str, ...] = ()):
+                 private: tuple[str, ...] = (), deployment: bool = False):
         job = FedJob(name=JOB_NAME, min_clients=max(1, settings.min_sites))  # NVFlare's word
         # Sites run the installed fedbio; NVFlare must not copy (shadow) its modules into the job.
         job.set_app_packages(["fedbio"])
+        script = CLIENT_SCRIPT
+        if deployment:
+            # No path of this machine travels: the first model and the sites' spec go inside the
+            # job; the server writes into its job folder, each site into its own kit.
+            run_dir = Path(settings.run_dir)
+            settings = replace(settings, run_dir="")
+            job.to_server(str(run_dir / "federation" / INITIAL))
+            job.to_clients(str(spec_path))
+            spec_path = Path(spec_path).name
+            # The script copied beside the spec: NVFlare names a script by its path below a
+            # sys.path entry, and custom/fedbio/... would shadow the installed fedbio at the server.
+            script = run_dir / "federation" / CLIENT_SCRIPT.name
+            shutil.copy2(CLIENT_SCRIPT, script)
         job.to_server(FedbioController(settings.to_dict()))
-        job.to_clients(ScriptRunner(script=str(CLIENT_SCRIPT), script_args=f"--config {spec_path}"))
+        job.to_clients(ScriptRunner(script=str(script), script_args=f"--config {spec_path}"))
         # The site's last word on what leaves it: private names held back, every message audited.
-        audit_dir = Path(settings.run_dir) / "federation" / "audit"
+        audit_dir = Path(settings.run_dir) / "federation" / "audit" if settings.run_dir else ""
         # Task names listed: NVFlare 2.9 matches filter chains by exact task name ("*" matches none).
         dp_clip = float((settings.dp or {}).get("clip") or 0.0)
         svt = settings.update_filter if (settings.update_filter or {}).get("kind") == "svt" else None
@@ -58,12 +75,13 @@ class FedbioRecipe(Recipe):
                        tasks=list(STEPS))
         # Live TensorBoard: what a site streams is audited there, then written by the server.
         job.to_clients(AuditStream(str(audit_dir), send=bool(fed.stream_metrics)), id="stream_audit")
-        job.to_server(LiveTensorBoard(str(Path(settings.run_dir) / "tb")), id="tb_receiver")
+        job.to_server(LiveTensorBoard(str(Path(settings.run_dir) / "tb") if settings.run_dir else ""),
+                      id="tb_receiver")
         super().__init__(job)
         # Sites ask for their next task this often (NVFlare's default, 2 s, idles every round);
         # a site that stops sending heartbeats is dropped after heart_beat_timeout seconds.
         server = {"task_request_interval": TASK_REQUEST_INTERVAL}
-        if fed.heartbeat_timeout:
+        if fed.heartbeat_timeout and not deployment:   # a deployment's is in the server's kit
             server["heart_beat_timeout"] = fed.heartbeat_timeout
         self.add_server_config({"server": server})
 

@@ -36,6 +36,8 @@ class LiveTensorBoard(TBAnalyticsReceiver):
         self.tb_dir = tb_dir
 
     def initialize(self, fl_ctx) -> None:
+        if not self.tb_dir:   # a deployment: the job's folder in the server's workspace
+            self.tb_dir = str(Path(job_folder(fl_ctx)) / "tb")
         Path(self.tb_dir).mkdir(parents=True, exist_ok=True)
         self.root_log_dir = self.tb_dir
 
@@ -50,6 +52,11 @@ class LiveTensorBoard(TBAnalyticsReceiver):
         writer = self.writers_table.get(record_origin)
         if writer is not None:
             writer.flush()
+
+
+def job_folder(fl_ctx) -> str:
+    """This job's folder in the workspace of the process running it (server or site)."""
+    return fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id())
 
 
 def tracking_report(component):
