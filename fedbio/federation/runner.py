@@ -340,21 +340,24 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         else:
             test, hard = _deliver(learner, history, task, tmp)
         metrics = federated_metrics(cfg, fed, task, history, test, hard, engine)
+        homes = {site: tmp for site in task.sites}   # where each site kept its records
+        if "deployment" in history:   # in its own kit (readable here: one machine)
+            from fedbio.deployment.jobs import site_folders
+
+            info = history["deployment"]
+            homes = site_folders(deployment, list(task.sites), info["job_id"])
+            metrics["deployment"] = {**info, "site_records": homes}
         if dp:
-            metrics["privacy"] = privacy_block(dp, privacy, fed.rounds, cfg.model.is_composition,
-                                               site_records(tmp, task.sites) if privacy.record_level else None)
+            records = ({s: r for s, home in homes.items() for r in site_records(home, [s]).values()}
+                       if privacy.record_level else None)
+            metrics["privacy"] = privacy_block(dp, privacy, fed.rounds, cfg.model.is_composition, records)
         if privacy.filters_update:
             from fedbio.federation.audit import read_audit
             from fedbio.privacy.sharing import filter_block
 
-            metrics["privacy"] = {"update_filter": filter_block(
-                privacy.update_filter(), history, read_audit(tmp / "federation" / "audit"))}
-        if "deployment" in history:
-            from fedbio.deployment.jobs import site_folders
-
-            info = history["deployment"]
-            metrics["deployment"] = {**info, "site_records": site_folders(deployment, list(task.sites),
-                                                                            info["job_id"])}
+            audit = {s: lines for s, home in homes.items()
+                     for name, lines in read_audit(Path(home) / "federation" / "audit").items() if name == s}
+            metrics["privacy"] = {"update_filter": filter_block(privacy.update_filter(), history, audit)}
         metrics["wall_seconds"] = round(time.time() - start, 2)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics

@@ -73,7 +73,11 @@ def test_status_lists_connected_sites(deployed, capsys):
 
 
 def test_a_deployed_job_gives_the_simulators_and_the_loops_numbers(deployed, tmp_path, capsys):
-    cfg, fed = _cfg(deployed), FedConfig(rounds=2)
+    """Plain FedAvg but for selective sharing (half of each update), whose records the sites
+    keep: on a deployment in their kits, from where metrics.json is assembled as in the simulator."""
+    from fedbio.privacy.config import PrivacyConfig
+
+    cfg, fed, share = _cfg(deployed), FedConfig(rounds=2), PrivacyConfig(share_fraction=0.5)
     seen, done = set(), threading.Event()
 
     def sample():   # the sockets of every process of the deployment, job processes included
@@ -83,15 +87,18 @@ def test_a_deployed_job_gives_the_simulators_and_the_loops_numbers(deployed, tmp
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        deployed_run = run_federated(cfg, fed, tmp_path / "deployed", deployment=deployed)
+        deployed_run = run_federated(cfg, fed, tmp_path / "deployed", deployment=deployed, privacy=share)
     finally:
         done.set()
         sampler.join()
     assert seen and all(addr == "127.0.0.1" for addr, _ in seen), seen
     out = capsys.readouterr().out
     assert "round 1/2" in out and "round 2/2" in out   # a line per round while it runs
-    simulated = run_federated(cfg, fed, tmp_path / "simulated", progress=False)
-    looped = run_federated(cfg, fed, tmp_path / "looped", progress=False, engine="loop")
+    simulated = run_federated(cfg, fed, tmp_path / "simulated", progress=False, privacy=share)
+    looped = run_federated(cfg, fed, tmp_path / "looped", progress=False, engine="loop", privacy=share)
+    assert deployed_run["privacy"] == simulated["privacy"]   # what each site sent, read where it kept it
+    cosines = deployed_run["privacy"]["update_filter"]["cosine_to_true_update"]
+    assert sorted(cosines) == SITES and all(len(c) == 2 for c in cosines.values())
     for other in (simulated, looped):
         assert deployed_run["test"]["accuracy"] == pytest.approx(other["test"]["accuracy"], abs=1e-9)
         assert deployed_run["test"]["macro_f1"] == pytest.approx(other["test"]["macro_f1"], abs=1e-9)
