@@ -4,9 +4,8 @@
     fedbio split --fasta data/scl/deeploc_valtest.fasta --sites 3 --alpha 1.0 --out runs/split
 
 Every known failure prints one line, ``fedbio: error: FILE[:LINE]: what is wrong; what to do``,
-and exits 2 (argument errors included); anything unexpected prints one line too, exit 1, and
-``--debug`` (or ``FEDBIO_DEBUG=1``) shows its traceback. Ctrl-C, SIGTERM and SIGHUP end a command
-the same way: child processes stopped, what it wrote moved to ``OUT.failed/``, exit 130 / 143.
+exit 2; anything unexpected one line too, exit 1 (``--debug`` or ``FEDBIO_DEBUG=1``: its traceback).
+Ctrl-C, SIGTERM, SIGHUP: child processes stopped, output moved to ``OUT.failed/``, exit 130 / 143.
 Heavy modules are imported inside each command so ``fedbio --help`` stays instant.
 """
 
@@ -313,9 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from fedbio import __version__
-
-    return f"fedbio {__version__}"
+    return f"fedbio {importlib.import_module('fedbio').__version__}"
 
 
 def _register_report(sub) -> None:
@@ -356,8 +353,7 @@ def _on_signal(signum, frame):
 
 
 def _first_line(text: str) -> str:
-    lines = [line for line in str(text).splitlines() if line.strip()]
-    return lines[0].strip() if lines else ""
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
 
 
 def _kept(err: BaseException) -> str:
@@ -388,6 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = signal.Signals(signum).name
         print(f"fedbio: interrupted ({name}){_kept(err)}", file=sys.stderr)
         return 128 + int(signum)
+    except BrokenPipeError:   # `fedbio ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:
         if debug:
             raise

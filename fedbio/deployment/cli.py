@@ -31,6 +31,8 @@ def register(sub) -> None:
                     "(new or empty)")
     up.add_argument("--split", default=None, help="a split folder with that many sites (default: the "
                     "shipped data split over --sites sites, seed 0)")
+    up.add_argument("--task", default=None, choices=("scl", "classification", "regression", "antibody"),
+                    help="what --split's labels are (default: antibody where it has tasks.json, else scl)")
     up.add_argument("--port", type=int, default=DEFAULT_PORT,
                     help=f"the server's port on 127.0.0.1; the admin's is the next (default {DEFAULT_PORT})")
     up.add_argument("--heartbeat-timeout", type=float, default=HEARTBEAT_TIMEOUT,
@@ -63,7 +65,7 @@ def register(sub) -> None:
 def cmd_up(args) -> int:
     from fedbio.deployment.deploy import deploy_up
 
-    record = deploy_up(args.workspace, args.sites, split=args.split, port=args.port,
+    record = deploy_up(args.workspace, args.sites, split=args.split, task=args.task, port=args.port,
                        heartbeat_timeout=args.heartbeat_timeout, timeout=args.timeout, say=print)
     print(f"deployment up in {args.workspace}: server {SERVER}:{record['port']} (admin port "
           f"{record['admin_port']}), sites {', '.join(record['sites'])} connected; admin kit "

@@ -64,12 +64,14 @@ def _check_up(workspace: Path, sites: int, port: int, heartbeat_timeout: float, 
             raise FedbioError(f"--port {port}: port {p} on 127.0.0.1 is in use; choose another --port")
 
 
-def _split(sites: int, split: str | None) -> tuple[Path | None, list[str]]:
-    """Read and check the user's split before anything is written; return it and its sites."""
+def _split(sites: int, split: str | None, task: str | None) -> tuple[Path | None, list[str]]:
+    """Read and check the user's split before anything is written; return it and its sites.
+    ``task``: what its labels are (``fedbio run --task``); default ``antibody`` for a folder with
+    ``tasks.json`` (multi-task), else ``scl``."""
     from fedbio.data.tasks import load_task
 
     if split is not None:
-        task = load_task(split)
+        task = load_task(split, task or ("antibody" if (Path(split) / "tasks.json").is_file() else "scl"))
         names = list(task.sites)
         if len(names) != sites:
             raise FedbioError(f"--split {split} has {len(names)} sites, not --sites {sites}; give "
@@ -80,7 +82,7 @@ def _split(sites: int, split: str | None) -> tuple[Path | None, list[str]]:
 
 def deploy_up(workspace: str | Path, sites: int, split: str | None = None, port: int = 8002,
               heartbeat_timeout: float = 60.0, timeout: float = 120.0, say=print,
-              tie: bool = False) -> dict:
+              tie: bool = False, task: str | None = None) -> dict:
     """Provision and start a deployment in ``workspace``; return its record. On failure every
     process started is ended and the workspace (with its logs) is kept. ``tie``: every
     participant ends itself when this process ends (a notebook), whatever way it ends."""
@@ -88,7 +90,7 @@ def deploy_up(workspace: str | Path, sites: int, split: str | None = None, port:
 
     workspace = Path(os.path.abspath(workspace))
     _check_up(workspace, sites, port, heartbeat_timeout, timeout, split)
-    given, names = _split(sites, split)
+    given, names = _split(sites, split, task)
     if given is None:   # the shipped data over N sites, made and checked before writing
         from fedbio.data.split import SplitConfig, make_split
         from fedbio.paths import shipped
@@ -96,7 +98,11 @@ def deploy_up(workspace: str | Path, sites: int, split: str | None = None, port:
         made = make_split(shipped("scl/deeploc_valtest.fasta"), SplitConfig(sites=sites, seed=0),
                           hard=shipped("scl/deeploc_setHARD.fasta"))
         names = list(made.sites)
-    workspace.mkdir(parents=True, exist_ok=True)
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FedbioError(f"--workspace {workspace}: cannot make it ({err.strerror}); choose a "
+                          "folder you can write") from None
     workspace = Path(os.path.realpath(workspace))
     try:   # claimed first, exclusively: a second deploy up on the same folder stops here
         (workspace / RECORD).open("x").close()
@@ -169,6 +175,8 @@ def status(workspace: str | Path) -> dict:
             "processes": procs, "left_without_parent": orphans, "connected": [], "jobs": []}
     if record.get("state") == "up" and not procs[kits.SERVER]:
         info["state"] = "server not running"
+    elif record.get("state") in ("provisioning", "starting") and not any(procs.values()):
+        info["state"] = "its start-up ended unfinished (fedbio deploy down, then up in a new folder)"
     if procs[kits.SERVER]:
         try:
             with admin_session(workspace, timeout=5.0) as session:
@@ -182,6 +190,8 @@ def status(workspace: str | Path) -> dict:
 def stop_site(workspace: str | Path, site: str) -> int:
     record = read_record(workspace)
     _site_of(record, site, workspace)
+    if record.get("state") == "down":
+        raise FedbioError(f"{workspace} is down (fedbio deploy down): none of its sites runs")
     return end(workspace, site)
 
 
@@ -195,10 +205,14 @@ def start_site(workspace: str | Path, site: str, timeout: float = 120.0) -> None
         raise FedbioError(f"the server of {workspace} is not running; bring a deployment up again")
     end(workspace, site)   # what a killed site left behind (its job processes)
     start(Path(workspace), site, record.get("tied_to"))
-    if site not in wait_for_sites(Path(workspace), [site], timeout,
-                                  alive=lambda: _alive(Path(workspace), [site])):
-        raise FedbioError(f"{site} did not connect within {timeout:g} s; see "
-                          f"{workspace}/kits/{site}/log.txt")
+    try:
+        if site not in wait_for_sites(Path(workspace), [site], timeout,
+                                      alive=lambda: _alive(Path(workspace), [site])):
+            raise FedbioError(f"{site} did not connect within {timeout:g} s; it was stopped again; "
+                              f"see {workspace}/kits/{site}/log.txt")
+    except BaseException:   # interrupted or failed: the site is left as it was, stopped
+        end(workspace, site)
+        raise
 
 
 def _site_of(record: dict, site: str, workspace) -> None:

@@ -18,9 +18,12 @@ its kit, ``W/kits/<site>/<job id>/fedbio``; ``metrics.json``'s ``deployment`` bl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -39,8 +42,8 @@ def check_deployment(workspace: str | Path, sites: list[str], min_sites: int = 0
     the split's and enough of them are connected."""
     record = read_record(workspace)
     if record.get("state") != "up":
-        raise FedbioError(f"--deployment {workspace} is {record.get('state') or 'not up'}; bring one "
-                          "up (fedbio deploy up)")
+        raise FedbioError(f"--deployment {workspace} is {record.get('state') or 'not up'}; bring a new "
+                          "one up in another folder (fedbio deploy up --workspace NEW)")
     if sorted(record["sites"]) != sorted(sites):
         raise FedbioError(f"--deployment {workspace} has sites {', '.join(record['sites'])}, the "
                           f"split has {', '.join(sites)}; run on the split the deployment was "
@@ -79,15 +82,34 @@ def run_job(recipe, run_dir: Path, workspace: str | Path, min_sites: int, say=pr
             done = True
         finally:
             if not done:   # interrupted or failed while watching: the job must not go on alone
-                try:
-                    session.abort_job(job_id)
-                    say(f"aborted job {job_id} on the deployment")
-                except Exception:
-                    pass
-                _keep_logs(session, job_id, run_dir)
+                with _signals_held():   # a second Ctrl-C must not stop the abort
+                    try:
+                        session.abort_job(job_id)
+                        say(f"aborted job {job_id} on the deployment")
+                    except Exception:
+                        pass
+                    _keep_logs(session, job_id, run_dir)
         _download(session, job_id, run_dir, info)
     _write(run_dir, info)
     return info
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C, SIGTERM and SIGHUP noted, not raised, while the block runs (main thread only:
+    elsewhere Python delivers no signal anyway); the command is already ending because of one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {getattr(signal, name): signal.getsignal(getattr(signal, name))
+            for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+    for sig in held:
+        signal.signal(sig, lambda *_: None)
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
 
 
 def _script_by_name(job: Path) -> None:

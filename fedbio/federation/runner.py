@@ -323,7 +323,8 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     fed = replace(fed, stream_metrics=not privacy.enabled if fed.stream_metrics is None
                   else fed.stream_metrics)   # unset: on, except under DP
     start = time.time()
-    with output_dir(out, overwrite=overwrite, inputs=run_inputs(cfg), kind="run") as tmp:
+    inputs_read = [*run_inputs(cfg), *([deployment] if deployment is not None else [])]
+    with output_dir(out, overwrite=overwrite, inputs=inputs_read, kind="run") as tmp:
         if announce:
             announce()
         task = prepare_task(cfg, tmp, inputs)

@@ -177,7 +177,15 @@ def test_a_job_needing_more_sites_than_are_connected_is_refused(deployed, tmp_pa
         start_site(deployed, "site-1")
 
 
-def test_refusals_are_one_line_and_write_nothing(deployed, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def antibody_split(tmp_path_factory):
+    from fedbio.data.antibody import build_antibody_split, save_antibody_split
+
+    return save_antibody_split(build_antibody_split("multitask", "jain", 0),
+                               tmp_path_factory.mktemp("antibody") / "split")
+
+
+def test_refusals_are_one_line_and_write_nothing(deployed, tmp_path, capsys, antibody_split):
     busy = json.loads((deployed / "deployment.json").read_text())["port"]
     empty = tmp_path / "empty"
     (tmp_path / "full").mkdir()
@@ -198,6 +206,11 @@ def test_refusals_are_one_line_and_write_nothing(deployed, tmp_path, capsys):
         (["deploy", "status", "--workspace", str(tmp_path / "damaged")], "not a deployment record"),
         (["run", "--mode", "fedavg", "--model", "composition", "--deployment", str(tmp_path / "empty2"),
           "--out", str(tmp_path / "r")], "no fedbio deployment here"),
+        (["run", "--mode", "fedavg", "--model", "composition", "--deployment", str(deployed),
+          "--out", str(deployed / "kits" / "site-1" / "r")], "lies inside"),
+        (["deploy", "up", "--sites", "3", "--workspace", "/proc/fedbio-no"], "cannot make it"),
+        (["deploy", "up", "--sites", "2", "--workspace", str(empty), "--split", str(antibody_split)],
+         "has 5 sites, not --sites 2"),   # read as the multi-task split it is
         (["deploy", "up", "--sites", "0", "--workspace", str(empty)], "--sites 0"),
         (["deploy", "up", "--sites", "3", "--workspace", str(empty), "--port", "80"], "--port 80"),
         (["deploy", "up", "--sites", "3", "--workspace", str(empty), "--port", str(busy)], "in use"),
@@ -219,6 +232,7 @@ def test_refusals_are_one_line_and_write_nothing(deployed, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("fedbio: error: ") and "\n" not in err and words in err, (argv, err)
     assert not empty.exists() and not (tmp_path / "r").exists() and not (tmp_path / "with space").exists()
+    assert not (deployed / "kits" / "site-1" / "r").exists()
     assert sorted(p.name for p in split_copy.iterdir()) == sorted(p.name for p in (deployed / "split").iterdir())
     assert (tmp_path / "full" / "note.txt").read_text() == "mine"
 
@@ -227,6 +241,28 @@ def test_logs_show_each_participant(deployed, capsys):
     assert main(["deploy", "logs", "--workspace", str(deployed), "--lines", "3"]) == 0
     out = capsys.readouterr().out
     assert all(f"== {name}: " in out for name in [SERVER, *SITES])
+
+
+def test_a_reader_that_stops_early_is_no_error(deployed):
+    import subprocess
+    import sys
+
+    fedbio = Path(sys.executable).parent / "fedbio"
+    for command in (f"deploy status --workspace {deployed}", f"deploy logs --workspace {deployed}"):
+        done = subprocess.run(["bash", "-c", f"{fedbio} {command} | head -1 > /dev/null; "
+                                             "echo ${PIPESTATUS[0]}"], capture_output=True, text=True)
+        assert done.stdout.strip() == "0" and "error" not in done.stderr, (command, done.stdout, done.stderr)
+
+
+def test_a_second_ctrl_c_does_not_stop_the_abort():
+    import os
+
+    from fedbio.deployment.jobs import _signals_held
+
+    with _signals_held():
+        os.kill(os.getpid(), signal.SIGINT)   # noted, not raised
+        time.sleep(0.1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_killed_server_ends_watching_in_one_line_and_down_cleans_up(tmp_path, small_split, capsys):
@@ -252,3 +288,6 @@ def test_a_killed_server_ends_watching_in_one_line_and_down_cleans_up(tmp_path, 
         assert time.monotonic() - started < 60
     assert participant_processes(workspace) == []
     assert (workspace / "kits" / "site-1" / "log.txt").is_file()   # logs kept
+    (workspace / "deployment.json").write_text(json.dumps({"sites": SITES, "port": 1, "state": "down"}))
+    assert main(["deploy", "stop-site", "site-1", "--workspace", str(workspace)]) == 2
+    assert "is down" in capsys.readouterr().err
