@@ -67,10 +67,12 @@ def test_a_site_lost_before_it_started_restarts_the_simulator_at_once(small_spli
     monkeypatch.setenv("FEDBIO_TEST_LOSE_WORKER", f"site-1:{marker}")
     out = tmp_path / "lost"
     start = time.monotonic()
-    m = run_federated(composition(small_split, epochs=2), FedConfig(rounds=2, sim_timeout=600), out,
-                      progress=False)
-    assert time.monotonic() - start < 120  # not the 600 s silence limit
-    assert marker.exists() and m["federation"]["simulator_seconds"]["attempts"] == 2
+    # one retry more than the default: the injected loss takes one, and on a loaded machine
+    # NVFlare's own start-up race may take the next (CI once lost site-3 in the second attempt)
+    m = run_federated(composition(small_split, epochs=2), FedConfig(rounds=2, sim_timeout=600, sim_retries=2),
+                      out, progress=False)
+    assert time.monotonic() - start < 180  # not the 600 s silence limit
+    assert marker.exists() and m["federation"]["simulator_seconds"]["attempts"] >= 2
     assert all(r["ok"] == SITES for r in m["rounds"][1:])
     assert "lost site-1's worker process before it started" in capsys.readouterr().out
     kept = out / "nvflare" / "fedbio-stalled-1"
