@@ -24,7 +24,7 @@ from fedbio.config import TUNING_MODES
 from fedbio.errors import FedbioError, Interrupted
 from fedbio.federation.config import ALGORITHMS as FEDERATED
 from fedbio.federation.config import DEFAULT_SERVER_LR, SERVER_OPTIMIZERS, FedConfig
-from fedbio.privacy.options import add_privacy_arguments, privacy_config
+from fedbio.privacy.options import add_privacy_arguments, announce_privacy, privacy_config
 from fedbio.privacy.options import applicable as privacy_rules
 
 ROUNDS = FedConfig.rounds  # --rounds when not given
@@ -38,6 +38,8 @@ def check_applicable(args) -> None:
     rules = [("--rounds", args.rounds, federated, "federated runs (--mode fedavg, fedprox, fedopt)"),
              ("--min-sites", args.min_sites, federated, "federated runs (--mode fedavg, fedprox, fedopt)"),
              ("--deployment", args.deployment, federated, "federated runs (--mode fedavg, fedprox, fedopt)"),
+             ("--he", args.he or None, args.deployment is not None, "runs on a deployment (--deployment W)"),
+             ("--submitter", args.submitter, args.deployment is not None, "runs on a deployment (--deployment W)"),
              ("--mu", args.mu, args.mode == "fedprox", "--mode fedprox"),
              ("--server-optimizer", args.server_optimizer, args.mode == "fedopt", "--mode fedopt"),
              ("--server-lr", args.server_lr, args.mode == "fedopt", "--mode fedopt"),
@@ -155,7 +157,7 @@ def cmd_run(args) -> int:
     if cfg.mode in FEDERATED:
         given = {"rounds": args.rounds, "mu": args.mu, "min_sites": args.min_sites,
                  "server_optimizer": args.server_optimizer, "server_lr": args.server_lr}
-        fed = FedConfig(private_heads=False if args.shared_heads else None,
+        fed = FedConfig(private_heads=False if args.shared_heads else None, he=bool(args.he),
                         **{k: v for k, v in given.items() if v is not None})
     privacy = privacy_config(args)
 
@@ -167,29 +169,17 @@ def cmd_run(args) -> int:
             print(f"federation: {cfg.mode}, {fed.rounds} rounds x {cfg.train.epochs / fed.rounds:g} "
                   f"local epochs, {'all sites' if not fed.min_sites else f'min {fed.min_sites} sites'}",
                   flush=True)
-        if privacy.site_level:
-            z = privacy.noise_multiplier(fed.rounds)
-            print(f"privacy: site-level DP-FedAvg, updates clipped to {privacy.clip:g}, noise "
-                  f"multiplier {z:.4g} ({privacy.where}), delta {privacy.delta:g}", flush=True)
-        if privacy.record_level:
-            noise = (f"noise multiplier {privacy.sgd_noise:g}" if privacy.sgd_noise is not None
-                     else f"noise for epsilon {privacy.sgd_epsilon:g} at each site")
-            print(f"privacy: DP-SGD at each site (Opacus), record gradients clipped to "
-                  f"{privacy.sgd_clip:g}, {noise}, delta {privacy.delta:g}"
-                  + (", secure_mode" if privacy.secure_mode else ""), flush=True)
-        if privacy.share_fraction is not None:
-            print(f"privacy: selective sharing: each site sends the largest {100 * privacy.share_fraction:g} % "
-                  "of its update's entries" + (f", clipped to ±{privacy.share_clip:g}"
-                                               if privacy.share_clip else ""), flush=True)
-        if privacy.svt:
-            print(f"privacy: NVFlare's SVT on each update (fraction {privacy.svt_fraction:g}, epsilon "
-                  f"{privacy.svt_epsilon:g}, gamma {privacy.svt_gamma:g})", flush=True)
+        if fed is not None and fed.he:
+            print("encryption: CKKS (TenSEAL): the server averages ciphertexts it cannot decrypt; "
+                  "the last round's model is delivered, decrypted at the sites", flush=True)
+        announce_privacy(privacy, fed)
 
     if fed is not None:
         from fedbio.federation import run_federated
 
         metrics = run_federated(cfg, fed, out=args.out, overwrite=args.overwrite, progress=not args.quiet,
-                                announce=announce, privacy=privacy, deployment=args.deployment)
+                                announce=announce, privacy=privacy, deployment=args.deployment,
+                                submitter=args.submitter)
     else:
         metrics = run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet,
                       announce=announce, privacy=privacy)
@@ -251,6 +241,10 @@ def _add_run_parser(sub) -> None:
     add_privacy_arguments(p)
     p.add_argument("--deployment", default=None, metavar="W", help="federated: run as a job on the "
                    "deployment in W (fedbio deploy up), on its split unless --split")
+    p.add_argument("--he", action="store_true", help="with --deployment: sites send CKKS ciphertexts, "
+                   "the server averages them unable to decrypt; the last round is delivered")
+    p.add_argument("--submitter", default=None, metavar="USER", help="with --deployment: submit the job as "
+                   "USER, with its kit in W/kits (default admin@consortium.org)")
     p.add_argument("--weights-dir", default=None, help="folder of pretrained weights (else $FEDBIO_WEIGHTS)")
     p.add_argument("--backend", default=None, choices=BACKENDS,
                    help="model backend (default: the profile's, hf)")

@@ -8,6 +8,10 @@
 2. the same seeded composition FedAvg job (3 sites) on the deployment, in the NVFlare simulator
    and in the plain loop: wall seconds of each ``run_federated``, and whether the three gave the
    same test accuracy (they must).
+3. the job on the deployment with ``--he`` (CKKS): seconds per round (the server's record: from
+   sending the model to the aggregate) and bytes a site sends per round, against the clear run
+   of step 2. (``--he`` scales the composition features without the stats step, so its accuracy
+   is its own.)
 
 Everything runs in a scratch folder (``--workdir``, removed afterwards), on 127.0.0.1 ports that
 were free when it started.
@@ -52,22 +56,30 @@ def run_bench_deploy(work: Path, sizes: DeploySizes = SMALL, threads: int | None
     result: dict = {"size": sizes.name, "threads": n, "up_s": up_s, "runs": {}}
     try:
         cfg = plan(mode="fedavg", model="composition", split=str(workspace / "split"), epochs=sizes.epochs)
-        fed = FedConfig(rounds=sizes.rounds)
         for name, kwargs in (("deployment", {"deployment": workspace}), ("simulator", {}),
-                             ("loop", {"engine": "loop"})):
+                             ("loop", {"engine": "loop"}), ("he", {"deployment": workspace})):
             say(f"the job, {name}")
             seconds, metrics = timed(lambda kw=kwargs, nm=name: run_federated(
-                cfg, fed, work / nm, progress=False, **kw))
-            result["runs"][name] = {"seconds": seconds, "accuracy": metrics["test"]["accuracy"]}
+                cfg, FedConfig(rounds=sizes.rounds, he=nm == "he"), work / nm, progress=False, **kw))
+            result["runs"][name] = {"seconds": seconds, "accuracy": metrics["test"]["accuracy"],
+                                    **per_round(work / name / "federation" / "server" / "history.json")}
     finally:
         say("deploy down")
         down_s, _ = timed(lambda: deploy_down(workspace))
         result["down_s"] = down_s
-    runs = result["runs"]
+    runs = {k: v for k, v in result["runs"].items() if k != "he"}
     result["same_numbers"] = len({r["accuracy"] for r in runs.values()}) == 1
     result["checks"] = checks(result, sizes)
     result["wall_seconds"] = time.perf_counter() - start
     return result
+
+
+def per_round(history: Path) -> dict:
+    import json
+
+    from fedbio.federation.results import round_costs
+
+    return round_costs(json.loads(history.read_text()))
 
 
 def checks(result: dict, sizes: DeploySizes) -> list[dict]:
@@ -85,6 +97,14 @@ def checks(result: dict, sizes: DeploySizes) -> list[dict]:
         {"measure": "same test accuracy on all three",
          "value": f"{100 * r['deployment']['accuracy']:.2f} %", "goal": "equal",
          "ok": result["same_numbers"]},
+        {"measure": f"{job}, on the deployment: seconds per round, --he / clear",
+         "value": f"{r['he']['round_s']:.2f} s / {r['deployment']['round_s']:.2f} s = "
+                  f"{r['he']['round_s'] / r['deployment']['round_s']:.2f}x", "goal": "-", "ok": None},
+        {"measure": "bytes a site sends per round, --he / clear",
+         "value": f"{r['he']['bytes_up'] / 1e3:,.0f} kB / {r['deployment']['bytes_up'] / 1e3:,.1f} kB = "
+                  f"{r['he']['bytes_up'] / r['deployment']['bytes_up']:.1f}x", "goal": "-", "ok": None},
+        {"measure": "test accuracy, --he / clear", "value": f"{100 * r['he']['accuracy']:.2f} % / "
+                    f"{100 * r['deployment']['accuracy']:.2f} %", "goal": "-", "ok": None},
     ]
 
 

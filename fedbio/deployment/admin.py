@@ -1,4 +1,4 @@
-"""The consortium's admin on a deployment: NVFlare's Session API with the admin's kit.
+"""A user on a deployment: NVFlare's Session API with the user's kit (the admin's by default).
 
     with admin_session(W) as session:
         connected_sites(session)               # ['site-1', 'site-2', 'site-3']
@@ -46,12 +46,15 @@ def quiet_nvflare() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def admin_session(workspace: str | Path, timeout: float = LOGIN_TIMEOUT) -> Iterator:
-    """A logged-in Session as ``admin@consortium.org`` (HOME and TMPDIR inside W meanwhile,
-    NVFlare's log records off the console)."""
+def admin_session(workspace: str | Path, timeout: float = LOGIN_TIMEOUT, user: str = ADMIN) -> Iterator:
+    """A logged-in Session as ``user`` (default ``admin@consortium.org``), with that user's kit
+    (HOME and TMPDIR inside W meanwhile, NVFlare's log records off the console)."""
     from nvflare.fuel.flare_api.flare_api import new_secure_session
 
     workspace = Path(os.path.realpath(workspace))
+    if not (kit(workspace, user) / "startup").is_dir():
+        raise FedbioError(f"{user}: no user kit in {workspace}/kits (its users are "
+                          f"{', '.join(users_of(workspace))}); submit as one of them")
     saved = {k: os.environ.get(k) for k in ("HOME", "TMPDIR")}
     os.environ.update(environment(workspace))
     session = None
@@ -60,9 +63,9 @@ def admin_session(workspace: str | Path, timeout: float = LOGIN_TIMEOUT) -> Iter
     try:
         try:
             with contextlib.redirect_stdout(io.StringIO()):   # NVFlare prints "Connecting to FLARE ..."
-                session = new_secure_session(ADMIN, str(kit(workspace, ADMIN)), timeout=timeout)
+                session = new_secure_session(user, str(kit(workspace, user)), timeout=timeout)
         except Exception as err:
-            raise FedbioError(f"{workspace}: cannot reach the deployment's server as {ADMIN} "
+            raise FedbioError(f"{workspace}: cannot reach the deployment's server as {user} "
                               f"({type(err).__name__}: {err}); is it up? (fedbio deploy status "
                               f"--workspace {workspace})") from None
         yield session
@@ -76,6 +79,12 @@ def admin_session(workspace: str | Path, timeout: float = LOGIN_TIMEOUT) -> Iter
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def users_of(workspace: str | Path) -> list[str]:
+    """The users that have a kit in ``W/kits`` (an ``@`` in the name)."""
+    folder = Path(workspace) / "kits"
+    return sorted(p.name for p in folder.iterdir() if "@" in p.name) if folder.is_dir() else []
 
 
 def connected_sites(session) -> list[str]:

@@ -1,10 +1,11 @@
-"""``fedbio deploy up | status | logs | stop-site | start-site | down``: a deployment on this machine.
+"""``fedbio deploy up | status | logs | stop-site | start-site | policy | down``: a deployment here.
 
     fedbio deploy up --sites 3 --workspace W [--split DIR] [--port P]
     fedbio deploy status --workspace W [--json]
     fedbio deploy logs --workspace W [--site NAME] [--lines N]
     fedbio deploy stop-site NAME --workspace W
     fedbio deploy start-site NAME --workspace W
+    fedbio deploy policy --site NAME [--allow WHO [WHO ...]] --workspace W
     fedbio deploy down --workspace W
 """
 
@@ -57,6 +58,16 @@ def register(sub) -> None:
         s.add_argument("--workspace", required=True)
         s.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT)
         s.set_defaults(func=func)
+    po = dsub.add_parser("policy", help="whose jobs a site runs (its local/authorization.json); shown "
+                         "without --allow")
+    po.add_argument("--site", required=True)
+    po.add_argument("--allow", nargs="+", default=None, metavar="WHO",
+                    help="users (lead@site-1.org), organisations (org_site_1) or roles (project_admin, "
+                         "org_admin, lead, member) whose jobs the site runs; any: NVFlare's default")
+    po.add_argument("--show", action="store_true", help="print the site's policy (the default without --allow)")
+    po.add_argument("--workspace", required=True)
+    po.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT, help="seconds for a restarted site to connect")
+    po.set_defaults(func=cmd_policy)
     dn = dsub.add_parser("down", help="end every process the deployment started (kits and logs are kept)")
     dn.add_argument("--workspace", required=True)
     dn.set_defaults(func=cmd_down)
@@ -92,6 +103,27 @@ def cmd_status(args) -> int:
         print(f"server: {info['error']}")
     for job in info["jobs"]:
         print(f"job {job['id']} ({job['name']}): {job['status']}")
+    for site, seen in info["refusals"].items():
+        if seen["refused"]:
+            last = seen["last"]
+            print(f"{site} refused {seen['refused']} job(s); last: {last.get('job_id')} from "
+                  f"{last.get('submitter')} at {last.get('time')} ({last.get('reason')})")
+    return 0
+
+
+def cmd_policy(args) -> int:
+    from fedbio.deployment.deploy import set_policy
+    from fedbio.deployment.policy import POLICY, describe, read_policy
+
+    if args.allow is not None:
+        if args.show:
+            raise FedbioError("--show prints the policy; give it without --allow")
+        set_policy(args.workspace, args.site, args.allow, timeout=args.timeout, say=print)
+        return 0
+    policy, default = read_policy(args.workspace, args.site)
+    print(f"{args.site} ({args.workspace}/kits/{args.site}/local/{POLICY}): runs {describe(policy, default)}")
+    if args.show:
+        print(json.dumps(policy, indent=1))
     return 0
 
 

@@ -2,6 +2,7 @@
 
     record = deploy_up("W", 3)              # provision, start, wait until every site is connected
     stop_site("W", "site-2"); start_site("W", "site-2")
+    set_policy("W", "site-2", ["org_site_2"])   # site-2 runs only its own organisation's jobs
     deploy_down("W")                        # every process ended; kits, data and logs kept
 
 ``deployment("W", 3)`` is the same as a context manager, which ends every process however the
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from fedbio.deployment import kits
 from fedbio.deployment.admin import admin_session, connected_sites, running_jobs, wait_for_sites
+from fedbio.deployment.policy import refusals, write_policy
 from fedbio.deployment.processes import (
     RECORD,
     end,
@@ -161,7 +163,7 @@ def _alive(workspace: Path, names: list[str]) -> None:
 
 def status(workspace: str | Path) -> dict:
     """The participants' main processes, the job processes left without one, connected sites
-    and jobs (asked of the server when its process runs)."""
+    and jobs (asked of the server when its process runs), the jobs each site refused."""
     record = read_record(workspace)
     names = [kits.SERVER, *record["sites"]]
     procs, orphans = {}, {}
@@ -172,7 +174,8 @@ def status(workspace: str | Path) -> dict:
             orphans[name] = sorted(p.pid for p in found)
     info = {"workspace": str(Path(workspace).resolve()), "state": record.get("state"),
             "server": f"{kits.SERVER}:{record['port']}", "sites": record["sites"],
-            "processes": procs, "left_without_parent": orphans, "connected": [], "jobs": []}
+            "processes": procs, "left_without_parent": orphans, "connected": [], "jobs": [],
+            "refusals": {site: refusals(workspace, site) for site in record["sites"]}}
     if record.get("state") == "up" and not procs[kits.SERVER]:
         info["state"] = "server not running"
     elif record.get("state") in ("provisioning", "starting") and not any(procs.values()):
@@ -213,6 +216,21 @@ def start_site(workspace: str | Path, site: str, timeout: float = 120.0) -> None
     except BaseException:   # interrupted or failed: the site is left as it was, stopped
         end(workspace, site)
         raise
+
+
+def set_policy(workspace: str | Path, site: str, allow: list[str], timeout: float = 120.0,
+               say=print) -> dict:
+    """Write ``site``'s policy (``fedbio.deployment.policy``: whose jobs it runs) and restart the
+    site if it runs, waiting until it is connected again; return the policy written."""
+    check_seconds("--timeout", timeout)
+    policy, path, runs = write_policy(workspace, site, allow)
+    say(f"{site}: wrote {path}: runs {runs}")
+    if any(is_main(p) for p in participant_processes(workspace, site)):
+        say(f"restarting {site}: a site reads its policy only when it starts")
+        stop_site(workspace, site)
+        start_site(workspace, site, timeout=timeout)
+        say(f"{site} restarted and connected")
+    return policy
 
 
 def _site_of(record: dict, site: str, workspace) -> None:

@@ -2,8 +2,9 @@
 
 The job is the simulator's (``fedbio.federation.nvflare.job.FedbioRecipe``) in its deployment
 form: the first model and the sites' spec travel inside it, no path of this machine does. It is
-submitted through NVFlare's Session API as the consortium's admin, watched (a line per round,
-from the server's job log), and its result downloaded into the run folder:
+submitted through NVFlare's Session API as the submitter (``--submitter USER``, default the
+consortium's admin), watched (a line per round, from the server's job log),
+and its result downloaded into the run folder:
 
     RUN/nvflare/<job id>/     what the server kept of the job (its workspace folder, logs)
     RUN/nvflare/logs/<participant>.txt   each participant's job log, as the server collected it
@@ -11,6 +12,11 @@ from the server's job log), and its result downloaded into the run folder:
                               from the download, so the rest of the run reads them as after the
                               simulator
     RUN/tb/server/            the server's TensorBoard curves, likewise
+
+Each site decides whether it runs the submitter's jobs (``fedbio.deployment.policy``): a site
+that refused the job is named in a line and in ``metrics.json``'s ``deployment.refused``, and
+takes part in no round; if too few sites accepted, the job does not run and the run fails in
+one line naming the refusing sites.
 
 What each site keeps (its audit, its caches, a private head's model, DP-SGD's record) stays in
 its kit, ``W/kits/<site>/<job id>/fedbio``; ``metrics.json``'s ``deployment`` block says where.
@@ -28,6 +34,8 @@ import time
 from pathlib import Path
 
 from fedbio.deployment.admin import admin_session, connected_sites
+from fedbio.deployment.kits import ADMIN, CONSORTIUM, SERVER
+from fedbio.deployment.policy import REQUESTS, requests
 from fedbio.deployment.processes import kit, read_record
 from fedbio.errors import FedbioError
 
@@ -37,10 +45,37 @@ ROUND_LINE = re.compile(r"fedbio: (round \d+/\d+.*)$")
 ENDED = ("FINISHED", "ABORTED", "FAILED")
 
 
-def check_deployment(workspace: str | Path, sites: list[str], min_sites: int = 0) -> dict:
+def check_submitter(workspace: str | Path, user: str) -> None:
+    """Refuse a user without a kit, or one the server's own policy does not let submit jobs
+    (a ``member``), before anything is written."""
+    from fedbio.deployment.admin import users_of
+    from fedbio.deployment.approval import decide
+    from fedbio.deployment.policy import participants
+
+    if user not in users_of(workspace):
+        raise FedbioError(f"--submitter {user}: no such user of {workspace} (its users are "
+                          f"{', '.join(users_of(workspace))})")
+    person = participants(workspace).get(user) or {}
+    local = kit(Path(workspace), SERVER) / "local"
+    path = next((p for p in (local / "authorization.json", local / "authorization.json.default")
+                 if p.is_file()), None)
+    if path is None:
+        return
+    from nvflare.security.security import FLAuthorizer
+
+    ok, _ = decide(FLAuthorizer(CONSORTIUM, json.loads(path.read_text())), user,
+                   str(person.get("org")), str(person.get("role")), byoc=False)
+    if not ok:
+        raise FedbioError(f"--submitter {user} (role {person.get('role')}) may not submit jobs: the "
+                          f"server's policy ({path}) refuses it; submit as {ADMIN} or a site's lead")
+
+
+def check_deployment(workspace: str | Path, sites: list[str], min_sites: int = 0,
+                     submitter: str | None = None) -> dict:
     """The deployment's record, refused (before the run writes anything) unless its sites are
-    the split's and enough of them are connected."""
+    the split's, enough of them are connected, and ``submitter`` may submit jobs."""
     record = read_record(workspace)
+    check_submitter(workspace, submitter or ADMIN)
     if record.get("state") != "up":
         raise FedbioError(f"--deployment {workspace} is {record.get('state') or 'not up'}; bring a new "
                           "one up in another folder (fedbio deploy up --workspace NEW)")
@@ -60,25 +95,29 @@ def _check_connected(sites: list[str], needed: int, workspace) -> None:
 
 
 def run_job(recipe, run_dir: Path, workspace: str | Path, min_sites: int, say=print,
-            timeout: float = 0) -> dict:
-    """Export, submit, watch and download the job; return ``{"job_id", "sites", ...}``."""
+            timeout: float = 0, submitter: str | None = None) -> dict:
+    """Export, submit (as ``submitter``), watch and download the job; return ``{"job_id",
+    "sites", ...}``."""
     from fedbio.federation.nvflare.job import JOB_NAME
 
     job_root = run_dir / "federation" / "job"
     recipe.export(str(job_root))
     _script_by_name(job_root / JOB_NAME)
-    info: dict = {"workspace": str(Path(workspace).resolve())}
-    with admin_session(workspace) as session:
+    _deploy_minimum(job_root / JOB_NAME, min_sites or len(read_record(workspace)["sites"]))
+    user = submitter or ADMIN
+    info: dict = {"workspace": str(Path(workspace).resolve()), "submitter": user}
+    with admin_session(workspace, user=user) as session:
         sites = connected_sites(session)
         _check_connected(sites, min_sites or len(read_record(workspace)["sites"]), workspace)
         info["sites_connected"] = sites
-        job_id = session.submit_job(str(job_root / JOB_NAME))
+        job_id = _submit(session, str(job_root / JOB_NAME), user, workspace)
         info["job_id"] = job_id
         _write(run_dir, info)
-        say(f"submitted job {job_id} to {workspace} ({len(sites)} sites connected)")
+        say(f"submitted job {job_id} to {workspace} as {user} ({len(sites)} sites connected)")
         done = False
         try:
-            info["status"] = _watch(session, job_id, say, timeout, workspace)
+            info["status"] = _watch(session, job_id, say, timeout, workspace,
+                                    min_sites or len(read_record(workspace)["sites"]))
             done = True
         finally:
             if not done:   # interrupted or failed while watching: the job must not go on alone
@@ -89,9 +128,58 @@ def run_job(recipe, run_dir: Path, workspace: str | Path, min_sites: int, say=pr
                     except Exception:
                         pass
                     _keep_logs(session, job_id, run_dir)
+        info["refused"], failed = _refused(session, job_id, workspace, say)
+        if "FAILED_TO_RUN" in info["status"] and (info["refused"] or failed):
+            _write(run_dir, info)
+            _keep_logs(session, job_id, run_dir)
+            if not info["refused"]:
+                raise FedbioError(f"job {job_id} did not run: too few sites took it ("
+                                  f"{'; '.join(f'{s}: {r}' for s, r in failed.items())}); see fedbio "
+                                  f"deploy status --workspace {workspace}")
+            names = ", ".join(sorted(info["refused"]))
+            raise FedbioError(
+                f"job {job_id} did not run: {names} refused jobs submitted by {user}, and the other "
+                f"sites are fewer than the run needs; allow {user} there (fedbio deploy policy --site "
+                f"{sorted(info['refused'])[0]} --allow {user} ... --workspace {workspace}) or submit "
+                "as an approved user (--submitter)")
         _download(session, job_id, run_dir, info)
     _write(run_dir, info)
     return info
+
+
+def _submit(session, job: str, user: str, workspace) -> str:
+    try:
+        return session.submit_job(job)
+    except Exception as err:
+        if type(err).__name__ != "AuthorizationError":
+            raise
+        raise FedbioError(f"the server of {workspace} refused the job: {user} may not submit jobs "
+                          f"({err}); submit as {ADMIN} or a site's lead (--submitter)") from None
+
+
+def _refused(session, job_id: str, workspace, say) -> tuple[dict[str, str], dict[str, str]]:
+    """From the job's ``job_deploy_detail``: the sites that refused it (their policy), and those
+    that did not take it for another reason (no reply), each with its reason; a line for each."""
+    try:
+        detail = session.get_job_meta(job_id).get("job_deploy_detail") or []
+    except Exception:
+        return {}, {}
+    sites = set(read_record(workspace)["sites"])
+    refused, failed = {}, {}
+    for entry in detail:
+        site, _, reply = str(entry).partition(": ")
+        reply = reply.strip()
+        if site not in sites or reply == "OK":
+            continue
+        mine = [r for r in requests(workspace, site) if r.get("job_id") == job_id and r.get("decision") == "refused"]
+        if mine or any(w in reply.lower() for w in ("not authorized", "not_authorized", "not permitted")):
+            refused[site] = mine[-1].get("reason") or reply if mine else reply
+            say(f"{site} refused job {job_id}: {refused[site]} (its record: "
+                f"{kit(Path(workspace), site) / REQUESTS})")
+        else:
+            failed[site] = reply
+            say(f"{site} did not take job {job_id}: {reply}")
+    return refused, failed
 
 
 @contextlib.contextmanager
@@ -124,7 +212,18 @@ def _script_by_name(job: Path) -> None:
         config.write_text(json.dumps(data, indent=1) + "\n")
 
 
-def _watch(session, job_id: str, say, timeout: float, workspace) -> str:
+def _deploy_minimum(job: Path, n: int) -> None:
+    """The job's ``min_clients``: the server starts it only if at least ``n`` sites take it
+    (a site may refuse it: its policy), else it is ``FAILED_TO_RUN``."""
+    meta = job / "meta.json"
+    data = json.loads(meta.read_text())
+    data["min_clients"] = n
+    meta.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _watch(session, job_id: str, say, timeout: float, workspace, needed: int = 0) -> str:
+    """Poll the job until it ends; return its status. A job still waiting to be scheduled while
+    fewer than ``needed`` sites are connected (the server waits for them) is refused."""
     start, seen = time.monotonic(), 0
     last = start   # when something was last said: a long round gets a line every QUIET seconds
     while True:
@@ -144,6 +243,8 @@ def _watch(session, job_id: str, say, timeout: float, workspace) -> str:
             last = time.monotonic()
         if status.startswith(ENDED):
             return status
+        if status == "SUBMITTED" and needed:   # the server waits for sites gone: refuse (and abort)
+            _check_connected(connected_sites(session), needed, workspace)
         if timeout and time.monotonic() - start > timeout:
             raise FedbioError(f"job {job_id} did not end within {timeout:g} s (status {status})")
         time.sleep(POLL)

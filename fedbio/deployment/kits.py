@@ -5,11 +5,19 @@ Everything lives under the workspace W::
     W/project.yml          the project file: server ``localhost`` (its sockets on 127.0.0.1),
                            one organisation per site, the consortium's admin
     W/kits/<name>/         one startup kit per participant: ``localhost`` (the server), each
-                           site, ``admin@consortium.org``; certificates for mutual TLS inside
+                           site, and each user: ``admin@consortium.org`` (project_admin),
+                           ``member@consortium.org`` (member: may look, not submit), and one
+                           ``lead@<site>.org`` per site's organisation (lead: may submit jobs,
+                           where the sites' policies let it; ``fedbio deploy policy``);
+                           certificates for mutual TLS inside,
+                           and CKKS contexts for ``--he`` (``startup/client_context.tenseal``
+                           at each site, with the secret key; ``server_context.tenseal``, without)
     W/kits/<site>/data/    the site's own data: its train.csv and valid.csv, and the public
                            test sets (test.csv, test_hard.csv)
     W/kits/<site>/local/fedbio_site.json   {"data": "data"}: where the site's data is, read
                            by the site's own processes only (never part of a job)
+    W/kits/<site>/local/authorization.json   whose jobs the site runs (``fedbio deploy policy``)
+    W/kits/<site>/fedbio/job_requests.jsonl  every job submitted to the site, and its decision
     W/split/               the split the sites' data came from: the coordinator reads its
                            classes and public test sets
     W/storage/             the server's job store and snapshots (NVFlare's defaults are in /tmp)
@@ -34,6 +42,7 @@ PROJECT = "fedbio"
 SERVER = "localhost"          # the server's name is its address: loopback only
 CONSORTIUM = "consortium"     # the server's and the admin's organisation
 ADMIN = "admin@consortium.org"
+MEMBER = "member@consortium.org"   # a user who may look but not submit (NVFlare's role member)
 SITE_CONFIG = "fedbio_site.json"   # fedbio.federation.site.SITE_CONFIG
 DATA_FILES = ("train.csv", "valid.csv")
 PUBLIC_FILES = ("test.csv", "test_hard.csv", "classes.json", "tasks.json")
@@ -45,20 +54,37 @@ def org_of(site: str) -> str:
     return "org_" + re.sub(r"[^A-Za-z0-9_]", "_", site)
 
 
+def lead_of(site: str) -> str:
+    """The lead of a site's organisation: ``lead@site-1.org`` (an e-mail-like name, as NVFlare
+    wants for users)."""
+    return f"lead@{re.sub(r'[^a-z0-9-]', '-', site.lower())}.org"
+
+
+def users(sites: list[str]) -> dict[str, tuple[str, str]]:
+    """The project's users: name -> (organisation, role)."""
+    return {ADMIN: (CONSORTIUM, "project_admin"), MEMBER: (CONSORTIUM, "member"),
+            **{lead_of(site): (org_of(site), "lead") for site in sites}}
+
+
 def project_file(sites: list[str], port: int, admin_port: int) -> str:
     """The project file: the server, one client per site (each its own organisation), the admin."""
+    from fedbio.federation.nvflare.he import POLY_DEGREE as HE_POLY_DEGREE  # imports NVFlare
     lines = ["api_version: 3", f"name: {PROJECT}", "description: a fedbio deployment on this machine",
              "participants:",
              f"  - name: {SERVER}", "    type: server", f"    org: {CONSORTIUM}",
              f"    fed_learn_port: {port}", f"    admin_port: {admin_port}"]
     for site in sites:
         lines += [f"  - name: {site}", "    type: client", f"    org: {org_of(site)}"]
-    lines += [f"  - name: {ADMIN}", "    type: admin", f"    org: {CONSORTIUM}", "    role: project_admin",
-              "builders:",
+    for user, (org, role) in users(sites).items():
+        lines += [f"  - name: {user}", "    type: admin", f"    org: {org}", f"    role: {role}"]
+    lines += ["builders:",
               "  - path: nvflare.lighter.impl.workspace.WorkspaceBuilder",
               "  - path: nvflare.lighter.impl.static_file.StaticFileBuilder",
               "    args:", "      config_folder: config",
               "  - path: nvflare.lighter.impl.cert.CertBuilder",
+              # CKKS contexts for --he: the sites' with the secret key, the server's without
+              "  - path: nvflare.lighter.impl.he.HEBuilder",
+              "    args:", f"      poly_modulus_degree: {HE_POLY_DEGREE}", "      scale_bits: 40",
               "  - path: nvflare.lighter.impl.signature.SignatureBuilder"]
     return "\n".join(lines) + "\n"
 
@@ -83,7 +109,7 @@ def provision(workspace: Path, sites: list[str], port: int, admin_port: int) -> 
         tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
         raise FedbioError(f"nvflare provision failed ({' / '.join(tail)}); see {workspace}/provision")
     kits = {}
-    for name in [SERVER, *sites, ADMIN]:
+    for name in [SERVER, *sites, *users(sites)]:
         kits[name] = workspace / "kits" / name
         kits[name].parent.mkdir(exist_ok=True)
         shutil.move(str(made / name), str(kits[name]))
@@ -104,8 +130,12 @@ def configure_server(kit: Path, workspace: Path, heartbeat_timeout: float) -> No
 
 
 def configure_site(kit: Path, data: Path) -> None:
-    """A site's ``local/``: fedbio's components allowed, and where its data is."""
-    _write_resources(kit, _resources(kit))
+    """A site's ``local/``: fedbio's components allowed, the record of the jobs submitted to it
+    (``fedbio.deployment.approval.JobRequests``), and where its data is."""
+    res = _resources(kit)
+    res["components"] = [*res.get("components", []),
+                         {"id": "fedbio_job_requests", "path": "fedbio.deployment.approval.JobRequests", "args": {}}]
+    _write_resources(kit, res)
     (kit / "local" / SITE_CONFIG).write_text(json.dumps({"data": os.path.relpath(data, kit)}) + "\n")
 
 
@@ -150,3 +180,17 @@ def free_ports() -> int:
             return port
         time.sleep(0.01)
     raise FedbioError("no two free neighbouring ports on 127.0.0.1")
+
+
+def check_he_contexts(workspace: Path, sites: list[str]) -> None:
+    """``--he`` needs the CKKS contexts provisioning made (deployments made before fedbio
+    provisioned them have none): refused in one line, before anything is written."""
+    from fedbio.federation.nvflare.he import CLIENT_CONTEXT, SERVER_CONTEXT
+
+    kits = Path(workspace) / "kits"
+    missing = [name for name, ctx in [(SERVER, SERVER_CONTEXT), *((s, CLIENT_CONTEXT) for s in sites)]
+               if not (kits / name / "startup" / ctx).is_file()]
+    if missing:
+        raise FedbioError(f"--he: {', '.join(missing)} in {workspace} hold no CKKS context "
+                          "(startup/*_context.tenseal); bring a new deployment up (fedbio deploy up) "
+                          "in another folder")

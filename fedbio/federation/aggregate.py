@@ -13,7 +13,9 @@ def bytes_of(state: dict) -> int:
     """Bytes of the tensors/arrays in a state dict (what one copy costs on the wire, before framing)."""
     total = 0
     for value in state.values():
-        if hasattr(value, "nbytes") and not callable(value.nbytes):
+        if isinstance(value, (list, tuple)) and value and isinstance(value[0], bytes):
+            total += sum(len(piece) for piece in value)   # serialised ciphertexts (--he)
+        elif hasattr(value, "nbytes") and not callable(value.nbytes):
             total += int(value.nbytes)  # numpy
         elif hasattr(value, "element_size"):
             total += int(value.numel() * value.element_size())  # torch

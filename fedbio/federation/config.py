@@ -58,6 +58,8 @@ class FedConfig:
                                    # (RUN/tb/); None: yes, except under DP; False: only task results
     sim_timeout: int = 0           # seconds without progress before the simulator counts as stalled;
                                    # 0 = $FEDBIO_SIM_TIMEOUT, else no limit
+    he: bool = False               # deployment only: sites send CKKS ciphertexts, the server
+                                   # averages them without a secret key (fedbio.federation.encrypted)
     sim_retries: int = 1           # a stalled simulator is started again this many times
     sim_grace: float = 0.5         # seconds NVFlare may take to exit after the job's end (done.json)
     # Fault injection, for tests: sites that raise in local training, sleep ``slow_seconds`` in

@@ -120,3 +120,12 @@ def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: d
         "rounds": rounds,
         "bytes_per_round": bytes_per_round,
     }
+
+
+def round_costs(history: dict) -> dict:
+    """Mean seconds per round (sending the model to the aggregate, the server's clock) and mean
+    bytes a site sent per round, from the server's history."""
+    rows = history["rounds"][1:]
+    sent = [i["bytes_up"] for row in rows for i in row["sites"].values() if "bytes_up" in i]
+    return {"round_s": sum(r.get("seconds", 0.0) for r in rows) / max(len(rows), 1),
+            "bytes_up": sum(sent) / max(len(sent), 1)}

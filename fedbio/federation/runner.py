@@ -34,6 +34,7 @@ from fedbio.data.tasks import TaskData, task_type_of
 from fedbio.errors import FedbioError
 from fedbio.federation.audit import private_prefixes, split_private
 from fedbio.federation.config import ALGORITHMS, FedConfig
+from fedbio.federation.encrypted import check_he, he_block, take_delivered
 from fedbio.federation.loop import simulate_in_loop
 from fedbio.federation.progress import FederationProgress, simulator_phases
 from fedbio.federation.results import federated_metrics, site_test_scores
@@ -50,6 +51,7 @@ from fedbio.privacy.fedavg import (
     site_records,
 )
 from fedbio.privacy.sgd import plan_sites
+from fedbio.privacy.updates import fixed_composition_scaling
 from fedbio.reporting.manifest import manifest
 from fedbio.training.learner import Learner
 from fedbio.training.metrics import key_metric
@@ -173,7 +175,8 @@ def server_settings(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Pat
         mu=fed.mu if cfg.mode == "fedprox" else 0.0, server_optimizer=fed.server_optimizer,
         server_lr=fed.server_lr, server_momentum=fed.server_momentum, server_betas=tuple(fed.server_betas),
         server_eps=fed.server_eps, key_metric=metric, higher_is_better=sign > 0,
-        task_timeout=fed.task_timeout, feature_stats=cfg.model.is_composition and not dp, dp=dp,
+        task_timeout=fed.task_timeout, feature_stats=cfg.model.is_composition and not (dp or fed.he), dp=dp,
+        he={"shared": fixed_composition_scaling() if cfg.model.is_composition else {}} if fed.he else None,
         weighted=fed.weighted, update_filter=update_filter, sites=sorted(task.sites),
         # one scaler for labels that feed shared heads; private heads keep their site's own
         label_stats=task.task_type == "regression" or (
@@ -181,8 +184,8 @@ def server_settings(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Pat
 
 
 def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, progress: bool = True,
-             engine: str = "nvflare", dp: dict | None = None,
-             update_filter: dict | None = None, deployment: str | Path | None = None) -> dict:
+             engine: str = "nvflare", dp: dict | None = None, update_filter: dict | None = None,
+             deployment: str | Path | None = None, submitter: str | None = None) -> dict:
     """Run the federation in ``run_dir`` (``engine``: the NVFlare simulator, ``deployment``: a
     job on the deployment in the folder ``deployment``, or ``loop``: the same Site/Server code in
     this process); return the server's history (``history.json``).
@@ -204,7 +207,8 @@ def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, prog
         recipe = FedbioRecipe(settings, fed, spec, private_prefixes(fed.private_heads, task.task_type),
                               deployment=True)
         info = run_job(recipe, run_dir, deployment, fed.min_sites,
-                       say=(lambda line: print(line, flush=True)) if progress else (lambda line: None))
+                       say=(lambda line: print(line, flush=True)) if progress else (lambda line: None),
+                       submitter=submitter)
         if not (spec.parent / "server" / "done.json").is_file():
             raise FedbioError(f"job {info['job_id']} ended ({info.get('status')}) without the server's "
                               "records; see nvflare/logs/ in the run folder")
@@ -272,7 +276,8 @@ def _save_model(learner, history: dict, run_dir: Path) -> None:
 def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path | None = None,
                   overwrite: bool = False, progress: bool = True, engine: str = "nvflare",
                   announce: Callable[[], None] | None = None,
-                  privacy: PrivacyConfig | None = None, deployment: str | Path | None = None) -> dict:
+                  privacy: PrivacyConfig | None = None, deployment: str | Path | None = None,
+                  submitter: str | None = None) -> dict:
     """Run ``cfg`` (``mode`` fedavg | fedprox | fedopt) federated into ``out``; return its metrics.
 
     ``fed`` defaults to ``FedConfig()``; ``cfg.mode`` names the algorithm. ``engine="loop"`` runs
@@ -281,7 +286,8 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     becomes ``OUT`` when it succeeds, and moves to ``OUT.failed/`` (with every log) when it
     fails or is interrupted (``fedbio.outputs``). ``announce`` is called once all is checked.
     ``privacy`` (``fedbio.privacy.PrivacyConfig``) makes it site-level DP-FedAvg. ``deployment``
-    (a ``fedbio deploy`` workspace) runs it as a job there instead of in the simulator.
+    (a ``fedbio deploy`` workspace) runs it as a job there instead of in the simulator, submitted
+    as ``submitter`` (a user of the deployment; default its admin).
     """
     if cfg.mode not in ALGORITHMS:
         raise FedbioError(f"unknown federated --mode {cfg.mode!r}; choose {', '.join(ALGORITHMS)}")
@@ -301,6 +307,7 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     z = None
     privacy.check_run(task_type_of(cfg.task), cfg.mode, cfg.model)
     check_engine(privacy.update_filter(), engine)
+    check_he(fed, cfg.mode, task_type_of(cfg.task), privacy, engine)
     if privacy.enabled:
         check_private_federation(privacy, fed.min_sites, fed.stream_metrics)
     if privacy.site_level:
@@ -312,7 +319,11 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         from fedbio.deployment.jobs import check_deployment
 
         check_deployment(deployment, list(inputs.task.sites if inputs.task else inputs.split.sites),
-                         fed.min_sites)
+                         fed.min_sites, submitter)
+        if fed.he:
+            from fedbio.deployment.kits import check_he_contexts
+
+            check_he_contexts(deployment, list(inputs.task.sites if inputs.task else inputs.split.sites))
     if privacy.site_level and privacy.delta >= 1 / inputs.n_sites:
         raise FedbioError(f"--dp-delta {privacy.delta:g} is not below 1 / {inputs.n_sites}, one over "
                           "the number of sites (site-level DP protects a whole site); give e.g. "
@@ -335,19 +346,24 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")
         learner = _initial_model(cfg, fed, task, tmp)
         check_share(privacy, tmp)
-        history = federate(cfg, fed, task, tmp, progress, engine, dp, privacy.update_filter(), deployment)
+        history = federate(cfg, fed, task, tmp, progress, engine, dp, privacy.update_filter(), deployment,
+                           submitter)
+        homes = {site: tmp for site in task.sites}   # where each site kept its records
+        if "deployment" in history:   # in its own kit (readable here: one machine)
+            from fedbio.deployment.jobs import site_folders
+
+            homes = site_folders(deployment, list(task.sites), history["deployment"]["job_id"])
+        if fed.he:   # the sites decrypted the last model; the server never could
+            delivery = take_delivered(homes, list(task.sites), tmp, history["he"]["delivered_by"])
         if private_prefixes(fed.private_heads, task.task_type):  # no global head to score with
             test, hard = site_test_scores(history), site_test_scores(history, "test_hard")
         else:
             test, hard = _deliver(learner, history, task, tmp)
         metrics = federated_metrics(cfg, fed, task, history, test, hard, engine)
-        homes = {site: tmp for site in task.sites}   # where each site kept its records
-        if "deployment" in history:   # in its own kit (readable here: one machine)
-            from fedbio.deployment.jobs import site_folders
-
-            info = history["deployment"]
-            homes = site_folders(deployment, list(task.sites), info["job_id"])
-            metrics["deployment"] = {**info, "site_records": homes}
+        if "deployment" in history:
+            metrics["deployment"] = {**history["deployment"], "site_records": homes}
+        if fed.he:
+            metrics["he"] = he_block(history, delivery)
         if dp:
             records = ({s: r for s, home in homes.items() for r in site_records(home, [s]).values()}
                        if privacy.record_level else None)

@@ -44,7 +44,7 @@ Ask = Callable[[str, dict, dict, list, "int | None"], "tuple[dict[str, Reply], d
 
 
 NO_ANSWER = "no answer (process gone, trainer failed, or task_timeout passed)"
-ABSENT = "not in the job (not connected when the job was deployed)"   # a deployment's missing site
+ABSENT = "not in the job (not connected, or refused the job, when it was deployed)"   # a deployment's
 DIVERGED = "TrainingDiverged"  # a site's failure that stops the whole run (fedbio.errors)
 
 
@@ -75,6 +75,9 @@ class ServerSettings:
                             # delivered; clip set: site-level DP-FedAvg's noisy mean
     update_filter: dict | None = None  # selective sharing or SVT (PrivacyConfig.update_filter):
                             # sites send filtered updates; each is checked for its non-zero entries
+    he: dict | None = None  # --he: sites send CKKS ciphertexts, averaged by ``combine`` without
+                            # decrypting; the last model delivered (decrypted at the sites);
+                            # ``he["shared"]``: a scaling that needs no data (no stats step)
 
     @property
     def site_level_dp(self) -> bool:
@@ -92,8 +95,10 @@ class ServerSettings:
 
 class Server:
     def __init__(self, settings: ServerSettings, sites: list[str],
-                 report: Callable[[str, float, int], None] | None = None):
+                 report: Callable[[str, float, int], None] | None = None,
+                 combine: Callable[[list], dict] | None = None):
         self.s = settings
+        self.combine = combine   # --he: [(weight, ciphertexts)] -> their weighted mean, encrypted
         self.report = report or (lambda tag, value, step: None)
         self.sites = sorted(sites)
         self.needed = settings.min_sites or len(self.sites)
@@ -157,7 +162,7 @@ class Server:
         for key, value in scores.items():
             if key != "n":
                 self.report(f"global/valid_{key}", float(value), rnd)
-        if rnd == 0 or not scores:
+        if rnd == 0 or not scores or self.s.he:   # --he: the server cannot keep a model
             return
         value = scores.get(self.s.key_metric, np.nan) * (1 if self.s.higher_is_better else -1)
         if self.best is None or value > self.best[0]:
@@ -173,6 +178,7 @@ class Server:
                 if reason in (NO_ANSWER, ABSENT) and site in self.active:
                     self.active.remove(site)
                     self.history.setdefault("dropped", {})[site] = f"{task} round {rnd}" if rnd else task
+                    self.history.setdefault("why_dropped", {})[site] = reason
             diverged = {s: r for s, r in failed.items() if str(r).startswith(DIVERGED)}
             if diverged:
                 site, reason = next(iter(diverged.items()))
@@ -191,16 +197,19 @@ class Server:
                                      "bytes": bytes_of(params)}
         if self.s.feature_stats or self.s.label_stats:
             shared = self._statistics(ask)
-        else:   # under DP: a scaling that needs no data (fedbio.privacy.updates), or none
-            shared = dict((self.s.dp or {}).get("shared", {}))
+        else:   # under DP or HE: a scaling that needs no data (fedbio.privacy.updates), or none
+            shared = dict((self.s.dp or self.s.he or {}).get("shared", {}))
             self.history["shared"] = shared
         rng = self._dp_rng()
         optimizer = (ServerOptimizer(self.s.server_optimizer, self.s.server_lr, self.s.server_momentum,
                                      self.s.server_betas, self.s.server_eps)
                      if self.s.algorithm == "fedopt" else None)
         meta = {"algorithm": self.s.algorithm, "mu": self.s.mu, "rounds": self.s.num_rounds, **shared}
+        if self.s.he:   # the shapes of the encrypted parameters, for the sites' decryption
+            meta["he_shapes"] = {k: list(np.shape(v)) for k, v in params.items()}
 
         for rnd in range(1, self.s.num_rounds + 1):
+            began = time.time()
             down = bytes_of(params)
             ok, failed = ask("train", params, meta, self.sites, rnd)
             row = {"round": rnd, "sites": {}}
@@ -214,7 +223,7 @@ class Server:
                                       "metrics": dict(rep.metrics), "curve": list(rep.meta.get("curve", []))}
             for site in self.sites:
                 if site not in ok:
-                    reason = failed.get(site, "dropped: no answer to an earlier step")
+                    reason = failed.get(site, f"dropped: {self.history.get('why_dropped', {}).get(site, NO_ANSWER)}")
                     row["sites"][site] = {"failed": reason, "bytes_down": down if site in failed else 0}
                     failed[site] = reason
             row["ok"], row["failed"] = sorted(ok), dict(sorted(failed.items()))
@@ -230,6 +239,11 @@ class Server:
                 average = self._private_mean(rnd, params, ok, row, rng)
             elif self.s.update_filter:
                 average = self._filtered_mean(rnd, params, ok, row)
+            elif self.s.he:
+                average = self.combine([(row["sites"][s]["n_train"] if self.s.weighted else 1.0, r.params)
+                                        for s, r in ok.items()])
+                params, row["seconds"] = average, round(time.time() - began, 3)
+                continue
             else:
                 average = weighted_mean([(s, row["sites"][s]["n_train"] if self.s.weighted else 1.0,
                                           r.params) for s, r in ok.items()])
@@ -245,17 +259,21 @@ class Server:
                        if (self.s.update_filter or {}).get("kind") == "svt" else "lower --server-lr")
                 self.stop(f"round {rnd}: the aggregated global model is not finite (update norm "
                           f"{row['update_norm']}); {fix}")
-            params = new
+            params, row["seconds"] = new, round(time.time() - began, 3)   # the round, aggregation included
 
         if not self.s.dp:  # under DP no site scores a model: the last one is delivered
-            ok, failed = ask("validate", params, meta, self.sites, None)  # the last model, everywhere
+            # the last model, everywhere (--he: decrypted and kept by each site: the delivery)
+            ok, failed = ask("validate", params, {**meta, "deliver": True} if self.s.he else meta, self.sites, None)
             self.history["final_validate"] = {"ok": sorted(ok), "failed": failed}
             self._note_global(self.s.num_rounds, self.weighted_valid(ok), params)
-        if self.best is None:  # no validation scores at all: deliver the last model
+        if self.best is None:  # no validation scores at all (or --he): deliver the last model
             self.best = (np.nan, self.s.num_rounds, params)
         self.history["selected_round"] = self.best[1]
-        self._save("global.safetensors", self.best[2])
-        self._save("last.safetensors", params)
+        if self.s.he:   # ciphertexts only: the sites hold the delivered model
+            self.history.setdefault("he", {})["delivered_by"] = sorted(ok)
+        else:
+            self._save("global.safetensors", self.best[2])
+            self._save("last.safetensors", params)
         self.history["server_seconds"] = round(time.time() - start, 2)
         self.write_history()
         self.write_done()  # last: everything the runner reads is on disk

@@ -29,6 +29,7 @@ from fedbio.errors import TrainingDiverged
 from fedbio.training.learner import Learner
 
 COMMON_CACHE = "common"  # RUN/cache/common: embeddings of the common (public) test sets
+DELIVERED = "delivered.safetensors"   # RUN/sites/<site>/: the last model, decrypted there (--he)
 
 
 def failure_meta(err: Exception) -> dict:
@@ -339,6 +340,17 @@ class Site:
             time.sleep(float(faults.get("slow_seconds", 0)))
         if self.name in faults.get("die", ()):
             os._exit(17)  # the site's process dies without a word, as a crashed machine would
+
+    def deliver(self, params: dict) -> Path:
+        """Keep a delivered global model at the site (``--he``: only sites can decrypt it):
+        ``RUN/sites/<site>/delivered.safetensors``."""
+        import numpy as np
+        from safetensors.numpy import save_file
+
+        path = Path(self.spec["run_dir"]) / "sites" / self.name / DELIVERED
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in params.items()}, str(path))
+        return path
 
     def evaluate(self, params: dict, meta: dict) -> dict[str, float]:
         """Scores of a global model on the site's validation split."""

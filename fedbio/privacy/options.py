@@ -97,3 +97,24 @@ def privacy_config(args) -> PrivacyConfig:
     given.update({field: getattr(args, field) for field in FILTERS.values()})   # named as the fields
     given["svt"] = bool(args.svt) or None
     return PrivacyConfig(**{k: v for k, v in given.items() if v is not None}).validate()
+
+
+def announce_privacy(privacy, fed) -> None:
+    """The run's privacy defences, one line each (``fedbio run`` prints them once all is checked)."""
+    if privacy.site_level:
+        z = privacy.noise_multiplier(fed.rounds)
+        print(f"privacy: site-level DP-FedAvg, updates clipped to {privacy.clip:g}, noise "
+              f"multiplier {z:.4g} ({privacy.where}), delta {privacy.delta:g}", flush=True)
+    if privacy.record_level:
+        noise = (f"noise multiplier {privacy.sgd_noise:g}" if privacy.sgd_noise is not None
+                 else f"noise for epsilon {privacy.sgd_epsilon:g} at each site")
+        print(f"privacy: DP-SGD at each site (Opacus), record gradients clipped to "
+              f"{privacy.sgd_clip:g}, {noise}, delta {privacy.delta:g}"
+              + (", secure_mode" if privacy.secure_mode else ""), flush=True)
+    if privacy.share_fraction is not None:
+        print(f"privacy: selective sharing: each site sends the largest {100 * privacy.share_fraction:g} % "
+              "of its update's entries" + (f", clipped to ±{privacy.share_clip:g}"
+                                           if privacy.share_clip else ""), flush=True)
+    if privacy.svt:
+        print(f"privacy: NVFlare's SVT on each update (fraction {privacy.svt_fraction:g}, epsilon "
+              f"{privacy.svt_epsilon:g}, gamma {privacy.svt_gamma:g})", flush=True)

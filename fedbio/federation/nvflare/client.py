@@ -8,8 +8,9 @@ NVFlare starts this script once per site (``fedbio.federation.nvflare.job`` buil
 
 Tasks from the server: ``stats`` (feature/label sums for a shared scaler, composition and
 regression only), ``train`` (one round of local epochs), ``validate`` (score a global model on
-the site's validation split). What leaves the site: trainable parameters, the sample count used
-as FedAvg weight, and scalars.
+the site's validation split; under ``--he`` the site also keeps the decrypted model it scored,
+``delivered.safetensors``). What leaves the site: trainable parameters (under ``--he`` as CKKS
+ciphertexts, ``he.py``), the sample count used as FedAvg weight, and scalars.
 """
 
 import argparse
@@ -50,6 +51,8 @@ def main() -> None:
                 reply = FLModel(params=site.statistics())
             else:                                                 # validate: scores only
                 reply = FLModel(metrics=site.evaluate(task.params, task.meta))
+                if task.meta.get("deliver"):   # --he: the decrypted last model, kept at the site
+                    site.deliver(task.params)
         except Exception as err:  # report and stay: the server decides whether the run goes on
             logging.getLogger("fedbio.site").exception(f"{name} failed at {site.name}")  # site's own log
             reply = FLModel(metrics={}, meta=failure_meta(err))   # the error's type (+ scalars) only

@@ -120,7 +120,19 @@ class FedbioController(ModelController):
         clients = [c.name for c in self.engine.get_clients()]
         expected = list(self.server_settings.sites) or clients
         self._absent = set(expected) - set(clients)   # not in the job: never asked, counted as failed
-        server = Server(self.server_settings, expected, report=report)
+        combine = None
+        if self.server_settings.he:   # the server's context: public keys only, it cannot decrypt
+            from fedbio.federation.nvflare.he import SERVER_CONTEXT, encrypted_mean, load_context
+
+            context = load_context(SERVER_CONTEXT, self.fl_ctx)
+            combine = lambda updates: encrypted_mean(updates, context)  # noqa: E731
+            self.logger.info(f"fedbio: --he: the server's CKKS context can decrypt: {context.is_private()}")
+        server = Server(self.server_settings, expected, report=report, combine=combine)
+        if self.server_settings.he:
+            from fedbio.federation.nvflare.he import POLY_DEGREE, SLOTS
+
+            server.history["he"] = {"scheme": "CKKS", "poly_modulus_degree": POLY_DEGREE, "slots": SLOTS,
+                                    "server_can_decrypt": bool(context.is_private())}
         params = load_file(initial)
         try:
             server.run(self._ask, params)

@@ -73,6 +73,11 @@ class FedbioRecipe(Recipe):
                            filter_type=FilterType.TASK_RESULT, tasks=list(STEPS))
         job.to_clients(KeepPrivate(list(private), str(audit_dir), dp_clip), filter_type=FilterType.TASK_RESULT,
                        tasks=list(STEPS))
+        if settings.he:   # last on the way out, first on the way in: the server sees ciphertexts only
+            from fedbio.federation.nvflare.he import DecryptModel, EncryptUpdate
+
+            job.to_clients(EncryptUpdate(), filter_type=FilterType.TASK_RESULT, tasks=list(STEPS))
+            job.to_clients(DecryptModel(), filter_type=FilterType.TASK_DATA, tasks=list(STEPS))
         # Live TensorBoard: what a site streams is audited there, then written by the server.
         job.to_clients(AuditStream(str(audit_dir), send=bool(fed.stream_metrics)), id="stream_audit")
         job.to_server(LiveTensorBoard(str(Path(settings.run_dir) / "tb") if settings.run_dir else ""),
