@@ -17,24 +17,13 @@ import pytest
 
 from fedbio.cli import main
 from fedbio.deployment.admin import admin_session, connected_sites
-from fedbio.deployment.deploy import deploy_down, deploy_up, on_round, start_site, status, stop_site
+from fedbio.deployment.deploy import deploy_up, on_round, start_site, status, stop_site
 from fedbio.deployment.kits import SERVER, free_ports
 from fedbio.deployment.processes import listening, participant_processes
 from fedbio.federation import FedConfig, run_federated
 from fedbio.training.run import plan
 
 SITES = ["site-1", "site-2", "site-3"]
-
-
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory, small_split):
-    workspace = tmp_path_factory.mktemp("deploy") / "W"
-    deploy_up(workspace, 3, split=str(small_split), port=free_ports(), heartbeat_timeout=12, say=lambda *a: None)
-    try:
-        yield workspace
-    finally:
-        deploy_down(workspace)
-        assert participant_processes(workspace) == []
 
 
 def _cfg(workspace: Path, **kw):

@@ -16,24 +16,11 @@ import numpy as np
 import pytest
 
 from fedbio.cli import main
-from fedbio.deployment.deploy import deploy_down, deploy_up
-from fedbio.deployment.kits import SERVER, free_ports
-from fedbio.deployment.processes import participant_processes
+from fedbio.deployment.kits import SERVER
 from fedbio.federation import FedConfig, run_federated
 from fedbio.training.run import plan
 
 SITES = ["site-1", "site-2", "site-3"]
-
-
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory, small_split):
-    workspace = tmp_path_factory.mktemp("he") / "W"
-    deploy_up(workspace, 3, split=str(small_split), port=free_ports(), heartbeat_timeout=12, say=lambda *a: None)
-    try:
-        yield workspace
-    finally:
-        deploy_down(workspace)
-        assert participant_processes(workspace) == []
 
 
 @pytest.fixture(scope="module")
