@@ -80,3 +80,20 @@ def positive_finite(x) -> bool:
     import math
 
     return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory, small_split):
+    """A real deployment for one test module (tests/deployment/): 3 sites on loopback, the small
+    split, heartbeat 12 s; ``down`` at the module's end must leave no process behind."""
+    from fedbio.deployment.deploy import deploy_down, deploy_up
+    from fedbio.deployment.kits import free_ports
+    from fedbio.deployment.processes import participant_processes
+
+    workspace = tmp_path_factory.mktemp("deploy") / "W"
+    deploy_up(workspace, 3, split=str(small_split), port=free_ports(), heartbeat_timeout=12, say=lambda *a: None)
+    try:
+        yield workspace
+    finally:
+        deploy_down(workspace)
+        assert participant_processes(workspace) == []
