@@ -160,7 +160,7 @@ def cmd_stop_site(args) -> int:
 def cmd_start_site(args) -> int:
     from fedbio.deployment.deploy import start_site
 
-    start_site(args.workspace, args.site, timeout=args.timeout)
+    start_site(args.workspace, args.site, timeout=args.timeout, say=print)
     print(f"started {args.site}: connected")
     return 0
 

@@ -198,7 +198,7 @@ def stop_site(workspace: str | Path, site: str) -> int:
     return end(workspace, site)
 
 
-def start_site(workspace: str | Path, site: str, timeout: float = 120.0) -> None:
+def start_site(workspace: str | Path, site: str, timeout: float = 120.0, say=lambda line: None) -> None:
     record = read_record(workspace)
     _site_of(record, site, workspace)
     check_seconds("--timeout", timeout)
@@ -207,6 +207,7 @@ def start_site(workspace: str | Path, site: str, timeout: float = 120.0) -> None
     if not any(is_main(p) for p in participant_processes(workspace, kits.SERVER)):
         raise FedbioError(f"the server of {workspace} is not running; bring a deployment up again")
     end(workspace, site)   # what a killed site left behind (its job processes)
+    _wait_dropped(Path(workspace), site, float(record.get("heartbeat_timeout") or 600.0), say)
     start(Path(workspace), site, record.get("tied_to"))
     try:
         if site not in wait_for_sites(Path(workspace), [site], timeout,
@@ -216,6 +217,23 @@ def start_site(workspace: str | Path, site: str, timeout: float = 120.0) -> None
     except BaseException:   # interrupted or failed: the site is left as it was, stopped
         end(workspace, site)
         raise
+
+
+def _wait_dropped(workspace: Path, site: str, heartbeat_timeout: float, say) -> None:
+    """Until the server has let a stopped site's old connection go (it notices missed heartbeats
+    after ``heartbeat_timeout`` s). A site started before would be taken for its old self: a
+    job's tasks for the old site would wait for it forever, and "connected" would be said of a
+    site that has died meanwhile."""
+    deadline = time.monotonic() + heartbeat_timeout + 30.0
+    with admin_session(workspace) as session:
+        if site in connected_sites(session):
+            say(f"waiting until the server lets {site}'s old connection go (missed heartbeats, "
+                f"up to {heartbeat_timeout:g} s)")
+        while site in connected_sites(session):
+            if time.monotonic() > deadline:
+                raise FedbioError(f"the server still lists {site} as connected {heartbeat_timeout + 30:g} s "
+                                  f"after it stopped; see {workspace}/kits/{kits.SERVER}/log.txt")
+            time.sleep(0.5)
 
 
 def set_policy(workspace: str | Path, site: str, allow: list[str], timeout: float = 120.0,
@@ -228,7 +246,7 @@ def set_policy(workspace: str | Path, site: str, allow: list[str], timeout: floa
     if any(is_main(p) for p in participant_processes(workspace, site)):
         say(f"restarting {site}: a site reads its policy only when it starts")
         stop_site(workspace, site)
-        start_site(workspace, site, timeout=timeout)
+        start_site(workspace, site, timeout=timeout, say=say)
         say(f"{site} restarted and connected")
     return policy
 

@@ -14,8 +14,9 @@ every other right keeps NVFlare's default (view, manage_job and download_job for
 submitter, operate for the site's own organisation, ...). Names are checked against the
 project's participants (``W/project.yml``). The file is replaced whole (a hand-edited one
 included); a malformed one is simply replaced. A site reads its policy only when it starts,
-so ``fedbio.deployment.deploy.set_policy`` restarts a running site (stop-site, start-site,
-until connected again; a job running there meanwhile loses the site).
+so ``fedbio.deployment.deploy.set_policy`` restarts a running site (stop-site; start-site once
+the server has let the old connection go, then until connected again; a job running there
+meanwhile goes on without the site, as after any stop-site).
 
 How "job approval" (Apheris-style: each data owner approves what may compute on its data)
 maps onto NVFlare: approval is per submitter, not per job. The server accepts a job from any
@@ -148,7 +149,10 @@ def check_policy(policy: dict) -> None:
     from nvflare.fuel.sec.authz import parse_policy_config
     from nvflare.security.security import COMMAND_CATEGORIES
 
-    _, err = parse_policy_config(policy, COMMAND_CATEGORIES)
+    try:
+        _, err = parse_policy_config(policy, COMMAND_CATEGORIES)
+    except Exception as exc:   # NVFlare asserts on some shapes (a list, a number)
+        err = f"{type(exc).__name__}: {exc}"
     if err:
         raise FedbioError(f"the policy is not one NVFlare accepts ({err})")
 
@@ -161,10 +165,13 @@ def read_policy(workspace: str | Path, site: str) -> tuple[dict, dict]:
     if not path.is_file():
         return default, default
     try:
-        return json.loads(path.read_text()), default
-    except ValueError:
-        raise FedbioError(f"{path}: not JSON (the site cannot start with it); write a new one "
+        policy = json.loads(path.read_text())
+        check_policy(policy)
+    except (ValueError, FedbioError) as err:
+        what = "not JSON" if not isinstance(err, FedbioError) else str(err)
+        raise FedbioError(f"{path}: {what} (the site cannot start with it); write a new one "
                           f"with fedbio deploy policy --site {site} --allow ...") from None
+    return policy, default
 
 
 def describe(policy: dict, default: dict) -> str:
@@ -191,9 +198,11 @@ def requests(workspace: str | Path, site: str) -> list[dict]:
     if path.is_file():
         for text in path.read_text(errors="replace").splitlines():
             try:
-                out.append(json.loads(text))
+                line = json.loads(text)
             except ValueError:
-                pass
+                continue
+            if isinstance(line, dict):   # a stray or damaged line is no request
+                out.append(line)
     return out
 
 

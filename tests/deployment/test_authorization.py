@@ -110,6 +110,26 @@ def test_the_policy_command_shows_and_refuses_in_one_line(workspace, capsys):
     assert f"site-2 refused 1 job(s); last: j1 from {lead_of('site-1')}" in out and "site-1 refused" not in out, out
 
 
+@pytest.mark.parametrize("content", ["[1, 2]", '{"permissions": 5}', '{"permissions": {"lead": 7}}',
+                                     '{"permissions": {"lead": {"submit_job": 7}}}', "{", ""])
+def test_a_damaged_policy_file_is_one_line(workspace, capsys, content):
+    (workspace / "kits" / "site-3" / "local" / POLICY).write_text(content)
+    assert main(["deploy", "policy", "--site", "site-3", "--show", "--workspace", str(workspace)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fedbio: error: ") and "\n" not in err and "fedbio deploy policy --site site-3" in err, err
+
+
+def test_stray_lines_in_a_site_record_are_no_requests(workspace, capsys):
+    record = workspace / "kits" / "site-1" / REQUESTS
+    record.parent.mkdir(parents=True)
+    line = {"job_id": "j2", "submitter": ADMIN, "decision": "refused", "reason": "r", "time": "t"}
+    record.write_text("[1]\n\"refused\"\n7\nnot json\n" + json.dumps(line) + "\n")
+    for argv in (["deploy", "status", "--workspace", str(workspace)], ["deploy", "status", "--json", "--workspace",
+                                                                        str(workspace)]):
+        assert main(argv) == 0, capsys.readouterr().err
+        assert "j2" in capsys.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory, small_split):
     from fedbio.deployment.deploy import deployment
@@ -178,3 +198,42 @@ def test_an_approved_submitter_runs_on_every_site_and_a_member_none(deployed, tm
     assert "may not submit jobs" in err and "\n" not in err, err
     assert not list(tmp_path.glob("m*"))   # refused before anything was written
     assert (deployed / "kits" / SERVER).is_dir()
+
+
+@pytest.mark.timeout(400)
+def test_a_policy_changed_mid_job_does_not_hang_the_job(deployed, tmp_path):
+    """The restarted site is started only once the server has let its old connection go: started
+    before, it was taken for its old self and the job's next task waited for it forever."""
+    from fedbio.deployment.admin import admin_session, connected_sites
+    from fedbio.deployment.deploy import on_round
+    from fedbio.federation import FedConfig, run_federated
+    from fedbio.training.run import plan
+
+    cfg = plan(mode="fedavg", model="composition", split=str(deployed / "split"), epochs=3)
+    watcher = on_round(deployed, 1, lambda: set_policy(deployed, "site-3", ["any"], say=lambda *a: None))
+    metrics = run_federated(cfg, FedConfig(rounds=3, min_sites=2, slow_sites=("site-3",), slow_seconds=4),
+                            tmp_path / "mid", progress=False, deployment=deployed)
+    watcher.join(120)
+    missed = metrics["federation"]["failed_sites"]
+    assert set(missed) == {"site-3"} and "1" not in missed["site-3"], missed
+    with admin_session(deployed) as session:
+        assert connected_sites(session) == SITES
+
+
+def test_a_site_that_dies_while_starting_is_not_said_connected(deployed):
+    from fedbio.deployment.deploy import start_site, stop_site
+    from fedbio.errors import FedbioError
+
+    policy = deployed / "kits" / "site-3" / "local" / POLICY
+    saved = policy.read_text() if policy.is_file() else None
+    stop_site(deployed, "site-3")
+    policy.write_text("[1, 2]")   # NVFlare's site cannot start with it
+    try:
+        with pytest.raises(FedbioError, match="site-3"):
+            start_site(deployed, "site-3", timeout=60)
+    finally:
+        if saved is None:
+            policy.unlink()
+        else:
+            policy.write_text(saved)
+        start_site(deployed, "site-3")
