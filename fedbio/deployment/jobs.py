@@ -103,12 +103,12 @@ def run_job(recipe, run_dir: Path, workspace: str | Path, min_sites: int, say=pr
     job_root = run_dir / "federation" / "job"
     recipe.export(str(job_root))
     _script_by_name(job_root / JOB_NAME)
-    _deploy_minimum(job_root / JOB_NAME, min_sites or len(read_record(workspace)["sites"]))
+    needed = min_sites or len(read_record(workspace)["sites"])
     user = submitter or ADMIN
     info: dict = {"workspace": str(Path(workspace).resolve()), "submitter": user}
     with admin_session(workspace, user=user) as session:
         sites = connected_sites(session)
-        _check_connected(sites, min_sites or len(read_record(workspace)["sites"]), workspace)
+        _check_connected(sites, needed, workspace)
         info["sites_connected"] = sites
         job_id = _submit(session, str(job_root / JOB_NAME), user, workspace)
         info["job_id"] = job_id
@@ -116,8 +116,7 @@ def run_job(recipe, run_dir: Path, workspace: str | Path, min_sites: int, say=pr
         say(f"submitted job {job_id} to {workspace} as {user} ({len(sites)} sites connected)")
         done = False
         try:
-            info["status"] = _watch(session, job_id, say, timeout, workspace,
-                                    min_sites or len(read_record(workspace)["sites"]))
+            info["status"] = _watch(session, job_id, say, timeout, workspace, needed)
             done = True
         finally:
             if not done:   # interrupted or failed while watching: the job must not go on alone
@@ -210,15 +209,6 @@ def _script_by_name(job: Path) -> None:
             if "task_script_path" in args:
                 args["task_script_path"] = Path(args["task_script_path"]).name
         config.write_text(json.dumps(data, indent=1) + "\n")
-
-
-def _deploy_minimum(job: Path, n: int) -> None:
-    """The job's ``min_clients``: the server starts it only if at least ``n`` sites take it
-    (a site may refuse it: its policy), else it is ``FAILED_TO_RUN``."""
-    meta = job / "meta.json"
-    data = json.loads(meta.read_text())
-    data["min_clients"] = n
-    meta.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def _watch(session, job_id: str, say, timeout: float, workspace, needed: int = 0) -> str:

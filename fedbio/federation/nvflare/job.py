@@ -44,7 +44,10 @@ class FedbioRecipe(Recipe):
 
     def __init__(self, settings: ServerSettings, fed: FedConfig, spec_path: str | Path,
                  private: tuple[str, ...] = (), deployment: bool = False):
-        job = FedJob(name=JOB_NAME, min_clients=max(1, settings.min_sites))  # NVFlare's word
+        # NVFlare's word for min_sites. On a deployment the server starts the job only if that
+        # many sites take it (a site's policy may refuse it); else it is FAILED_TO_RUN.
+        needed = (settings.min_sites or len(settings.sites)) if deployment else settings.min_sites
+        job = FedJob(name=JOB_NAME, min_clients=max(1, needed))
         # Sites run the installed fedbio; NVFlare must not copy (shadow) its modules into the job.
         job.set_app_packages(["fedbio"])
         script = CLIENT_SCRIPT
