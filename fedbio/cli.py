@@ -24,8 +24,15 @@ from fedbio.config import TUNING_MODES
 from fedbio.errors import FedbioError, Interrupted
 from fedbio.federation.config import ALGORITHMS as FEDERATED
 from fedbio.federation.config import DEFAULT_SERVER_LR, SERVER_OPTIMIZERS, FedConfig
+from fedbio.federation.fluid.options import (
+    add_fluid_arguments,
+    fluid_announcement,
+    fluid_config,
+    fluid_rules,
+)
 from fedbio.privacy.options import add_privacy_arguments, announce_privacy, privacy_config
 from fedbio.privacy.options import applicable as privacy_rules
+from fedbio.training.device import add_device_arguments
 
 ROUNDS = FedConfig.rounds  # --rounds when not given
 
@@ -34,10 +41,11 @@ def check_applicable(args) -> None:
     """Refuse options that would do nothing in this run (they used to be accepted silently, and
     some were even recorded in config.json as if they had been used)."""
     federated = args.mode in FEDERATED
+    jobs = federated or args.mode == "fluid"   # an NVFlare job (FedAvg's, or FLuID's)
     antibody = args.task == "antibody" and not args.split
     rules = [("--rounds", args.rounds, federated, "federated runs (--mode fedavg, fedprox, fedopt)"),
-             ("--min-sites", args.min_sites, federated, "federated runs (--mode fedavg, fedprox, fedopt)"),
-             ("--deployment", args.deployment, federated, "federated runs (--mode fedavg, fedprox, fedopt)"),
+             ("--min-sites", args.min_sites, jobs, "federated runs (--mode fedavg, fedprox, fedopt, fluid)"),
+             ("--deployment", args.deployment, jobs, "federated runs (--mode fedavg, fedprox, fedopt, fluid)"),
              ("--he", args.he or None, args.deployment is not None, "runs on a deployment (--deployment W)"),
              ("--submitter", args.submitter, args.deployment is not None, "runs on a deployment (--deployment W)"),
              ("--mu", args.mu, args.mode == "fedprox", "--mode fedprox"),
@@ -50,7 +58,7 @@ def check_applicable(args) -> None:
              ("--tuning", args.tuning, args.model != "composition", "encoder models (not composition)"),
              ("--trust-remote-code", args.trust_remote_code or None, args.model != "composition",
               "checkpoint folders and hub ids (not composition)")]
-    rules += privacy_rules(args, federated)
+    rules += privacy_rules(args, federated) + fluid_rules(args)
     for option, value, applies, where in rules:
         if value is not None and not applies:
             raise FedbioError(f"{option} applies only to {where}; drop it, or change the run so it applies")
@@ -92,6 +100,9 @@ def _add_split_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--valid-fraction", type=float, default=d.valid_fraction,
                    help=f"default {d.valid_fraction:g}")
     p.add_argument("--min-site-size", type=int, default=d.min_site_size, help=f"default {d.min_site_size}")
+    p.add_argument("--public-fraction", type=float, default=d.public_fraction, metavar="P",
+                   help="reserve a stratified, seeded fraction P of the training pool as unlabelled "
+                        f"public.csv (federated distillation, --mode fluid); default {d.public_fraction:g}")
 
 
 def _split_config(args):
@@ -99,19 +110,7 @@ def _split_config(args):
 
     return SplitConfig(sites=args.sites, alpha=args.alpha, seed=args.seed, pool=args.pool,
                        partition=args.partition, valid_fraction=args.valid_fraction,
-                       min_site_size=args.min_site_size)
-
-
-def _device_arguments(p: argparse.ArgumentParser, default: str | None) -> None:
-    """--device, --precision and --trust-remote-code (fedbio.training.device, fedbio.models.backbone)."""
-    keep = "the profile's: auto" if default is None else default
-    p.add_argument("--device", default=default,
-                   help=f"auto | cpu | cuda | cuda:N (default: {keep})")
-    p.add_argument("--precision", default=default,
-                   help=f"auto | 32 | bf16-mixed (CUDA only; default: {keep})")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow checkpoints whose config.json has an auto_map (e.g. NVIDIA's "
-                        "TransformerEngine ESM-2): RUNS PYTHON CODE SHIPPED WITH THE CHECKPOINT")
+                       min_site_size=args.min_site_size, public_fraction=args.public_fraction)
 
 
 def cmd_split(args) -> int:
@@ -123,7 +122,7 @@ def cmd_split(args) -> int:
     out = write_split(split, args.out, overwrite=args.overwrite, inputs=[args.fasta, args.hard])
     print(split_table(split.summary()))
     print(f"wrote {out}/ (site-*/train.csv, site-*/valid.csv, test.csv, classes.json, "
-          "summary.json, split.png)")
+          f"summary.json, split.png{', public.csv' * (split.public is not None)})")
     return 0
 
 
@@ -153,8 +152,8 @@ def cmd_run(args) -> int:
                weights_dir=args.weights_dir, setup=args.setup, source=args.source,
                backend=args.backend, device=args.device, precision=args.precision,
                trust_remote_code=True if args.trust_remote_code else None)
-    fed = None
-    if cfg.mode in FEDERATED:
+    fed, fluid = None, fluid_config(args)
+    if cfg.mode in FEDERATED or fluid:
         given = {"rounds": args.rounds, "mu": args.mu, "min_sites": args.min_sites,
                  "server_optimizer": args.server_optimizer, "server_lr": args.server_lr}
         fed = FedConfig(private_heads=False if args.shared_heads else None, he=bool(args.he),
@@ -165,7 +164,9 @@ def cmd_run(args) -> int:
         print(f"profile: {cfg.profile} ({cfg.profile_reason})")
         print(f"model: {cfg.model.name}" + ("" if cfg.model.is_composition else f", tuning {cfg.model.tuning}")
               + f"; {cfg.train.epochs:g} epochs; mode {cfg.mode}; seed {cfg.seed}")
-        if fed is not None:
+        if fluid is not None:
+            print(fluid_announcement(fluid, args.split or args.deployment), flush=True)
+        elif fed is not None:
             print(f"federation: {cfg.mode}, {fed.rounds} rounds x {cfg.train.epochs / fed.rounds:g} "
                   f"local epochs, {'all sites' if not fed.min_sites else f'min {fed.min_sites} sites'}",
                   flush=True)
@@ -179,7 +180,7 @@ def cmd_run(args) -> int:
 
         metrics = run_federated(cfg, fed, out=args.out, overwrite=args.overwrite, progress=not args.quiet,
                                 announce=announce, privacy=privacy, deployment=args.deployment,
-                                submitter=args.submitter)
+                                submitter=args.submitter, fluid=fluid)
     else:
         metrics = run(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet,
                       announce=announce, privacy=privacy)
@@ -218,8 +219,8 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--source", default=None, choices=("jain", "tap"), help="antibody: data table (default jain)")
     p.add_argument("--shared-heads", action="store_true",
                    help="federated multi-task: share the task heads too (default: they stay at their sites)")
-    p.add_argument("--mode", default="central", choices=("local", "central", *FEDERATED),
-                   help="local | central | fedavg | fedprox | fedopt")
+    p.add_argument("--mode", default="central", choices=("local", "central", *FEDERATED, "fluid"),
+                   help="local | central | fedavg | fedprox | fedopt | fluid (federated distillation)")
     p.add_argument("--profile", default=None, help="quick | laptop | reference | auto "
                    "(default: $FEDBIO_PROFILE or auto)")
     p.add_argument("--seed", type=int, default=0, help="0 to 2**32 - 1: every random choice")
@@ -239,6 +240,7 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--min-sites", "--min-clients", dest="min_sites", type=int, default=None,
                    help="sites a round needs (default 0: all; --min-clients is the old spelling)")
     add_privacy_arguments(p)
+    add_fluid_arguments(p)
     p.add_argument("--deployment", default=None, metavar="W", help="federated: run as a job on the "
                    "deployment in W (fedbio deploy up), on its split unless --split")
     p.add_argument("--he", action="store_true", help="with --deployment: sites send CKKS ciphertexts, "
@@ -248,7 +250,7 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--weights-dir", default=None, help="folder of pretrained weights (else $FEDBIO_WEIGHTS)")
     p.add_argument("--backend", default=None, choices=BACKENDS,
                    help="model backend (default: the profile's, hf)")
-    _device_arguments(p, default=None)
+    add_device_arguments(p, default=None)
     p.add_argument("--out", required=True, help="run folder (refused if non-empty); while the run "
                    "goes it is OUT.running/, a failed run is moved to OUT.failed/")
     p.add_argument("--overwrite", action="store_true",
@@ -289,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fasta", required=True, help="FASTA or CSV of sequences (labels optional)")
     p.add_argument("--out", required=True, help="CSV to write")
     p.add_argument("--overwrite", action="store_true")
-    _device_arguments(p, default="auto")
+    add_device_arguments(p, default="auto")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("weights", help="fetch pretrained weights for offline use")

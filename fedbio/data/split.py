@@ -5,6 +5,7 @@
 
 Label skew draws each class's own Dirichlet(alpha) proportions over the sites from one seeded
 ``numpy.random.Generator``, so small alpha gives sites truly different class mixes.
+``--public-fraction`` keeps a share of the training pool as unlabelled public.csv (data.public).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from fedbio.data.csvfile import SPLIT_COLUMNS, write_csv, write_split_files
 from fedbio.data.digests import file_md5
+from fedbio.data.public import PUBLIC_FILE, draw_public, or_public, write_public
 from fedbio.data.records import Record, class_list, label_counts, read_records
 from fedbio.errors import DataError, FedbioError
 from fedbio.outputs import output_dir
@@ -43,6 +45,7 @@ class SplitConfig:
     min_site_size: int = 20      # every site keeps at least this many training records (after
                                  # its validation slice is taken)
     max_tries: int = 100         # redraws before giving up on min_site_size
+    public_fraction: float = 0.0  # of the training pool, kept as unlabelled public.csv (FLuID)
 
     def check(self) -> None:
         """Refuse settings no split can be made with: one clear FedbioError naming the option."""
@@ -63,6 +66,7 @@ class SplitConfig:
         _check_fraction("test fraction", self.test_fraction, strict=True)
         _check_whole("--min-site-size", self.min_site_size, low=0)
         _check_whole("max tries", self.max_tries, low=1)
+        _check_fraction("--public-fraction", self.public_fraction, strict=False)
 
 
 def _check_fraction(option: str, value: object, strict: bool, why: str = "") -> None:
@@ -99,6 +103,7 @@ class Split:
     test: list[Record]
     test_hard: list[Record] | None
     source: dict[str, str]
+    public: list[Record] | None = None   # unlabelled transfer set (--public-fraction), file order
 
     def summary(self) -> dict:
         cfg = self.config
@@ -125,6 +130,8 @@ class Split:
             "js_divergence": round(mean_js_divergence(dists), 6),
             "source": self.source,
         }
+        if self.public is not None:   # absent without one: such a summary.json is as it was
+            out.update(n_public=len(self.public), public_fraction=cfg.public_fraction)
         if cfg.pool == "random":
             out["note"] = RANDOM_POOL_NOTE
         return out
@@ -233,7 +240,7 @@ def partition(labels: np.ndarray, n_classes: int, cfg: SplitConfig,
             f"{n} training records cannot give {k} sites at least {cfg.min_site_size} training "
             f"records each once --valid-fraction {cfg.valid_fraction} takes each site's "
             f"validation slice (a site needs {least} records); lower --valid-fraction or "
-            "--min-site-size, or use fewer sites")
+            f"--min-site-size{or_public(cfg.public_fraction)}, or use fewer sites")
     for _ in range(cfg.max_tries):
         parts: list[list[int]] = [[] for _ in range(k)]
         if cfg.partition == "dirichlet":
@@ -253,8 +260,8 @@ def partition(labels: np.ndarray, n_classes: int, cfg: SplitConfig,
     raise FedbioError(
         f"no {cfg.partition} partition with alpha={cfg.alpha} gave every one of {k} sites at least "
         f"{cfg.min_site_size} training records (after its validation slice) in {cfg.max_tries} "
-        "draws; raise --alpha, lower --min-site-size or --valid-fraction, or use fewer sites")
-
+        "draws; raise --alpha, lower --min-site-size or --valid-fraction"
+        f"{or_public(cfg.public_fraction)}, or use fewer sites")
 
 
 def _check_sites(sites: dict[str, dict[str, list[Record]]], cfg: SplitConfig) -> None:
@@ -299,6 +306,7 @@ def make_split(fasta: str | Path, cfg: SplitConfig, hard: str | Path | None = No
     check_learnable(train_pool, tests, "give it training records (SET=train) or drop its records")
     check_disjoint(train_pool, fasta, tests)
     _check_classes_held(classes, records + (hard_records or []), fasta, hard)
+    public, train_pool = draw_public(train_pool, classes, cfg.public_fraction, cfg.seed)
     labels = np.array([classes.index(str(r.label)) for r in train_pool])
     sites = {}
     for number, idx in enumerate(partition(labels, len(classes), cfg, rng), start=1):
@@ -310,7 +318,7 @@ def make_split(fasta: str | Path, cfg: SplitConfig, hard: str | Path | None = No
     source = {"fasta": Path(fasta).name, "fasta_md5": file_md5(Path(fasta))}
     if hard is not None:
         source.update(hard=Path(hard).name, hard_md5=file_md5(Path(hard)))
-    return Split(cfg, classes, sites, test, hard_records, source)
+    return Split(cfg, classes, sites, test, hard_records, source, public)
 
 
 def restore_classes(split: Split, full_train: dict[str, list[Record]]) -> Split:
@@ -340,6 +348,8 @@ def save_split(split: Split, folder: Path, plot: bool = True) -> Path:
     write_split_files(folder, split.sites, split.test, SPLIT_COLUMNS, _row)
     if split.test_hard is not None:
         write_csv(folder / "test_hard.csv", split.test_hard, SPLIT_COLUMNS, _row)
+    if split.public is not None:   # id,sequence only: the labels are not written
+        write_public(folder / PUBLIC_FILE, split.public)
     (folder / "classes.json").write_text(json.dumps(split.classes, indent=1) + "\n")
     summary = split.summary()
     (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -376,6 +386,8 @@ def split_table(summary: dict) -> str:
     lines.append(f"{'valid':<{width}}" + "".join(f"{summary['sites'][s]['n_valid']:>9}" for s in sites))
     lines.append(f"test: {summary['n_test']} records"
                  + (f", setHARD: {summary['n_test_hard']}" if summary.get("n_test_hard") else ""))
+    if "n_public" in summary:
+        lines.append(f"public (unlabelled, for distillation): {summary['n_public']} records")
     lines.append(f"pool {summary['pool']}, partition {summary['partition']}, alpha {summary['alpha']}, "
                  f"seed {summary['seed']}: mean pairwise JS divergence {summary['js_divergence']:.3f}")
     return "\n".join(lines)

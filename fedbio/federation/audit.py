@@ -50,7 +50,7 @@ def audit(folder: str | Path, site: str, task: str, params: dict, dropped: list[
     import numpy as np
 
     entry = {"task": task, "sent": sorted(params), "values": int(sum(np.size(v) for v in params.values())),
-             "held_back": dropped}
+             "shapes": {k: list(np.shape(v)) for k, v in sorted(params.items())}, "held_back": dropped}
     if dp is not None:
         entry["dp"] = dp
     if update_filter is not None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from fedbio.federation.audit import AuditedWriter, audit, dp_record, filter_record, split_private
+from fedbio.federation.fluid.config import STEPS as FLUID_STEPS
 from fedbio.federation.server import Reply, Server
 from fedbio.federation.site import failure_meta
 
@@ -47,6 +48,11 @@ def local_ask(sites: dict, audit_dir: str | None = None, writers: dict | None = 
                     if audit_dir:
                         audit(audit_dir, name, task, out, dropped, dp, kept)
                     ok[name] = Reply(out, metrics, {"NUM_STEPS_CURRENT_ROUND": site.weight, **extra})
+                elif task in FLUID_STEPS:
+                    out, metrics, extra = site.answer(task, params, meta)
+                    if audit_dir:   # what leaves: the arrays, or else the scalars (as NVFlare sends it)
+                        audit(audit_dir, name, task, out or metrics, [])
+                    ok[name] = Reply(out, metrics, extra)
                 elif task == "stats":
                     ok[name] = Reply(_numpy(site.statistics()))
                 else:
@@ -63,15 +69,24 @@ def simulate_in_loop(settings, spec_path: str, sites: list[str], threads: int | 
     """Run ``Server(settings)`` against in-process ``Site`` objects; returns the history."""
     from safetensors.numpy import load_file
 
+    from fedbio.federation.fluid.site import FluidSite
     from fedbio.federation.site import Site
 
-    local = {name: Site.load(spec_path, name) for name in sites}  # each sets the threads a site gets
+    kind = FluidSite if settings.fluid else Site
+    local = {name: kind.load(spec_path, name) for name in sites}  # each sets the threads a site gets
     if threads:
         torch.set_num_threads(threads)
     params = load_file(os.path.join(settings.run_dir, "federation", "initial.safetensors"))
     audit_dir = os.path.join(settings.run_dir, "federation", "audit")
     with live_tensorboard(settings.run_dir, local, audit_dir) as (writers, report):
-        return Server(settings, sites, report).run(local_ask(local, audit_dir, writers), params)
+        if settings.fluid:
+            from fedbio.federation.fluid.student import student_for
+            from fedbio.federation.fluid.workflow import FluidServer
+
+            server = FluidServer(settings, sites, report, student_for(settings, Path(spec_path).parent, len(sites)))
+        else:
+            server = Server(settings, sites, report)
+        return server.run(local_ask(local, audit_dir, writers), params)
 
 
 @contextmanager

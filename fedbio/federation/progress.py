@@ -29,6 +29,7 @@ class FederationProgress:
         self.rounds, self.metric = rounds, metric
         self.lines = ProgressLines()
         self.shown = 0  # rounds reported so far
+        self.steps: list[str] = []  # FLuID's steps reported so far
         self.start = time.monotonic()
 
     def _elapsed(self) -> str:
@@ -41,6 +42,11 @@ class FederationProgress:
         except (OSError, ValueError):
             return  # replaced while read: the next change brings it again
         if path.name == "history.json":
+            for step, info in list(entry.get("steps", {}).items())[len(self.steps):]:   # FLuID's
+                self.lines.say("step", f"{step} done, {self._elapsed()}: {len(info.get('ok', []))} of "
+                               f"{len(entry['sites'])} sites" if step != "student" else
+                               f"student trained at the server, {self._elapsed()}", force=True)
+                self.steps.append(step)
             rows = entry.get("rounds", [])
             for row in rows[self.shown + 1:]:
                 before = rows[row["round"] - 1].get("global_valid") or {}
@@ -53,7 +59,8 @@ class FederationProgress:
         elif "epoch" in entry:
             loss = entry.get("train_loss")
             said = f": train loss {loss:.4f}" if isinstance(loss, float) else ""   # none under DP
-            self.lines.say(path.stem, f"{path.stem} round {entry['round']}/{entry['rounds']}, epoch "
+            where = entry["step"] if "step" in entry else f"round {entry['round']}/{entry['rounds']}"
+            self.lines.say(path.stem, f"{path.stem} {where}, epoch "
                            f"{entry['epoch']}/{entry['epochs']}{said}, {self._elapsed()}")
 
 

@@ -5,17 +5,20 @@
 
 ``history`` is what the server wrote (``RUN/federation/server/history.json``, plus
 ``simulator``: ``fedbio.federation.progress.simulator_phases``). ``fedbio.federation.runner``
-calls these once the federation has ended; the schema is ``fedbio.training.run``'s plus
+calls these once the federation has ended (``deliver``: the delivered model, saved and scored);
+the schema is ``fedbio.training.run``'s plus
 ``rounds``, ``bytes_per_round`` and ``federation``. Nothing here imports NVFlare.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fedbio.data.tasks import TaskData
 from fedbio.federation.audit import private_prefixes
 from fedbio.federation.config import FedConfig
 from fedbio.training.metrics import combine_task_scores
-from fedbio.training.run import RunConfig, metrics_head
+from fedbio.training.run import RunConfig, metrics_head, score_and_keep
 
 
 def nest_tasks(flat: dict) -> dict:
@@ -129,3 +132,27 @@ def round_costs(history: dict) -> dict:
     sent = [i["bytes_up"] for row in rows for i in row["sites"].values() if "bytes_up" in i]
     return {"round_s": sum(r.get("seconds", 0.0) for r in rows) / max(len(rows), 1),
             "bytes_up": sum(sent) / max(len(sent), 1)}
+
+
+def deliver(learner, history: dict, task: TaskData, run_dir: Path) -> tuple[dict, dict | None]:
+    """Save the selected global model to ``RUN/model`` and score it on the common test sets
+    (here, where the benchmark lives: no site is involved), keeping per-record predictions."""
+    save_model(learner, history, run_dir)
+    test = score_and_keep(learner, task.test, run_dir / "test_predictions.csv")
+    hard = (score_and_keep(learner, task.test_hard, run_dir / "test_hard_predictions.csv")
+            if task.test_hard else None)
+    return test, hard
+
+
+def save_model(learner, history: dict, run_dir: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    shared = history.get("shared", {})
+    if "feature_mean" in shared:
+        learner.model.mean.copy_(torch.tensor(shared["feature_mean"]))
+        learner.model.std.copy_(torch.tensor(shared["feature_std"]))
+    if "label_mean" in shared:
+        learner.codec.set_scale(shared["label_mean"], shared["label_std"])
+    learner.load_trainable_state(load_file(str(run_dir / "federation" / "server" / "global.safetensors")))
+    learner.save(run_dir / "model")

@@ -35,9 +35,19 @@ from fedbio.errors import FedbioError
 from fedbio.federation.audit import private_prefixes, split_private
 from fedbio.federation.config import ALGORITHMS, FedConfig
 from fedbio.federation.encrypted import check_he, he_block, take_delivered
+from fedbio.federation.fluid.config import FluidConfig
+from fedbio.federation.fluid.run import (
+    check_fluid,
+    fluid_metrics,
+    fluid_settings,
+    public_set,
+    score_studies,
+    site_fluid,
+    write_job_public,
+)
 from fedbio.federation.loop import simulate_in_loop
 from fedbio.federation.progress import FederationProgress, simulator_phases
-from fedbio.federation.results import federated_metrics, site_test_scores
+from fedbio.federation.results import deliver, federated_metrics, site_test_scores
 from fedbio.federation.server import RunStopped, ServerSettings
 from fedbio.federation.site import COMMON_CACHE
 from fedbio.outputs import output_dir
@@ -61,12 +71,11 @@ from fedbio.training.run import (
     prepare_task,
     read_inputs,
     run_inputs,
-    score_and_keep,
 )
 
 
 def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path,
-              dp: dict | None = None, update_filter: dict | None = None) -> dict:
+              dp: dict | None = None, update_filter: dict | None = None, fluid: dict | None = None) -> dict:
     """What every site's client script reads (``RUN/federation/sites.json``); no data in it."""
     fed_dir = run_dir / "federation"
     split = Path(task.split_dir).resolve()
@@ -86,6 +95,7 @@ def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path,
         "stream": bool(fed.stream_metrics),
         "privacy": dp,
         "update_filter": update_filter,
+        **({"fluid": fluid["site"]} if fluid else {}),
     }
 
 
@@ -168,7 +178,8 @@ def check_share(privacy: PrivacyConfig, run_dir: Path) -> None:
 
 
 def server_settings(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path,
-                    dp: dict | None = None, update_filter: dict | None = None) -> ServerSettings:
+                    dp: dict | None = None, update_filter: dict | None = None,
+                    fluid: dict | None = None) -> ServerSettings:
     metric, sign = key_metric(task.task_type)
     return ServerSettings(
         run_dir=str(run_dir), algorithm=cfg.mode, num_rounds=fed.rounds, min_sites=fed.min_sites,
@@ -178,6 +189,7 @@ def server_settings(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Pat
         task_timeout=fed.task_timeout, feature_stats=cfg.model.is_composition and not (dp or fed.he), dp=dp,
         he={"shared": fixed_composition_scaling() if cfg.model.is_composition else {}} if fed.he else None,
         weighted=fed.weighted, update_filter=update_filter, sites=sorted(task.sites),
+        fluid=fluid["server"] if fluid else None,
         # one scaler for labels that feed shared heads; private heads keep their site's own
         label_stats=task.task_type == "regression" or (
             task.task_type == "multitask" and not private_prefixes(fed.private_heads, task.task_type)))
@@ -185,20 +197,22 @@ def server_settings(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Pat
 
 def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, progress: bool = True,
              engine: str = "nvflare", dp: dict | None = None, update_filter: dict | None = None,
-             deployment: str | Path | None = None, submitter: str | None = None) -> dict:
+             deployment: str | Path | None = None, submitter: str | None = None,
+             fluid: dict | None = None) -> dict:
     """Run the federation in ``run_dir`` (``engine``: the NVFlare simulator, ``deployment``: a
     job on the deployment in the folder ``deployment``, or ``loop``: the same Site/Server code in
     this process); return the server's history (``history.json``).
-    ``update_filter``: ``PrivacyConfig.update_filter()`` (selective sharing or SVT)."""
+    ``update_filter``: ``PrivacyConfig.update_filter()`` (selective sharing or SVT); ``fluid``:
+    FLuID's ``{"site": ..., "server": ...}`` settings (``fedbio.federation.fluid.run``)."""
     sites = list(task.sites)
     spec = run_dir / "federation" / "sites.json"
     spec.parent.mkdir(parents=True, exist_ok=True)
-    site_config = site_spec(cfg, fed, task, run_dir, dp, update_filter)
+    site_config = site_spec(cfg, fed, task, run_dir, dp, update_filter, fluid)
     if engine == "deployment":   # no path of this machine in the job: each site has its own kit
         site_config = {**site_config, "deployment": True, "data": {**site_config["data"], "split": None}}
         del site_config["split"], site_config["run_dir"]
     spec.write_text(json.dumps(site_config, indent=1) + "\n")
-    settings = server_settings(cfg, fed, task, run_dir, dp, update_filter)
+    settings = server_settings(cfg, fed, task, run_dir, dp, update_filter, fluid)
     check_engine(update_filter, engine)
     if engine == "deployment":
         from fedbio.deployment.jobs import run_job
@@ -224,8 +238,10 @@ def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, prog
         from fedbio.federation.nvflare.watch import log_tails
 
         if progress:
-            print(f"federating {len(sites)} sites x {fed.rounds} rounds ({cfg.mode}) in the NVFlare "
-                  "simulator; complete site logs go to nvflare/ in the run folder", flush=True)
+            what = ("distilling (FLuID) from" if fluid else "federating") + f" {len(sites)} sites" + \
+                ("" if fluid else f" x {fed.rounds} rounds ({cfg.mode})")
+            print(f"{what} in the NVFlare simulator; complete site logs go to nvflare/ in the run folder",
+                  flush=True)
         watch = FederationProgress(fed.rounds, settings.key_metric) if progress else None
         try:
             private = private_prefixes(fed.private_heads, task.task_type)
@@ -246,39 +262,12 @@ def federate(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path, prog
 
 
 
-def _deliver(learner, history: dict, task: TaskData, run_dir: Path) -> tuple[dict, dict | None]:
-    """Save the selected global model to ``RUN/model`` and score it on the common test sets
-    (here, where the benchmark lives: no site is involved), keeping per-record predictions."""
-    _save_model(learner, history, run_dir)
-    test = score_and_keep(learner, task.test, run_dir / "test_predictions.csv")
-    hard = (score_and_keep(learner, task.test_hard, run_dir / "test_hard_predictions.csv")
-            if task.test_hard else None)
-    return test, hard
-
-
-
-def _save_model(learner, history: dict, run_dir: Path) -> None:
-    import torch
-    from safetensors.torch import load_file
-
-
-    shared = history.get("shared", {})
-    if "feature_mean" in shared:
-        learner.model.mean.copy_(torch.tensor(shared["feature_mean"]))
-        learner.model.std.copy_(torch.tensor(shared["feature_std"]))
-    if "label_mean" in shared:
-        learner.codec.set_scale(shared["label_mean"], shared["label_std"])
-    learner.load_trainable_state(load_file(str(run_dir / "federation" / "server" / "global.safetensors")))
-    learner.save(run_dir / "model")
-
-
-
 def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path | None = None,
                   overwrite: bool = False, progress: bool = True, engine: str = "nvflare",
                   announce: Callable[[], None] | None = None,
                   privacy: PrivacyConfig | None = None, deployment: str | Path | None = None,
-                  submitter: str | None = None) -> dict:
-    """Run ``cfg`` (``mode`` fedavg | fedprox | fedopt) federated into ``out``; return its metrics.
+                  submitter: str | None = None, fluid: FluidConfig | None = None) -> dict:
+    """Run ``cfg`` (``mode`` fedavg | fedprox | fedopt | fluid) federated into ``out``; return its metrics.
 
     ``fed`` defaults to ``FedConfig()``; ``cfg.mode`` names the algorithm. ``engine="loop"`` runs
     the same sites and server in this process without NVFlare (a reference and a timing
@@ -287,10 +276,12 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     fails or is interrupted (``fedbio.outputs``). ``announce`` is called once all is checked.
     ``privacy`` (``fedbio.privacy.PrivacyConfig``) makes it site-level DP-FedAvg. ``deployment``
     (a ``fedbio deploy`` workspace) runs it as a job there instead of in the simulator, submitted
-    as ``submitter`` (a user of the deployment; default its admin).
+    as ``submitter`` (a user of the deployment; default its admin). ``--mode fluid`` distils
+    instead (``fluid``: its ``FluidConfig``; ``fedbio.federation.fluid``).
     """
-    if cfg.mode not in ALGORITHMS:
-        raise FedbioError(f"unknown federated --mode {cfg.mode!r}; choose {', '.join(ALGORITHMS)}")
+    if cfg.mode not in (*ALGORITHMS, "fluid"):
+        raise FedbioError(f"unknown federated --mode {cfg.mode!r}; choose {', '.join(ALGORITHMS)} or fluid")
+    fluid = (fluid or FluidConfig()) if cfg.mode == "fluid" else None
     if out is None:
         raise FedbioError("run_federated needs out= (the run folder to write)")
     fed = fed or FedConfig()
@@ -307,7 +298,10 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     z = None
     privacy.check_run(task_type_of(cfg.task), cfg.mode, cfg.model)
     check_engine(privacy.update_filter(), engine)
-    check_he(fed, cfg.mode, task_type_of(cfg.task), privacy, engine)
+    if fluid:
+        check_fluid(cfg, fed, fluid, privacy, engine)
+    else:
+        check_he(fed, cfg.mode, task_type_of(cfg.task), privacy, engine)
     if privacy.enabled:
         check_private_federation(privacy, fed.min_sites, fed.stream_metrics)
     if privacy.site_level:
@@ -315,6 +309,7 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         check_accountable(z, fed.rounds, privacy.delta)
     inputs = read_inputs(cfg)
     fed.validate(inputs.n_sites)
+    public = public_set(cfg, fluid, inputs) if fluid else None
     if deployment is not None:
         from fedbio.deployment.jobs import check_deployment
 
@@ -334,20 +329,25 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     fed = replace(fed, stream_metrics=not privacy.enabled if fed.stream_metrics is None
                   else fed.stream_metrics)   # unset: on, except under DP
     start = time.time()
-    inputs_read = [*run_inputs(cfg), *([deployment] if deployment is not None else [])]
+    inputs_read = [*run_inputs(cfg), *([deployment] if deployment is not None else []),
+                   *([fluid.public] if fluid and fluid.public else [])]
     with output_dir(out, overwrite=overwrite, inputs=inputs_read, kind="run") as tmp:
         if announce:
             announce()
         task = prepare_task(cfg, tmp, inputs)
-        config = {**to_dict(cfg), "federation": to_dict(fed), "privacy": to_dict(privacy)}
+        config = {**to_dict(cfg), "federation": to_dict(fed), "privacy": to_dict(privacy),
+                  **({"fluid": to_dict(fluid)} if fluid else {})}
         dp = (run_settings(privacy, z, list(task.sites), cfg.model.is_composition)
               if privacy.enabled else None)
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest(task.checksums), indent=1) + "\n")
         learner = _initial_model(cfg, fed, task, tmp)
         check_share(privacy, tmp)
+        if fluid:
+            write_job_public(public[0], tmp / "federation")
+            plan = {"site": site_fluid(fluid), "server": fluid_settings(fluid, public[0], len(task.classes), cfg.seed)}
         history = federate(cfg, fed, task, tmp, progress, engine, dp, privacy.update_filter(), deployment,
-                           submitter)
+                           submitter, plan if fluid else None)
         homes = {site: tmp for site in task.sites}   # where each site kept its records
         if "deployment" in history:   # in its own kit (readable here: one machine)
             from fedbio.deployment.jobs import site_folders
@@ -358,8 +358,12 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
         if private_prefixes(fed.private_heads, task.task_type):  # no global head to score with
             test, hard = site_test_scores(history), site_test_scores(history, "test_hard")
         else:
-            test, hard = _deliver(learner, history, task, tmp)
-        metrics = federated_metrics(cfg, fed, task, history, test, hard, engine)
+            test, hard = deliver(learner, history, task, tmp)
+        if fluid:
+            metrics = fluid_metrics(cfg, fed, fluid, task, history, test, hard, engine,
+                                    score_studies(learner, history, task, tmp), public[1])
+        else:
+            metrics = federated_metrics(cfg, fed, task, history, test, hard, engine)
         if "deployment" in history:
             metrics["deployment"] = {**history["deployment"], "site_records": homes}
         if fed.he:

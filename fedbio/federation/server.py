@@ -78,6 +78,7 @@ class ServerSettings:
     he: dict | None = None  # --he: sites send CKKS ciphertexts, averaged by ``combine`` without
                             # decrypting; the last model delivered (decrypted at the sites);
                             # ``he["shared"]``: a scaling that needs no data (no stats step)
+    fluid: dict | None = None  # --mode fluid: FLuID's workflow (fedbio.federation.fluid.workflow)
 
     @property
     def site_level_dp(self) -> bool:
@@ -118,8 +119,9 @@ class Server:
     def _save(self, name: str, params: dict) -> None:
         from safetensors.numpy import save_file
 
-        os.makedirs(self.out_dir, exist_ok=True)
-        save_file({k: np.ascontiguousarray(v) for k, v in params.items()}, os.path.join(self.out_dir, name))
+        path = os.path.join(self.out_dir, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_file({k: np.ascontiguousarray(v) for k, v in params.items()}, path)
 
     def write_done(self) -> None:
         """``done.json``, written last and atomically: the job has ended (the watchdog's signal)."""

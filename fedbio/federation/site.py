@@ -150,6 +150,7 @@ class Site:
         else:
             for key in ("split", "run_dir"):
                 spec[key] = str((path.parent / spec[key]).resolve())
+        spec["spec_dir"] = str(path.parent.resolve())   # files that travel with the spec (FLuID's public set)
         return cls(name, spec)
 
     # -- data -----------------------------------------------------------------------------------

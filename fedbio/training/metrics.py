@@ -1,4 +1,4 @@
-"""Scores: accuracy and macro-F1 for classes; RMSE, Pearson and Spearman for values.
+"""Scores: accuracy, macro-F1 and Matthews' correlation (MCC) for classes; RMSE, Pearson and Spearman for values.
 
 Plain numpy, so the server, the sites and the notebooks compute the same numbers.
 """
@@ -24,6 +24,21 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
             continue
         scores.append(2 * tp / (2 * tp + fp + fn))
     return float(np.mean(scores)) if scores else float("nan")
+
+
+def mcc(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Matthews' correlation coefficient, for any number of classes (Gorodkin's R_K, as
+    scikit-learn computes it): 1 perfect, 0 no better than chance, 0 when either side is
+    constant."""
+    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    if not len(y_true):
+        return float("nan")
+    confusion = np.zeros((n_classes, n_classes), np.float64)
+    np.add.at(confusion, (y_true, y_pred), 1.0)
+    true, pred = confusion.sum(1), confusion.sum(0)
+    total, correct = confusion.sum(), np.trace(confusion)
+    denominator = np.sqrt((total ** 2 - pred @ pred) * (total ** 2 - true @ true))
+    return float((correct * total - pred @ true) / denominator) if denominator > 0 else 0.0
 
 
 def _rank(x: np.ndarray) -> np.ndarray:
@@ -54,7 +69,7 @@ def rmse(a: np.ndarray, b: np.ndarray) -> float:
 def classification_scores(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     pred = np.asarray(probs).argmax(axis=1)
     return {"accuracy": accuracy(y_true, pred), "macro_f1": macro_f1(y_true, pred, probs.shape[1]),
-            "n": int(len(y_true))}
+            "mcc": mcc(y_true, pred, probs.shape[1]), "n": int(len(y_true))}
 
 
 def regression_scores(y_true: np.ndarray, y_pred: np.ndarray,

@@ -200,9 +200,12 @@ def read_inputs(cfg: RunConfig) -> RunInputs:
         return RunInputs(split=build_antibody_split(cfg.data.setup, cfg.data.source, cfg.seed))
     if cfg.task != "scl":
         raise FedbioError(f"--task {cfg.task} needs --split DIR (a folder in the split layout)")
+    from fedbio.data.public import DEFAULT_PUBLIC_FRACTION
     from fedbio.data.split import SplitConfig, make_split
 
-    return RunInputs(split=make_split(shipped("scl/deeploc_valtest.fasta"), SplitConfig(seed=cfg.seed),
+    public = DEFAULT_PUBLIC_FRACTION if cfg.mode == "fluid" else 0.0   # distillation needs a public set
+    return RunInputs(split=make_split(shipped("scl/deeploc_valtest.fasta"),
+                                      SplitConfig(seed=cfg.seed, public_fraction=public),
                                       hard=shipped("scl/deeploc_setHARD.fasta")))
 
 

@@ -189,3 +189,119 @@ def test_a_split_folder_with_the_old_header_reads_the_same(tmp_path):
             assert [(r.id, r.sequence, r.label) for r in a.sites[site][part]] == \
                    [(r.id, r.sequence, r.label) for r in b.sites[site][part]]
     assert [(r.id, r.sequence, r.label) for r in a.test] == [(r.id, r.sequence, r.label) for r in b.test]
+
+
+# --public-fraction: an unlabelled transfer set for federated distillation (fedbio.data.public)
+
+# md5 of each site's files for SplitConfig(seed=0) with --hard, written before the public set
+# existed: a split without one must stay byte for byte what it was
+PINNED_SITES = {"site-1/train.csv": "323d1bb704b87ee422c364e2e3947fe1",
+                "site-1/valid.csv": "26f9b4915f31cccb2d3cb8027bc778c9",
+                "site-2/train.csv": "ca0560ec6f2d157373e1eed98de31a43",
+                "site-2/valid.csv": "44a75239de415b01f43bc7f81657d69a",
+                "site-3/train.csv": "7aac9e9b13fa007f2e3b1d9ba3559939",
+                "site-3/valid.csv": "94188d5d1f466dd0ed652deb535ed557"}
+
+
+@pytest.fixture(scope="module")
+def with_public():
+    return {seed: make_split(SCL, SplitConfig(seed=seed, public_fraction=0.2), hard=HARD)
+            for seed in (0, 1)}
+
+
+def test_public_set_is_stratified_and_leaves_the_rest_to_the_sites(with_public):
+    from fedbio.data.records import label_counts, read_records
+    from fedbio.data.split import train_pool
+
+    split = with_public[0]
+    pool = train_pool(read_records(SCL))
+    wanted = {c: min(int(round(0.2 * n)), n - 1) for c, n in label_counts(pool, split.classes).items()}
+    assert label_counts(split.public, split.classes) == wanted
+    assert sum(wanted.values()) == len(split.public) == 336
+    at_sites = [r for s in split.sites.values() for part in s.values() for r in part]
+    assert sorted(_ids(at_sites + split.public)) == sorted(_ids(pool))   # nothing lost, nothing twice
+    order = {r.id: i for i, r in enumerate(pool)}
+    assert [order[r.id] for r in split.public] == sorted(order[r.id] for r in split.public)
+
+
+def test_public_set_is_seeded(with_public):
+    again = make_split(SCL, SplitConfig(seed=0, public_fraction=0.2), hard=HARD)
+    assert _ids(again.public) == _ids(with_public[0].public)
+    assert {s: _ids(p["train"]) for s, p in again.sites.items()} == \
+           {s: _ids(p["train"]) for s, p in with_public[0].sites.items()}
+    assert set(_ids(with_public[1].public)) != set(_ids(with_public[0].public))
+
+
+def test_public_set_is_disjoint_from_sites_and_tests(with_public):
+    for split in with_public.values():
+        public_ids = set(_ids(split.public))
+        public_seqs = {r.sequence for r in split.public}
+        for parts in split.sites.values():
+            for part in ("train", "valid"):
+                assert not public_ids & set(_ids(parts[part]))
+                assert not public_seqs & {r.sequence for r in parts[part]}
+        for test in (split.test, split.test_hard):
+            assert not public_ids & set(_ids(test))
+            assert not public_seqs & {r.sequence for r in test}
+
+
+def test_no_public_fraction_gives_the_split_it_always_gave(tmp_path):
+    import hashlib
+
+    from fedbio.data.split import save_split
+
+    split = make_split(SCL, SplitConfig(seed=0, public_fraction=0.0), hard=HARD)
+    assert split.public is None and "n_public" not in split.summary()
+    folder = save_split(split, tmp_path / "s", plot=False)
+    assert not (folder / "public.csv").exists()
+    files = _files(folder)
+    assert {name: hashlib.md5(files[name]).hexdigest() for name in PINNED_SITES} == PINNED_SITES
+    default = make_split(SCL, SplitConfig(seed=0), hard=HARD)   # the field left at its default
+    assert {s: _ids(p["train"]) for s, p in default.sites.items()} == \
+           {s: _ids(p["train"]) for s, p in split.sites.items()}
+
+
+def test_public_csv_is_unlabelled_and_summarised(with_public, tmp_path):
+    from fedbio.data.split import save_split, split_table
+
+    split = with_public[0]
+    folder = save_split(split, tmp_path / "s", plot=False)
+    lines = (folder / "public.csv").read_text().splitlines()
+    assert lines[0] == "id,sequence"
+    assert lines[1:] == [f"{r.id},{r.sequence}" for r in split.public]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["n_public"] == len(split.public) and summary["public_fraction"] == 0.2
+    assert "public (unlabelled, for distillation): 336 records" in split_table(summary)
+    assert sum(s["n_train"] + s["n_valid"] for s in summary["sites"].values()) == 1678 - 336
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1", "1.5", "nan", "inf"])
+def test_bad_public_fraction_is_one_line_and_writes_nothing(value, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["split", "--fasta", str(SCL), "--public-fraction", value, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fedbio: error:") and err.count("\n") == 1
+    assert "--public-fraction" in err
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_cli_writes_public_csv_that_runs_ignore(tmp_path, capsys):
+    from fedbio.data.public import read_public, split_public
+    from fedbio.data.tasks import load_task
+
+    out = tmp_path / "out"
+    assert main(["split", "--fasta", str(SCL), "--hard", str(HARD), "--seed", "3",
+                 "--public-fraction", "0.1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "public (unlabelled, for distillation): 168 records" in printed
+    assert printed.splitlines()[-1].endswith("split.png, public.csv)")
+    split = make_split(SCL, SplitConfig(seed=3, public_fraction=0.1), hard=HARD)
+    assert split_public(out) == out / "public.csv"
+    assert [(r.id, r.sequence, r.label) for r in read_public(out / "public.csv")] == \
+           [(r.id, r.sequence, None) for r in split.public]
+    task = load_task(out)   # public.csv is no site's and no test file
+    assert list(task.sites) == ["site-1", "site-2", "site-3"]
+    for name, parts in split.sites.items():
+        for part in ("train", "valid"):
+            assert _ids(task.sites[name][part]) == _ids(parts[part])
+    assert _ids(task.test) == _ids(split.test) and "public.csv" not in task.checksums

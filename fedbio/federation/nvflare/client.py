@@ -9,18 +9,24 @@ NVFlare starts this script once per site (``fedbio.federation.nvflare.job`` buil
 Tasks from the server: ``stats`` (feature/label sums for a shared scaler, composition and
 regression only), ``train`` (one round of local epochs), ``validate`` (score a global model on
 the site's validation split; under ``--he`` the site also keeps the decrypted model it scored,
-``delivered.safetensors``). What leaves the site: trainable parameters (under ``--he`` as CKKS
-ciphertexts, ``he.py``), the sample count used as FedAvg weight, and scalars.
+``delivered.safetensors``), and, under ``--mode fluid``, FLuID's steps
+(``fedbio.federation.fluid.site``). What leaves the site: trainable parameters (under ``--he`` as
+CKKS ciphertexts, ``he.py``), the sample count used as FedAvg weight, and scalars; under FLuID,
+no parameters: predictions and weights for the public records, and scalars.
 """
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
 import nvflare.client as flare
+import torch
 from nvflare.client import FLModel
 from nvflare.client.tracking import SummaryWriter
 
+from fedbio.federation.fluid.config import STEPS as FLUID_STEPS
+from fedbio.federation.fluid.site import FluidSite
 from fedbio.federation.nvflare.watch import install_stack_dump
 from fedbio.federation.site import Site, failure_meta, site_kit
 
@@ -34,7 +40,8 @@ def main() -> None:
     flare.init()                                                  # (1) join the federation
     if not config.is_absolute():   # a deployed job carries its spec in its app's custom folder
         config = next((site_kit() / flare.get_job_id()).glob(f"app_*/custom/{config}"), config)
-    site = Site.load(config, flare.get_site_name(), flare.get_job_id())  # own data + common test
+    kind = FluidSite if "fluid" in json.loads(config.read_text()) else Site   # --mode fluid: its steps
+    site = kind.load(config, flare.get_site_name(), flare.get_job_id())  # own data + common test
     writer = SummaryWriter()                                      # curves, live, to the server
     while flare.is_running():
         task = flare.receive()                                    # (2) a task and the global model
@@ -47,6 +54,10 @@ def main() -> None:
                                                    task.total_rounds, writer)
                 reply = FLModel(params=params, metrics=metrics,
                                 meta={"NUM_STEPS_CURRENT_ROUND": site.weight, **meta})
+            elif name in FLUID_STEPS:                             # FLuID: public-set arrays, scalars
+                params, metrics, meta = site.answer(name, task.params or {}, task.meta)
+                params = {k: torch.from_numpy(v) for k, v in params.items()}   # the Client API sends tensors
+                reply = FLModel(params=params or None, metrics=metrics, meta=meta)
             elif name == "stats":
                 reply = FLModel(params=site.statistics())
             else:                                                 # validate: scores only

@@ -127,7 +127,14 @@ class FedbioController(ModelController):
             context = load_context(SERVER_CONTEXT, self.fl_ctx)
             combine = lambda updates: encrypted_mean(updates, context)  # noqa: E731
             self.logger.info(f"fedbio: --he: the server's CKKS context can decrypt: {context.is_private()}")
-        server = Server(self.server_settings, expected, report=report, combine=combine)
+        if self.server_settings.fluid:   # FLuID: the student trains here, from the job's spec and public set
+            from fedbio.federation.fluid.student import student_for
+            from fedbio.federation.fluid.workflow import FluidServer
+
+            server = FluidServer(self.server_settings, expected, report,   # the spec beside the first model
+                                 student_for(self.server_settings, os.path.dirname(initial), len(expected)))
+        else:
+            server = Server(self.server_settings, expected, report=report, combine=combine)
         if self.server_settings.he:
             from fedbio.federation.nvflare.he import POLY_DEGREE, SLOTS
 

@@ -27,6 +27,7 @@ from nvflare.recipe import SimEnv
 from nvflare.recipe.spec import Recipe
 
 from fedbio.federation.config import FedConfig
+from fedbio.federation.fluid.config import STEPS as FLUID_STEPS
 from fedbio.federation.nvflare.controller import INITIAL, FedbioController
 from fedbio.federation.nvflare.filters import AuditStream, KeepPrivate, SparseVector
 from fedbio.federation.nvflare.logs import LOG_CONFIG
@@ -36,7 +37,8 @@ from fedbio.federation.server import ServerSettings
 CLIENT_SCRIPT = Path(__file__).resolve().parent / "client.py"
 JOB_NAME = "fedbio"
 TASK_REQUEST_INTERVAL = 0.1  # seconds
-STEPS = ("stats", "train", "validate")  # what the controller asks of sites (NVFlare calls them tasks)
+# what the controller asks of sites (NVFlare calls them tasks); FLuID's steps after FedAvg's
+STEPS = ("stats", "train", "validate", *FLUID_STEPS)
 
 
 class FedbioRecipe(Recipe):
@@ -58,6 +60,11 @@ class FedbioRecipe(Recipe):
             settings = replace(settings, run_dir="")
             job.to_server(str(run_dir / "federation" / INITIAL))
             job.to_clients(str(spec_path))
+            if settings.fluid:   # FLuID's public set travels with the spec, to the server too
+                public = Path(spec_path).parent / settings.fluid["public"]
+                job.to_clients(str(public))
+                job.to_server(str(public))
+                job.to_server(str(spec_path))
             spec_path = Path(spec_path).name
             # The script copied beside the spec: NVFlare names a script by its path below a
             # sys.path entry, and custom/fedbio/... would shadow the installed fedbio at the server.
