@@ -82,18 +82,34 @@ def positive_finite(x) -> bool:
     return isinstance(x, float) and math.isfinite(x) and x > 0
 
 
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory, small_split):
-    """A real deployment for one test module (tests/deployment/): 3 sites on loopback, the small
-    split, heartbeat 12 s; ``down`` at the module's end must leave no process behind."""
+@pytest.fixture(scope="session")
+def public_split(tmp_path_factory):
+    """The small split with a public set for FLuID (``--public-fraction 0.2``, its first 60)."""
+    from fedbio.data.split import SplitConfig, make_split, write_split
+
+    split = make_split(SCL, SplitConfig(seed=0, public_fraction=0.2), hard=HARD)
+    _cut_small(split)
+    split.public = split.public[:60]
+    return write_split(split, tmp_path_factory.mktemp("split") / "public", plot=False)
+
+
+def deployment(tmp_path_factory, split):
+    """A real deployment (3 sites on loopback, ``split``, heartbeat 12 s) for a module's
+    fixture; ``down`` at the end must leave no process behind."""
     from fedbio.deployment.deploy import deploy_down, deploy_up
     from fedbio.deployment.kits import free_ports
     from fedbio.deployment.processes import participant_processes
 
     workspace = tmp_path_factory.mktemp("deploy") / "W"
-    deploy_up(workspace, 3, split=str(small_split), port=free_ports(), heartbeat_timeout=12, say=lambda *a: None)
+    deploy_up(workspace, 3, split=str(split), port=free_ports(), heartbeat_timeout=12, say=lambda *a: None)
     try:
         yield workspace
     finally:
         deploy_down(workspace)
         assert participant_processes(workspace) == []
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory, small_split):
+    """A real deployment for one test module (tests/deployment/) on the small split."""
+    yield from deployment(tmp_path_factory, small_split)

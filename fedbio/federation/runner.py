@@ -291,6 +291,8 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     if cfg.data.split:
         cfg = replace(cfg, data=replace(cfg.data, split=os.path.abspath(cfg.data.split)))
     check_run(cfg)
+    if fluid:   # first: FLuID's own refusals say what applies to it
+        check_fluid(cfg, fed, fluid, privacy or PrivacyConfig(), engine)
     check_federation(cfg, fed)
     if engine == "nvflare":
         check_simulator_paths(out)
@@ -298,9 +300,7 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     z = None
     privacy.check_run(task_type_of(cfg.task), cfg.mode, cfg.model)
     check_engine(privacy.update_filter(), engine)
-    if fluid:
-        check_fluid(cfg, fed, fluid, privacy, engine)
-    else:
+    if not fluid:
         check_he(fed, cfg.mode, task_type_of(cfg.task), privacy, engine)
     if privacy.enabled:
         check_private_federation(privacy, fed.min_sites, fed.stream_metrics)

@@ -43,7 +43,7 @@ def check_fluid(cfg, fed, fluid: FluidConfig, privacy, engine: str) -> None:
     if task_type_of(cfg.task) != "classification":
         raise FedbioError(f"--mode fluid distils class probabilities; --task {cfg.task} is not a "
                           "classification task (use --task scl or classification, or FedAvg)")
-    if privacy.enabled:
+    if privacy.enabled or privacy.filters_update:
         raise FedbioError("--mode fluid shares no model update, so DP-FedAvg / DP-SGD / selective "
                           "sharing do not apply; drop the privacy options, or use --mode fedavg")
     if fed.he:

@@ -14,7 +14,8 @@ progress lines need nothing new. The server sends no weights to sites and receiv
 
 Every array a site sends is checked for its shape (one row per public record) and finite,
 non-negative values; a site that sends anything else counts as failed for the step. The
-student's parameters are ``global.safetensors``; with ``studies`` the same annotations also train
+student's parameters are ``global.safetensors``, the combined labels it learned from
+``public_labels.csv`` (class index ``p0..``, the teachers' weights, the rows selected); with ``studies`` the same annotations also train
 students from 1..K teachers, from parts of the public set and with the other weighting
 (``studies/<name>.safetensors``), which the coordinator scores on the common test sets.
 Numpy only; the student's training is handed in (``fedbio.federation.fluid.student``).
@@ -33,6 +34,7 @@ from fedbio.federation.server import Server
 
 SUBSETS_PER_SIZE = 8            # teacher subsets trained per size in the teacher-count study
 PUBLIC_SHARES = (0.25, 0.5)     # parts of the public set in its size study (1.0 is the run itself)
+LABELS = "public_labels.csv"    # RUN/federation/server/: the combined labels the student learned from
 
 
 class FluidServer(Server):
@@ -136,10 +138,29 @@ class FluidServer(Server):
         if self.f["selection"] == "balanced":
             rows = rows[balanced_selection(labels[rows], soft.shape[1], seed)]
         params, student_probs, shared = self.train_student(labels, rows)
+        if name == "student":   # what the student learned from, kept with the server's records
+            self._write_labels(soft, norm, teachers, rows)
         return {"name": name, "teachers": teachers, "weighting": weighting, "public_share": share,
                 "rows": int(len(rows)), "label_counts": np.bincount(labels[rows], minlength=soft.shape[1]).tolist(),
                 "teacher_share": {s: float(norm[i].mean()) for i, s in enumerate(teachers)},
                 "params": params, "probs": student_probs, "shared": shared}
+
+    def _write_labels(self, soft: np.ndarray, share: np.ndarray, teachers: list, rows: np.ndarray) -> None:
+        """``public_labels.csv``: per public record (in the public set's order) the combined
+        probabilities, each teacher's normalised weight, and whether the student trained on it."""
+        import csv
+        import os
+
+        chosen = np.zeros(len(soft), bool)
+        chosen[rows] = True
+        os.makedirs(self.out_dir, exist_ok=True)
+        with open(os.path.join(self.out_dir, LABELS), "w", newline="") as handle:
+            out = csv.writer(handle)
+            out.writerow(["row", "label", "selected", *[f"p{c}" for c in range(soft.shape[1])],
+                          *[f"w_{t}" for t in teachers]])
+            for i in range(len(soft)):
+                out.writerow([i, int(soft[i].argmax()), int(chosen[i]), *[f"{v:.6g}" for v in soft[i]],
+                              *[f"{v:.6g}" for v in share[:, i]]])
 
     def _studies(self, teachers: list, probs: dict, weights: dict | None) -> None:
         """FLuID's questions on the same annotations: how many teachers, how much public data,
