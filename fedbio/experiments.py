@@ -6,6 +6,7 @@ tables.
     runs = compare("composition", "quick", "runs/cache", seeds=(0, 1, 2))
     seed_summary(runs)                  # test accuracy (%): mean, sd and each seed, per mode
     skew_sweep(["composition"], {0.1: split_a, 100.0: split_b}, "quick", "runs/cache")
+    runs, folders = fluid_compare("composition", "quick", "runs/cache", "runs/split")  # + FLuID
     rows = defence_sweep({"none": ("fedavg", None), "share 10%": ("fedavg", PrivacyConfig(share_fraction=0.1))},
                          "quick", "runs/cache", seeds=(0, 1, 2))
     defence_table(rows)                 # accuracy and membership AUC per defence, mean ± sd
@@ -157,3 +158,33 @@ def defence_table(rows):
         "epsilon of": grouped["epsilon of"].first(),
         "cosine": grouped["cosine"].mean(), "seeds": grouped["seed"].count()})
     return out.loc[order]
+
+
+def fluid_plans(model: str | None, profile: str, split: str | Path, seeds: Sequence[int] = (0,),
+                fluid=None, rounds: int = 4):
+    """``(seed, mode, cfg, runner, kwargs)`` of ``fluid_compare``'s runs: local, central, FedAvg
+    (``rounds``) and FLuID (``fluid``: a ``FluidConfig``; default with hybrids and studies)."""
+    from fedbio.federation import run_federated
+    from fedbio.federation.fluid import FluidConfig
+    from fedbio.training.run import run
+
+    fluid = fluid or FluidConfig(hybrid=True, studies=True)
+    for seed in seeds:
+        given = dict(model=model, profile=profile, seed=seed, split=str(split))
+        for mode in BASELINES:
+            yield seed, mode, plan(mode=mode, **given), run, {}
+        yield seed, "fedavg", plan(mode="fedavg", **given), run_federated, {"fed": FedConfig(rounds=rounds)}
+        yield seed, "fluid", plan(mode="fluid", **given), run_federated, {"fed": FedConfig(), "fluid": fluid}
+
+
+def fluid_compare(model: str | None, profile: str, root: str | Path, split: str | Path,
+                  seeds: Sequence[int] = (0,), fluid=None, rounds: int = 4,
+                  progress: bool = False) -> tuple[dict[int, dict[str, dict]], list[Path]]:
+    """``({seed: {mode: metrics}}, run folders)`` on one split with a public set: local,
+    central, FedAvg and FLuID (``fluid_plans``), each run cached under ``root``."""
+    runs: dict[int, dict[str, dict]] = {}
+    folders = []
+    for seed, mode, cfg, runner, kwargs in fluid_plans(model, profile, split, seeds, fluid, rounds):
+        runs.setdefault(seed, {})[mode] = cached_run(cfg, root, progress=progress, runner=runner, **kwargs)
+        folders.append(run_folder(cfg, root, **kwargs))
+    return runs, folders

@@ -36,6 +36,7 @@ from fedbio.reporting.curves import (  # noqa: F401  (plot_curves and friends: f
     round_curves,
 )
 from fedbio.reporting.document import Report, markdown, mixed_lines
+from fedbio.reporting.fluid import model_section, site_files
 from fedbio.reporting.leakage import leakage_cells, privacy_utility
 from fedbio.reporting.runs import (  # noqa: F401  (collect and load_metrics: fedbio.reporting.report's API)
     MAX_BOOT,
@@ -118,9 +119,7 @@ def bootstrap_ci(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
 
 
 def _is_rows(values) -> bool:
-    if isinstance(values, np.ndarray):
-        return values.ndim == 2
-    return len(values) > 0 and np.ndim(values[0]) == 1
+    return values.ndim == 2 if isinstance(values, np.ndarray) else len(values) > 0 and np.ndim(values[0]) == 1
 
 
 # -- per-record scores from the kept predictions ------------------------------------------------
@@ -128,9 +127,10 @@ def _is_rows(values) -> bool:
 def _prediction_files(run_dir: Path, metrics: dict) -> dict[str, Path]:
     """Per-site test predictions of the model each site ends with: local, its own model;
     federated, its model after the last round (``sites/<site>/``, on a deployment in the site's
-    kit when readable here; else the delivered model's); central, the one model."""
-    if metrics["mode"] == "local":
-        return {s: run_dir / s / "test_predictions.csv" for s in metrics["n_train"]}
+    kit when readable here; else the delivered model's); FLuID: ``site_files``; central: one."""
+    if metrics["mode"] in ("local", "fluid"):
+        return ({s: run_dir / s / "test_predictions.csv" for s in metrics["n_train"]}
+                if metrics["mode"] == "local" else site_files(run_dir, metrics))
     homes = (metrics.get("deployment") or {}).get("site_records") or {}
     kept = {s: Path(homes.get(s, run_dir)) / "sites" / s / "test_predictions.csv" for s in metrics["n_train"]}
     return {s: path if path.is_file() else run_dir / "test_predictions.csv" for s, path in kept.items()}
@@ -245,11 +245,8 @@ def seed_table(groups: Groups, n_boot: int = 1000, predictions: _Predictions | N
     predictions = predictions or _Predictions()
     score = "mean" if _task_type(groups) == "classification" else "rmse"
     sites = _sites(groups)
-    first_n = {}
-    for runs in groups.values():
-        for _, m in runs:
-            for s, n in m["n_train"].items():
-                first_n.setdefault(s, n)
+    first_n = {s: n for runs in reversed(groups.values()) for _, m in reversed(runs)  # the first run wins
+               for s, n in m["n_train"].items()}
     rows = {s: {"# samples": first_n[s]} for s in sites}
     rows["average"] = {"# samples": sum(first_n.values())}
     for name, runs in groups.items():
@@ -337,8 +334,9 @@ def _seed_report(groups: Groups, n_boot: int, notes: list[str]) -> Report:
             else "Test RMSE (the label's units; lower is better)")
     lines = ["# Results", "", *mixed_lines(notes),
              f"{what} of the model each site ends with (local: its own; federated: its model "
-             "after the last round; central: the one model), and of the model the run delivers "
-             "(central, or the federation's global model; a local run delivers none): mean ± sd "
+             "after the last round; FLuID: its hybrid, or without hybrids its teacher; central: "
+             "the one model), and of the model the run delivers (central, the federation's global "
+             "model, or FLuID's student; a local run delivers none): mean ± sd "
              "over seeds [bootstrap 95 % interval over the test records, resampled jointly across "
              "the seeds' runs when they share a test set].", "", markdown(table), "",
              "Seeds: " + "; ".join(f"{k}: {v}" for k, v in seeds.items()), ""]
@@ -364,13 +362,16 @@ def _seed_report(groups: Groups, n_boot: int, notes: list[str]) -> Report:
             from fedbio.reporting.privacy_plots import plot_privacy_utility
 
             figures["privacy.png"] = lambda: plot_privacy_utility(tradeoff)
-    if task_type == "classification":
+    texts = {"results.csv": table.to_csv()}
+    if task_type == "classification":  # models.csv and, with FLuID runs, its section and files
+        more, extra, studies = model_section(groups, n_boot, predictions.frame)
+        lines, texts = [*lines, *more], {**texts, **extra}
         figures["confusion.png"] = lambda: _confusions(groups, predictions)
         figures["per_class.png"] = lambda: plot_per_class(_per_class(groups, predictions))
+        figures.update(studies)
         for runs in groups.values():  # read (and check) the files the figures use, before writing
             predictions.frame(next(iter(_prediction_files(*runs[0]).values())), runs[0][1])
-    return Report({"results.csv": table.to_csv(), "results.md": "\n".join(lines)}, figures,
-                  table.to_string())
+    return Report({**texts, "results.md": "\n".join(lines)}, figures, table.to_string())
 
 
 def _first_predictions(runs: list[tuple[Path, dict]], predictions: _Predictions):
@@ -382,8 +383,7 @@ def _first_predictions(runs: list[tuple[Path, dict]], predictions: _Predictions)
 def _confusions(groups: Groups, predictions: _Predictions):
     import matplotlib.pyplot as plt
 
-    n = len(groups)
-    fig, axes = plt.subplots(1, n, figsize=(5.6 * n, 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.6 * len(groups), 4.8), squeeze=False)
     for ax, (name, runs) in zip(axes[0], groups.items(), strict=True):
         path, m, p = _first_predictions(runs, predictions)
         plot_confusion(confusion(p["label"], p["predicted"], m["classes"]), m["classes"], ax=ax,

@@ -176,6 +176,9 @@ def group_name(m: dict) -> str:
                                     d.svt_noise_var), ("tau", "τ", d.svt_tau)):
             if filt.get(key) != default:
                 dp += f" {label}={filt.get(key):g}"
+    fluid = m.get("fluid") if m["mode"] == "fluid" and isinstance(m.get("fluid"), dict) else {}
+    for key, usual in (("weighting", "domain"), ("selection", "balanced")):  # FLuID's other students
+        dp += f" · {fluid[key]} {key}" if fluid.get(key, usual) != usual else ""
     return f"{model} · {m['mode']}{dp}"
 
 
@@ -303,7 +306,8 @@ SETTINGS = {"model": ("name", "backend", "tuning", "head_hidden", "dropout", "lo
             "data": ("task", "max_length", "crop", "setup", "source"),
             "train": ("epochs", "lr", "batch_size", "weight_decay", "warmup_frac", "grad_clip"),
             "federation": ("algorithm", "rounds", "mu", "server_optimizer", "server_lr",
-                           "server_momentum", "private_heads")}
+                           "server_momentum", "private_heads"),
+            "fluid": ("public", "weighting", "selection", "neighbours", "domain_fraction")}
 
 
 def _settings(d: Path) -> dict[str, object] | None:

@@ -7,7 +7,8 @@ def _fmt(scores: dict | None, task_type: str) -> str:
     if not scores:
         return "-"
     if task_type == "classification":
-        return f"acc {100 * scores['accuracy']:5.1f} %  macro-F1 {scores['macro_f1']:.3f}"
+        mcc = f"  MCC {scores['mcc']:.3f}" if scores.get("mcc") is not None else ""
+        return f"acc {100 * scores['accuracy']:5.1f} %  macro-F1 {scores['macro_f1']:.3f}{mcc}"
     if task_type == "multitask":
         per = scores.get("per_task") or {}
         tasks = ", ".join(f"{t} {v['rmse']:.3g}" for t, v in per.items())

@@ -240,3 +240,22 @@ def test_without_a_split_the_default_one_gets_a_public_set_and_says_so(tmp_path,
     assert summary["public_fraction"] == 0.2 and metrics["fluid"]["public"]["n"] == summary["n_public"]
     assert (out / "federation" / "public.csv").read_text().splitlines()[0] == "id,sequence"
     assert HARD and ROOT   # the shipped data it split
+
+
+def test_the_studies_train_students_from_the_same_annotations(public_split, tmp_path):
+    cfg = plan(mode="fluid", model="composition", split=str(public_split), epochs=2)
+    metrics = run_federated(cfg, FedConfig(), out=tmp_path / "r", progress=False, engine="loop",
+                            fluid=FluidConfig(studies=True))
+    studies = metrics["fluid"]["studies"]
+    kinds = [(s["kind"], s["value"]) for s in studies]
+    assert kinds == [("teachers", 1)] * 3 + [("teachers", 2)] * 3 + [
+        ("public_share", 0.25), ("public_share", 0.5), ("weighting", "uniform"), ("selection", "all")]
+    assert sorted(tuple(s["teachers"]) for s in studies if s["value"] == 1) == [(s,) for s in SITES]
+    server = tmp_path / "r" / "federation" / "server"
+    for study in studies:
+        assert (server / study["file"]).is_file() and 0 <= study["test"]["accuracy"] <= 1
+        assert study["test_hard"]["n"] == 30
+    rows = {s["value"]: s["rows"] for s in studies if s["kind"] == "public_share"}
+    assert rows[0.25] < rows[0.5] < metrics["fluid"]["student"]["rows"]
+    # the selection study trains on every public record; the run's balanced one on fewer
+    assert next(s["rows"] for s in studies if s["kind"] == "selection") == 60 > metrics["fluid"]["student"]["rows"]

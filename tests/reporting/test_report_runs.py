@@ -119,7 +119,8 @@ def test_cli_report_on_local_central_fedavg_then_refuses_to_replace_it(runs, tmp
     assert main(["report", *map(str, folders), "--out", str(out), "--n-boot", "100"]) == 0
     printed = capsys.readouterr().out
     written = sorted(p.name for p in out.iterdir() if p.name != ".fedbio.json")
-    assert written == sorted(["results.md", "results.csv", "curves.png", "confusion.png", "per_class.png"])
+    assert written == sorted(["results.md", "results.csv", "models.csv", "curves.png", "confusion.png",
+                              "per_class.png"])
     assert f"wrote {out}/ (" in printed and all(name in printed for name in written)
     text = (out / "results.md").read_text()
     assert all(g in text for g in ("composition · local", "composition · central", "composition · fedavg"))

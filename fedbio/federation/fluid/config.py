@@ -22,7 +22,7 @@ class FluidConfig:
     selection: str = "balanced"    # the student's rows: balanced (an equal share per class) | all
     hybrid: bool = False           # --fluid-hybrid: each site retrains on its data + the student's labels
     studies: bool = False          # --fluid-studies: students from 1..K teachers, smaller public
-                                   # sets and the other weighting, from the same annotations
+                                   # sets, the other weighting and selection, from the same annotations
     neighbours: int = NEIGHBOURS   # k of the domain's k nearest neighbours
     domain_fraction: float = DOMAIN_FRACTION   # the share of a site's training records it is measured against
 

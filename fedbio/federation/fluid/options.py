@@ -29,8 +29,8 @@ def add_fluid_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fluid-hybrid", action="store_true",
                    help="then each site retrains on its own records plus the student's labels")
     g.add_argument("--fluid-studies", action="store_true",
-                   help="also train students from 1..K teachers, from parts of the public set and "
-                        "with the other weighting (same annotations)")
+                   help="also train students from 1..K teachers, from parts of the public set, "
+                        "with the other weighting and the other selection (same annotations)")
 
 
 def fluid_rules(args) -> list[tuple[str, object, bool, str]]:

@@ -134,7 +134,7 @@ def score_studies(learner, history: dict, task, run_dir: Path) -> list[dict]:
             learner.model.mean.copy_(torch.tensor(study["shared"]["feature_mean"]))
             learner.model.std.copy_(torch.tensor(study["shared"]["feature_std"]))
         learner.load_trainable_state(state)
-        row = {k: study[k] for k in ("kind", "value", "teachers", "weighting", "public_share", "rows")}
+        row = {k: study[k] for k in ("kind", "value", "teachers", "weighting", "public_share", "selection", "rows", "file")}
         for part, records in (("test", task.test), ("test_hard", task.test_hard)):
             if records:
                 data = learner.inputs(records)

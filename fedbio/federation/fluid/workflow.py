@@ -16,8 +16,8 @@ Every array a site sends is checked for its shape (one row per public record) an
 non-negative values; a site that sends anything else counts as failed for the step. The
 student's parameters are ``global.safetensors``, the combined labels it learned from
 ``public_labels.csv`` (class index ``p0..``, the teachers' weights, the rows selected); with ``studies`` the same annotations also train
-students from 1..K teachers, from parts of the public set and with the other weighting
-(``studies/<name>.safetensors``), which the coordinator scores on the common test sets.
+students from 1..K teachers, from parts of the public set, with the other weighting and with
+the other selection (``studies/<name>.safetensors``), which the coordinator scores on the common test sets.
 Numpy only; the student's training is handed in (``fedbio.federation.fluid.student``).
 """
 
@@ -38,7 +38,7 @@ LABELS = "public_labels.csv"    # RUN/federation/server/: the combined labels th
 
 
 class FluidServer(Server):
-    """``Server`` whose workflow is FLuID's; ``train_student(labels, rows)`` -> (params, probs, shared)."""
+    """``Server`` whose workflow is FLuID's; ``train_student(labels, rows, name)`` -> (params, probs, shared)."""
 
     def __init__(self, settings, sites, report=None, train_student=None):
         super().__init__(settings, sites, report)
@@ -101,7 +101,7 @@ class FluidServer(Server):
         teachers = sorted(weights or probs)
 
         began = time.time()
-        student = self._student(teachers, probs, weights, self.f["weighting"], 1.0, "student")
+        student = self._student(teachers, probs, weights, self.f["weighting"], 1.0, "student", self.f["selection"])
         self._save("global.safetensors", student["params"])
         self.history["shared"] = student["shared"]
         self.history["student"] = {k: v for k, v in student.items() if k not in ("params", "probs", "shared")}
@@ -124,7 +124,7 @@ class FluidServer(Server):
 
     # -- the student ------------------------------------------------------------------------------
     def _student(self, teachers: list, probs: dict, weights: dict | None, weighting: str, share: float,
-                 name: str) -> dict:
+                 name: str, selection: str) -> dict:
         """Combine ``teachers``' annotations, select, train; ``share`` < 1 uses a seeded part of
         the public set."""
         soft, norm = combine([probs[s] for s in teachers],
@@ -135,12 +135,13 @@ class FluidServer(Server):
             rows = np.sort(np.random.default_rng([seed, 11]).choice(len(soft), int(round(share * len(soft))),
                                                                     replace=False))
         labels = soft.argmax(axis=1)
-        if self.f["selection"] == "balanced":
+        if selection == "balanced":
             rows = rows[balanced_selection(labels[rows], soft.shape[1], seed)]
-        params, student_probs, shared = self.train_student(labels, rows)
+        params, student_probs, shared = self.train_student(labels, rows, name)
         if name == "student":   # what the student learned from, kept with the server's records
             self._write_labels(soft, norm, teachers, rows)
         return {"name": name, "teachers": teachers, "weighting": weighting, "public_share": share,
+                "selection": selection,
                 "rows": int(len(rows)), "label_counts": np.bincount(labels[rows], minlength=soft.shape[1]).tolist(),
                 "teacher_share": {s: float(norm[i].mean()) for i, s in enumerate(teachers)},
                 "params": params, "probs": student_probs, "shared": shared}
@@ -164,19 +165,22 @@ class FluidServer(Server):
 
     def _studies(self, teachers: list, probs: dict, weights: dict | None) -> None:
         """FLuID's questions on the same annotations: how many teachers, how much public data,
-        which weighting. Each student is kept as ``studies/<name>.safetensors``."""
+        which weighting, which selection. Each student is kept as ``studies/<name>.safetensors``."""
+        weighting, selection = self.f["weighting"], self.f["selection"]
         runs = []
         for size in range(1, len(teachers)):
             subsets = list(combinations(teachers, size))[:SUBSETS_PER_SIZE]
-            runs += [("teachers", size, list(s), self.f["weighting"], 1.0) for s in subsets]
-        runs += [("public_share", share, teachers, self.f["weighting"], share) for share in PUBLIC_SHARES]
+            runs += [("teachers", size, list(s), weighting, 1.0, selection) for s in subsets]
+        runs += [("public_share", share, teachers, weighting, share, selection) for share in PUBLIC_SHARES]
         if weights:
-            other = "uniform" if self.f["weighting"] == "domain" else "domain"
-            runs.append(("weighting", other, teachers, other, 1.0))
+            other = "uniform" if weighting == "domain" else "domain"
+            runs.append(("weighting", other, teachers, other, 1.0, selection))
+        other = "all" if selection == "balanced" else "balanced"
+        runs.append(("selection", other, teachers, weighting, 1.0, other))
         done = []
-        for index, (kind, value, group, weighting, share) in enumerate(runs):
+        for index, (kind, value, group, weighting, share, selection) in enumerate(runs):
             name = f"{kind}-{index}"
-            student = self._student(group, probs, weights, weighting, share, name)
+            student = self._student(group, probs, weights, weighting, share, name, selection)
             self._save(f"studies/{name}.safetensors", student["params"])
             done.append({"kind": kind, "value": value, "file": f"studies/{name}.safetensors",
                          "shared": student["shared"],
