@@ -46,7 +46,8 @@ def compare(model: str | None, profile: str, root: str | Path, seeds: Sequence[i
 
 def seed_summary(runs: Mapping[int, Mapping[str, dict]], metric: str = "accuracy"):
     """A DataFrame, one row per mode: the delivered model's test ``metric`` (x100 for accuracy)
-    as mean, sd over seeds (NaN for one seed) and each seed's value, rounded to 0.1."""
+    as mean, sd over seeds (NaN for one seed) and each seed's value, rounded to 0.1 (0.001 for
+    scores in [-1, 1] such as MCC)."""
     import numpy as np
     import pandas as pd
 
@@ -57,7 +58,7 @@ def seed_summary(runs: Mapping[int, Mapping[str, dict]], metric: str = "accuracy
         values = [scale * runs[seed][mode]["test"][metric] for seed in runs]
         rows[mode] = {"mean": np.mean(values), "sd": np.std(values, ddof=1) if len(values) > 1 else np.nan,
                       **{f"seed {seed}": v for seed, v in zip(runs, values, strict=True)}}
-    return pd.DataFrame(rows).T.round(1)
+    return pd.DataFrame(rows).T.round(1 if scale == 100.0 else 3)
 
 
 def skew_sweep(models: Sequence[str | None], splits: Mapping[float, str | Path], profile: str,

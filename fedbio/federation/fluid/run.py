@@ -182,7 +182,8 @@ def fluid_metrics(cfg, fed, fluid: FluidConfig, task, history: dict, test: dict,
                              "test_hard": _mean([h.get("test_hard") for h in hybrids.values()])}
                             if hybrids else None),
             "bytes_sent": sent,
-            "shapes_sent": {name: info.get("shapes", {}) for name, info in steps.items() if info.get("shapes")},
+            "shapes_sent": {name: info["shapes"] for name, info in steps.items()   # the steps that sent arrays
+                            if any(info.get("shapes", {}).values())},
             "steps": {name: {k: v for k, v in info.items() if k in ("ok", "failed", "seconds", "range")}
                       for name, info in steps.items()},
             "studies": studies or None,
