@@ -189,3 +189,22 @@ def fluid_compare(model: str | None, profile: str, root: str | Path, split: str 
         runs.setdefault(seed, {})[mode] = cached_run(cfg, root, progress=progress, runner=runner, **kwargs)
         folders.append(run_folder(cfg, root, **kwargs))
     return runs, folders
+
+
+def fluid_means(runs: Mapping[int, Mapping[str, dict]], metric: str = "mcc") -> dict[str, float]:
+    """Mean over seeds of ``fluid_compare``'s test ``metric``: ``local``, ``central``, ``fedavg``,
+    ``student`` (FLuID's), ``hybrid`` (its hybrids' mean over sites) and each study as
+    ``"<kind>=<value>"`` (``teachers=1``: the mean over single-teacher students, …)."""
+    import numpy as np
+
+    values: dict[str, list[float]] = {}
+    for modes in runs.values():
+        for mode in ("local", "central", "fedavg"):
+            values.setdefault(mode, []).append(modes[mode]["test"][metric])
+        fluid = modes["fluid"]
+        values.setdefault("student", []).append(fluid["test"][metric])
+        if fluid["fluid"].get("hybrid_mean"):
+            values.setdefault("hybrid", []).append(fluid["fluid"]["hybrid_mean"]["test"][metric])
+        for study in fluid["fluid"].get("studies") or []:
+            values.setdefault(f"{study['kind']}={study['value']}", []).append(study["test"][metric])
+    return {key: float(np.mean(v)) for key, v in values.items()}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from fedbio.experiments import compare, seed_summary, skew_sweep
 from fedbio.federation import FedConfig
 
@@ -33,3 +35,20 @@ def test_skew_sweep_rows_and_gains(small_split, tmp_path):
     row = table.iloc[0]
     assert math.isclose(row["FedAvg gain over local"], row["fedavg"] - row["local"])
     assert math.isclose(row["FedProx - FedAvg"], row["fedprox"] - row["fedavg"])
+
+
+def test_fluid_means_average_each_mode_and_study_over_seeds():
+    from fedbio.experiments import fluid_means
+
+    def scores(v):
+        return {"test": {"mcc": v}}
+
+    runs = {seed: {"local": scores(0.1 + seed), "central": scores(0.3), "fedavg": scores(0.2),
+                   "fluid": {"test": {"mcc": 0.4 + seed}, "fluid": {
+                       "hybrid_mean": scores(0.5), "studies": [
+                           {"kind": "teachers", "value": 1, "test": {"mcc": 0.1}},
+                           {"kind": "teachers", "value": 1, "test": {"mcc": 0.3}}]}}}
+            for seed in (0, 1)}
+    means = fluid_means(runs)
+    assert means["local"] == pytest.approx(0.6) and means["student"] == pytest.approx(0.9)
+    assert means["hybrid"] == pytest.approx(0.5) and means["teachers=1"] == pytest.approx(0.2)
