@@ -259,3 +259,23 @@ def test_the_studies_train_students_from_the_same_annotations(public_split, tmp_
     assert rows[0.25] < rows[0.5] < metrics["fluid"]["student"]["rows"]
     # the selection study trains on every public record; the run's balanced one on fewer
     assert next(s["rows"] for s in studies if s["kind"] == "selection") == 60 > metrics["fluid"]["student"]["rows"]
+
+
+def test_a_failing_site_leaves_the_others_to_distil_when_min_sites_allows(public_split, tmp_path):
+    from fedbio.errors import FedbioError
+
+    cfg = plan(mode="fluid", model="composition", split=str(public_split), epochs=2)
+    metrics = run_federated(cfg, FedConfig(min_sites=2, fail_sites=("site-2",)), out=tmp_path / "r",
+                            progress=False, engine="loop", fluid=FluidConfig(hybrid=True))
+    fluid = metrics["fluid"]
+    assert fluid["teachers"] == ["site-1", "site-3"] and fluid["n_teachers"] == 2
+    assert sorted(fluid["hybrid_scores"]) == ["site-1", "site-3"]
+    assert "teachers" in metrics["federation"]["failed_sites"]["site-2"]
+    assert metrics["per_site"]["site-2"]["model"] and "failed" in metrics["per_site"]["site-2"]
+    with open(tmp_path / "r" / "federation" / "server" / "public_labels.csv") as handle:
+        assert next(csv.reader(handle))[-2:] == ["w_site-1", "w_site-3"]
+    # needing every site, the same failure stops the run, and says which step
+    with pytest.raises(FedbioError, match="teachers: only 2 of 3 sites answered"):
+        run_federated(cfg, FedConfig(fail_sites=("site-2",)), out=tmp_path / "all", progress=False,
+                      engine="loop", fluid=FluidConfig())
+    assert (tmp_path / "all.failed" / "error.txt").is_file()
