@@ -330,7 +330,7 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
                   else fed.stream_metrics)   # unset: on, except under DP
     start = time.time()
     inputs_read = [*run_inputs(cfg), *([deployment] if deployment is not None else []),
-                   *([fluid.public] if fluid and fluid.public else [])]
+                   *([fluid.public] if fluid and fluid.public is not None else [])]
     with output_dir(out, overwrite=overwrite, inputs=inputs_read, kind="run") as tmp:
         if announce:
             announce()

@@ -36,8 +36,9 @@ def add_fluid_arguments(p: argparse.ArgumentParser) -> None:
 def fluid_rules(args) -> list[tuple[str, object, bool, str]]:
     """``check_applicable``'s rules: these options only for ``--mode fluid``."""
     fluid = args.mode == "fluid"
-    return [(f"--{name.replace('_', '-')}", getattr(args, name) or None, fluid, "--mode fluid")
-            for name in OPTIONS]
+    given = {name: getattr(args, name) for name in OPTIONS}   # a flag not set is False; --public "" is given
+    return [(f"--{name.replace('_', '-')}", None if value is False else value, fluid, "--mode fluid")
+            for name, value in given.items()]
 
 
 def fluid_config(args) -> FluidConfig | None:
@@ -50,7 +51,7 @@ def fluid_config(args) -> FluidConfig | None:
 
 def fluid_announcement(fluid: FluidConfig, split: str | None) -> str:
     """What ``fedbio run`` says of a FLuID run once everything is checked."""
-    public = (f"public set {fluid.public}" if fluid.public else "public set: the split's public.csv" if split
+    public = (f"public set {fluid.public}" if fluid.public is not None else "public set: the split's public.csv" if split
               else f"public set: {DEFAULT_PUBLIC_FRACTION:g} of the shipped data's training pool (the "
                    f"default split, made with --public-fraction {DEFAULT_PUBLIC_FRACTION:g})")
     return (f"distillation: FLuID, {fluid.weighting} weighting, {fluid.selection} selection"

@@ -58,7 +58,7 @@ def public_set(cfg, fluid: FluidConfig, inputs) -> tuple[list, Path | str]:
     split = inputs.task or inputs.split
     tests = [(Path("test.csv"), split.test)] + ([(Path("test_hard.csv"), split.test_hard)]
                                                 if split.test_hard else [])
-    if fluid.public:
+    if fluid.public is not None:   # "" too: read_public says what is wrong with it
         path = Path(fluid.public)
         records = read_public(path)
     elif inputs.task is not None:
