@@ -58,7 +58,7 @@ def check_applicable(args) -> None:
              ("--tuning", args.tuning, args.model != "composition", "encoder models (not composition)"),
              ("--trust-remote-code", args.trust_remote_code or None, args.model != "composition",
               "checkpoint folders and hub ids (not composition)")]
-    rules += privacy_rules(args, federated) + fluid_rules(args)
+    rules += fluid_rules(args) + privacy_rules(args, federated)
     for option, value, applies, where in rules:
         if value is not None and not applies:
             raise FedbioError(f"{option} applies only to {where}; drop it, or change the run so it applies")

@@ -77,10 +77,13 @@ def _column(path: Path, line: int, names: list[str], options: tuple[str, ...]) -
     return found[0] if found else None
 
 
-def _csv_header_problem(header: list[str]) -> str:
+def _csv_header_problem(header: list[str], labelled: bool = True) -> str:
     text = ",".join(header)
     hint = ("; this looks tab-separated: save it comma-separated" if "\t" in text
             else "; this looks ';'-separated: save it comma-separated" if ";" in text else "")
+    if not labelled:   # predictions, a public set: labels are optional
+        return (f"CSV header {header} needs a 'sequence' (or 'sequences') column{hint}; the first "
+                "row names the columns, e.g. id,sequence")
     return (f"CSV header {header} needs a 'sequence' (or 'sequences') and a 'label' (or "
             f"'labels') column{hint}; the first row names the columns, e.g. id,sequence,label")
 
@@ -99,7 +102,7 @@ def read_csv(path: str | Path, *, kind: str = "class",
     seq_col = _column(path, first, names, ("sequences", "sequence"))
     label_col = _column(path, first, names, ("labels", "label"))
     if seq_col is None or (label_col is None and labelled):
-        raise DataError(path, _csv_header_problem(header), first)
+        raise DataError(path, _csv_header_problem(header, labelled), first)
     id_col = _column(path, first, names, ("id",))
     task_col = _column(path, first, names, ("task",))
     records = []

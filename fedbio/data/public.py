@@ -99,15 +99,21 @@ def read_public(path: str | Path) -> list[Record]:
 
 
 def check_public(public: Sequence[Record], public_path: str | Path,
-                 tests: Sequence[tuple[Path, Sequence[Record]]]) -> None:
+                 tests: Sequence[tuple[Path, Sequence[Record]]],
+                 sites: Sequence[tuple[Path, Sequence[Record]]] = ()) -> None:
     """Refuse public records whose sequence is a test record's (``tests``: (file, records) pairs,
     test.csv and test_hard.csv, say): the teachers' labels on them would teach the student the
-    test set, and its test score would read too high."""
-    seen = {r.sequence: (path, r) for path, records in tests for r in records}
-    repeats = [r for r in public if r.sequence in seen]
-    if repeats:
-        test_path, twin = seen[repeats[0].sequence]
-        raise DataError(public_path, f"{len(repeats)} public record(s) repeat test sequences "
-                        f"(first: {repeats[0].id!r}, as {twin.id!r} in {test_path}:{twin.line}); "
-                        "the student would learn test records from the teachers' labels; drop "
-                        f"them from {public_path}", repeats[0].line)
+    test set, and its test score would read too high. Refuse, too, those that repeat a site's own
+    training or validation records (``sites``: its train.csv and valid.csv): that site's teacher
+    would annotate its own labelled records, and its annotations would carry their labels away."""
+    for files, what, why in ((tests, "test sequences", "the student would learn test records from "
+                              "the teachers' labels"),
+                             (sites, "a site's own records", "that site's teacher would send the "
+                              "labels of its own records with its annotations")):
+        seen = {r.sequence: (path, r) for path, records in files for r in records}
+        repeats = [r for r in public if r.sequence in seen]
+        if repeats:
+            path, twin = seen[repeats[0].sequence]
+            raise DataError(public_path, f"{len(repeats)} public record(s) repeat {what} "
+                            f"(first: {repeats[0].id!r}, as {twin.id!r} in {path}:{twin.line}); {why}; "
+                            f"drop them from {public_path}", repeats[0].line)

@@ -307,7 +307,7 @@ def run_federated(cfg: RunConfig, fed: FedConfig | None = None, out: str | Path 
     if privacy.site_level:
         z = privacy.noise_multiplier(fed.rounds)   # a target epsilon is solved here, before output
         check_accountable(z, fed.rounds, privacy.delta)
-    inputs = read_inputs(cfg)
+    inputs = read_inputs(cfg, 0.0 if fluid and fluid.public is not None else None)  # --public: sites keep the pool
     fed.validate(inputs.n_sites)
     public = public_set(cfg, fluid, inputs) if fluid else None
     if deployment is not None:

@@ -20,15 +20,22 @@ def print_metrics(metrics: dict) -> None:
     """Per-site and delivered-model scores on the test set (and setHARD)."""
     kind = metrics["task_type"]
     print(f"{'':22} {'# train':>8}  test")
+    fluid = metrics.get("fluid") if metrics["mode"] == "fluid" else None
     for site, scores in metrics["per_site"].items():
-        print(f"{site:22} {metrics['n_train'].get(site, ''):>8}  {_fmt(scores.get('test'), kind)}")
-    label = "mean" if metrics["mode"] == "local" else metrics["mode"]
+        name = f"{site} (teacher)" if fluid else site
+        print(f"{name:22} {metrics['n_train'].get(site, ''):>8}  {_fmt(scores.get('test'), kind)}")
+    if fluid and fluid.get("hybrid_mean"):
+        print(f"{'hybrids (mean)':22} {'':>8}  {_fmt(fluid['hybrid_mean']['test'], kind)}")
+    label = "mean" if metrics["mode"] == "local" else "fluid student" if fluid else metrics["mode"]
     print(f"{label:22} {'':>8}  {_fmt(metrics['test'], kind)}")
     if metrics.get("test_hard"):
         print(f"{'setHARD':22} {'':>8}  {_fmt(metrics['test_hard'], kind)}")
     if kind == "multitask":
         print("RMSE per task in original units (mean of the models scored on that task); "
               "MSE in units of each task's training sd")
+    homes = (metrics.get("deployment") or {}).get("site_records")
+    if homes:
+        print(f"each site keeps its own records (audit, predictions) in its kit: {next(iter(homes.values()))}, …")
     if metrics.get("majority_rate") is not None:
         print(f"majority class rate on test: {100 * metrics['majority_rate']:.1f} %")
     privacy = metrics.get("privacy") or {}

@@ -190,8 +190,9 @@ class RunInputs:
         return {name: len(parts["train"]) for name, parts in sites.items()}
 
 
-def read_inputs(cfg: RunConfig) -> RunInputs:
-    """The run's data, read and validated; nothing is written."""
+def read_inputs(cfg: RunConfig, public_fraction: float | None = None) -> RunInputs:
+    """The run's data, read and validated; nothing is written. ``public_fraction``: the public
+    share of the shipped data's split (None: FLuID's default for ``--mode fluid``, else 0)."""
     if cfg.data.split:
         return RunInputs(task=load_task(cfg.data.split, cfg.task))
     if cfg.task == "antibody":
@@ -203,9 +204,10 @@ def read_inputs(cfg: RunConfig) -> RunInputs:
     from fedbio.data.public import DEFAULT_PUBLIC_FRACTION
     from fedbio.data.split import SplitConfig, make_split
 
-    public = DEFAULT_PUBLIC_FRACTION if cfg.mode == "fluid" else 0.0   # distillation needs a public set
+    if public_fraction is None:   # distillation needs a public set
+        public_fraction = DEFAULT_PUBLIC_FRACTION if cfg.mode == "fluid" else 0.0
     return RunInputs(split=make_split(shipped("scl/deeploc_valtest.fasta"),
-                                      SplitConfig(seed=cfg.seed, public_fraction=public),
+                                      SplitConfig(seed=cfg.seed, public_fraction=public_fraction),
                                       hard=shipped("scl/deeploc_setHARD.fasta")))
 
 

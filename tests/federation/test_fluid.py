@@ -204,6 +204,16 @@ def test_bad_fluid_options_are_refused_before_anything_is_written(public_split, 
     _refused([*base, "--mode", "fedavg", "--fluid-hybrid"], capsys, out, "--fluid-hybrid", "--mode fluid")
     _refused([*base, "--mode", "local", "--public", str(SCL)], capsys, out, "--public")
     _refused([*base, "--mode", "fluid", "--dp-noise", "1.0"], capsys, out, "--dp-noise")
+    # DP-SGD's options apply to local runs too: with --mode fluid the first word is still "not here"
+    _refused([*base, "--mode", "fluid", "--dp-sgd-clip", "1"], capsys, out, "--dp-sgd-clip", "--mode fluid")
+    _refused([*base, "--mode", "fluid", "--public", ""], capsys, out, "--public is empty")
+    # a site's own labelled records as public records: its teacher would send their labels
+    _refused([*base, "--mode", "fluid", "--public", str(public_split / "site-1" / "train.csv")], capsys, out,
+             "repeat a site's own records", "site-1/train.csv")
+    no_sequence = write("noseq.csv", "id,seq\nP1,MKV\n")
+    assert main([*base, "--mode", "fluid", "--public", str(no_sequence)]) == 2
+    err = capsys.readouterr().err
+    assert "needs a 'sequence'" in err and "label" not in err   # a public set needs no label column
     _refused([*base, "--mode", "fluid", "--public", str(tmp_path / "nowhere.fasta")], capsys, out, "nowhere.fasta")
     test_seq = next(line for line in (public_split / "test.csv").read_text().splitlines()[1:2]).split(",")[1]
     leaky = write("leaky.csv", f"id,sequence\nP1,{test_seq}\n")
@@ -235,6 +245,7 @@ def test_without_a_split_the_default_one_gets_a_public_set_and_says_so(tmp_path,
     assert main(["run", "--mode", "fluid", "--model", "composition", "--quiet", "--out", str(out)]) == 0
     said = capsys.readouterr().out
     assert "--public-fraction 0.2" in said
+    assert "site-1 (teacher)" in said and "fluid student" in said
     metrics = json.loads((out / "metrics.json").read_text())
     summary = json.loads((out / "split" / "summary.json").read_text())
     assert summary["public_fraction"] == 0.2 and metrics["fluid"]["public"]["n"] == summary["n_public"]
@@ -279,3 +290,13 @@ def test_a_failing_site_leaves_the_others_to_distil_when_min_sites_allows(public
         run_federated(cfg, FedConfig(fail_sites=("site-2",)), out=tmp_path / "all", progress=False,
                       engine="loop", fluid=FluidConfig())
     assert (tmp_path / "all.failed" / "error.txt").is_file()
+
+
+def test_with_public_file_and_no_split_the_sites_keep_the_whole_pool():
+    from fedbio.training.run import read_inputs
+
+    cfg = plan(mode="fluid", model="composition")
+    assert len(read_inputs(cfg).split.public) == 336          # the default: a fifth of the pool
+    given = read_inputs(cfg, 0.0)                              # --public FILE: no public.csv drawn
+    assert given.split.public is None
+    assert given.train_counts == read_inputs(plan(mode="local", model="composition")).train_counts

@@ -29,6 +29,9 @@ class FluidConfig:
     def validate(self) -> FluidConfig:
         from fedbio.config import check_number
 
+        if self.public is not None and not str(self.public).strip():
+            raise FedbioError("--public is empty; give a FASTA or CSV file of public sequences, or "
+                              "drop it to use the split's public.csv")
         if self.weighting not in WEIGHTINGS:
             raise FedbioError(f"--fluid-weighting must be one of {', '.join(WEIGHTINGS)}, not {self.weighting!r}")
         if self.selection not in SELECTIONS:

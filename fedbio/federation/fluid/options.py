@@ -11,6 +11,7 @@ import argparse
 from fedbio.data.public import DEFAULT_PUBLIC_FRACTION
 from fedbio.federation.fluid.config import FluidConfig
 from fedbio.federation.fluid.weighting import SELECTIONS, WEIGHTINGS
+from fedbio.privacy.options import PRIVACY_OPTIONS
 
 OPTIONS = ("public", "fluid_weighting", "fluid_selection", "fluid_hybrid", "fluid_studies")
 
@@ -37,8 +38,12 @@ def fluid_rules(args) -> list[tuple[str, object, bool, str]]:
     """``check_applicable``'s rules: these options only for ``--mode fluid``."""
     fluid = args.mode == "fluid"
     given = {name: getattr(args, name) for name in OPTIONS}   # a flag not set is False; --public "" is given
-    return [(f"--{name.replace('_', '-')}", None if value is False else value, fluid, "--mode fluid")
-            for name, value in given.items()]
+    rules = [(f"--{name.replace('_', '-')}", None if value is False else value, fluid, "--mode fluid")
+             for name, value in given.items()]
+    # first of all privacy rules: FLuID sends no model update for DP or a filter to act on
+    return rules + [(option, getattr(args, name) or None, not fluid,
+                     "runs that share model updates or train with DP-SGD (--mode fluid shares predictions "
+                     "on public records, which no DP option accounts for)") for option, name in PRIVACY_OPTIONS.items()]
 
 
 def fluid_config(args) -> FluidConfig | None:

@@ -56,8 +56,9 @@ def check_fluid(cfg, fed, fluid: FluidConfig, privacy, engine: str) -> None:
 def public_set(cfg, fluid: FluidConfig, inputs) -> tuple[list, Path | str]:
     """(public records, where they came from), checked against the run's test sets."""
     split = inputs.task or inputs.split
-    tests = [(Path("test.csv"), split.test)] + ([(Path("test_hard.csv"), split.test_hard)]
-                                                if split.test_hard else [])
+    base = Path(inputs.task.split_dir) if inputs.task is not None else Path("split")
+    tests = [(base / "test.csv", split.test)] + ([(base / "test_hard.csv", split.test_hard)]
+                                                 if split.test_hard else [])
     if fluid.public is not None:   # "" too: read_public says what is wrong with it
         path = Path(fluid.public)
         records = read_public(path)
@@ -72,7 +73,9 @@ def public_set(cfg, fluid: FluidConfig, inputs) -> tuple[list, Path | str]:
         records, path = inputs.split.public, "split/public.csv"
         if not records:
             raise FedbioError("the default split has no public set; give --split with public.csv, or --public FILE")
-    check_public(records, path, tests)
+    own = [(base / site / f"{part}.csv", parts[part]) for site, parts in split.sites.items()
+           for part in ("train", "valid")]
+    check_public(records, path, tests, own)
     return records, path
 
 

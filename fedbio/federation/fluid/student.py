@@ -67,7 +67,7 @@ class StudentTrainer:
             from fedbio.federation.site import write_progress
 
             epochs = int(np.ceil(float(self.spec["train"]["epochs"])))
-            step = "student" if self.name == "student" else f"student of study {self.name}"
+            step = "student" if self.name == "student" else f"student (study {self.name})"
             write_progress(self.progress_dir, "server", {"step": step, "round": 1, "rounds": 1,
                                                          "epoch": row["epoch"], "epochs": epochs,
                                                          "train_loss": row["train_loss"]})
