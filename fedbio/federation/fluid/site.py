@@ -45,8 +45,8 @@ def own_features(learner: Learner, records) -> np.ndarray:
     """A model's own view of ``records``: standardised composition features, or the encoder's
     pooled embeddings (the frozen encoder's cache in head mode, the tuned encoder otherwise)."""
     if learner.model_cfg.is_composition:
-        x = learner.inputs(records).x
-        return ((x - learner.model.mean) / learner.model.std).numpy()
+        x = learner.inputs(records).x   # on the CPU, wherever the model is
+        return ((x - learner.model.mean.detach().cpu()) / learner.model.std.detach().cpu()).numpy()
     if learner.model_cfg.tuning == "head":
         return learner.inputs(records).x.numpy()
     tokens = learner.inputs(records)
