@@ -35,7 +35,7 @@ def nest_tasks(flat: dict) -> dict:
     return out
 
 
-def _split_scores(metrics: dict, part: str) -> dict | None:
+def split_scores(metrics: dict, part: str) -> dict | None:
     """``{"test_accuracy": .., "test_hard_accuracy": ..}`` -> the scores of one part."""
     other = "test_hard_" if part == "test" else None
     out = {k[len(part) + 1:]: v for k, v in metrics.items()
@@ -77,7 +77,7 @@ def federated_metrics(cfg: RunConfig, fed: FedConfig, task: TaskData, history: d
         info = last["sites"].get(site, {})
         if "metrics" in info:
             local = {k[len("local_"):]: v for k, v in info["metrics"].items() if k.startswith("local_")}
-            per_site[site] = {part: _split_scores(local, part) for part in ("valid", "test", "test_hard")}
+            per_site[site] = {part: split_scores(local, part) for part in ("valid", "test", "test_hard")}
             per_site[site]["model"] = f"the site's own model after round {last['round']}"
         else:
             per_site[site] = {"failed": info.get("failed", "no result"), "model": None}

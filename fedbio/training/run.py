@@ -226,7 +226,7 @@ def prepare_task(cfg: RunConfig, run_dir: Path, inputs: RunInputs | None = None)
     return load_task(save_split(inputs.split, run_dir / "split", plot=False), cfg.task)
 
 
-def _mean_scores(rows: list[dict]) -> dict:
+def mean_scores(rows: list[dict]) -> dict:
     keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
     out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     out["n"] = rows[0].get("n")
@@ -299,8 +299,8 @@ def train_and_score(cfg: RunConfig, task: TaskData, run_dir: Path, progress: boo
     else:
         per_site = results
         test = (combine_task_scores([r["test"] for r in results.values()]) if task.task_type == "multitask"
-                else _mean_scores([r["test"] for r in results.values()]))
-        hard = _mean_scores([r["test_hard"] for r in results.values()]) if task.test_hard else None
+                else mean_scores([r["test"] for r in results.values()]))
+        hard = mean_scores([r["test_hard"] for r in results.values()]) if task.test_hard else None
     return {**metrics_head(cfg, task, cfg.mode), "per_site": per_site, "test": test,
             "test_hard": hard, "curves": curves}
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from fedbio.data.public import (
     DEFAULT_PUBLIC_FRACTION,
     check_public,
@@ -97,30 +95,26 @@ def fluid_settings(fluid: FluidConfig, public: list, n_classes: int, seed: int) 
             "selection": fluid.selection, "hybrid": fluid.hybrid, "studies": fluid.studies, "seed": seed}
 
 
-def _part(metrics: dict, prefix: str) -> dict | None:
-    hard = prefix.replace("_test_", "_test_hard_") if prefix.endswith("_test_") else None
-    out = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix) and not (hard and k.startswith(hard))}
-    if "n" in out:
-        out["n"] = int(out["n"])
-    return out or None
+def _means(models: dict) -> dict:
+    """The unweighted mean over sites of each test set's scores (``mean_scores``)."""
+    from fedbio.training.run import mean_scores
 
-
-def _mean(rows: list[dict | None]) -> dict | None:
-    rows = [r for r in rows if r]
-    if not rows:
-        return None
-    keys = [k for k in rows[0] if k != "n" and all(k in r for r in rows)]
-    out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-    out["n"] = rows[0].get("n")
-    out["aggregate"] = "unweighted mean over sites"
+    out = {}
+    for part in ("test", "test_hard"):
+        rows = [m[part] for m in models.values() if m.get(part)]
+        out[part] = mean_scores(rows) if rows else None
     return out
 
 
 def model_scores(history: dict, model: str) -> dict:
     """Each site's ``model`` (teacher | hybrid) scores, from the evaluate step's scalars."""
+    from fedbio.federation.results import split_scores
+
     evaluated = history["steps"].get("evaluate", {}).get("metrics", {})
-    return {site: {part: _part(m, f"{model}_{part}_") for part in ("valid", "test", "test_hard")}
-            for site, m in sorted(evaluated.items()) if any(k.startswith(model + "_") for k in m)}
+    own = {site: {k[len(model) + 1:]: v for k, v in m.items() if k.startswith(model + "_")}
+           for site, m in sorted(evaluated.items())}
+    return {site: {part: split_scores(m, part) for part in ("valid", "test", "test_hard")}
+            for site, m in own.items() if m}
 
 
 def score_studies(learner, history: dict, task, run_dir: Path) -> list[dict]:
@@ -178,12 +172,9 @@ def fluid_metrics(cfg, fed, fluid: FluidConfig, task, history: dict, test: dict,
             "student": {**history["student"], "test": test, "test_hard": hard,
                         "trained_by": "the server, on the public set labelled by the teachers' combination"},
             "teacher_scores": teachers,
-            "teacher_mean": {"test": _mean([t.get("test") for t in teachers.values()]),
-                             "test_hard": _mean([t.get("test_hard") for t in teachers.values()])},
+            "teacher_mean": _means(teachers),
             "hybrid_scores": hybrids or None,
-            "hybrid_mean": ({"test": _mean([h.get("test") for h in hybrids.values()]),
-                             "test_hard": _mean([h.get("test_hard") for h in hybrids.values()])}
-                            if hybrids else None),
+            "hybrid_mean": _means(hybrids) if hybrids else None,
             "bytes_sent": sent,
             "shapes_sent": {name: info["shapes"] for name, info in steps.items()   # the steps that sent arrays
                             if any(info.get("shapes", {}).values())},
