@@ -32,7 +32,7 @@ from fedbio.federation.fluid.options import (
 )
 from fedbio.privacy.options import add_privacy_arguments, announce_privacy, privacy_config
 from fedbio.privacy.options import applicable as privacy_rules
-from fedbio.training.device import add_device_arguments
+from fedbio.training.options import add_device_arguments
 
 ROUNDS = FedConfig.rounds  # --rounds when not given
 

@@ -160,3 +160,16 @@ def test_predict_points_at_a_local_runs_site_models(tmp_path, capsys):
     assert main(["predict", "--model", str(tmp_path / "R"), "--fasta", str(SCL), "--out",
                  str(tmp_path / "p.csv")]) == 2
     assert f"give one of them, e.g. {tmp_path / 'R' / 'site-1' / 'model'}" in capsys.readouterr().err
+
+
+def test_the_command_line_starts_without_torch_or_nvflare():
+    """``fedbio --help``, and every usage error, stay instant: building the parser imports
+    neither torch nor NVFlare (a second command racing for the same --out relies on it too)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fedbio.cli; fedbio.cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'nvflare', 'opacus', 'tenseal') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
