@@ -9,6 +9,8 @@ over sites, and ``fedbio.federation`` adds its own ``FedConfig``. Profiles
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -65,7 +67,7 @@ class TrainConfig:
     warmup_frac: float = 0.06    # linear warm-up, then linear decay to zero
     grad_clip: float = 1.0
     seed: int = 0
-    threads: int = 0             # torch threads per process; 0 = cores / concurrent processes
+    threads: int = 0             # torch threads per process; 0 = cores() / concurrent processes
     bucket_size: int = 0         # length buckets hold batch_size * this many sequences; 0 = 50
     device: str = "auto"         # auto (cuda if available, else cpu) | cpu | cuda | cuda:N
     precision: str = "auto"      # auto (bf16-mixed on a bf16 GPU, else 32) | 32 | bf16-mixed
@@ -80,8 +82,22 @@ class TrainConfig:
         check_number("gradient clip", self.grad_clip, low=0)
         check_number("batch size", self.batch_size, low=1, integer=True)
         check_number("threads", self.threads, low=0, integer=True)
+        cores()   # a bad $FEDBIO_THREADS is refused here, before a run writes anything
         check_seed(self.seed)
         return self
+
+
+def cores() -> int:
+    """The cores a run shares between its concurrent processes: ``$FEDBIO_THREADS`` when set
+    (``make notebooks`` and ``make test`` pin it, so committed numbers do not depend on the
+    machine's core count), else the machine's."""
+    asked = os.environ.get("FEDBIO_THREADS", "").strip()
+    if not asked:
+        return os.cpu_count() or 1
+    if not re.fullmatch(r"[0-9]{1,4}", asked) or not 1 <= int(asked) <= 1024:
+        raise FedbioError(f"FEDBIO_THREADS must be a whole number from 1 to 1024, not {asked!r}; "
+                          "unset it to use every core")
+    return int(asked)
 
 
 def check_number(option: str, value: Any, low: float | None = None, high: float | None = None,

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from fedbio.config import to_dict
+from fedbio.config import cores, to_dict
 from fedbio.data.tasks import TaskData, task_type_of
 from fedbio.errors import FedbioError
 from fedbio.federation.audit import private_prefixes, split_private
@@ -88,7 +88,7 @@ def site_spec(cfg: RunConfig, fed: FedConfig, task: TaskData, run_dir: Path,
         "split": split_ref, "run_dir": "..",
         "model": to_dict(cfg.model), "data": to_dict(cfg.data), "train": to_dict(cfg.train),
         "epochs_per_round": cfg.train.epochs / fed.rounds, "rounds": fed.rounds,
-        "threads": cfg.train.threads or max(1, (os.cpu_count() or 1) // len(task.sites)),
+        "threads": cfg.train.threads or max(1, cores() // len(task.sites)),
         "faults": {"fail": list(fed.fail_sites), "slow": list(fed.slow_sites),
                    "slow_seconds": fed.slow_seconds, "die": list(fed.die_sites)},
         "private": list(private_prefixes(fed.private_heads, task.task_type)),

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedbio.config import TrainConfig
+from fedbio.config import TrainConfig, cores
 from fedbio.data.batching import TensorData, TokenData, batch_of, batches
 from fedbio.errors import TrainingDiverged
 from fedbio.progress import ProgressLines, progress_bar
@@ -46,7 +45,7 @@ START_STEPS = 10   # "where it started": the mean loss of the first steps
 
 def set_threads(tcfg: TrainConfig, concurrent: int = 1) -> int:
     """Torch threads for this process: the config's, or cores / concurrent processes."""
-    n = tcfg.threads or max(1, (os.cpu_count() or 1) // max(1, concurrent))
+    n = tcfg.threads or max(1, cores() // max(1, concurrent))
     torch.set_num_threads(n)
     return n
 

@@ -78,13 +78,13 @@ def student_for(settings, spec_dir: str | Path, n_sites: int):
     (``RUN/federation``, or a deployed job's server app); the cache in the server's run folder,
     the threads every site had between them (the sites are idle while the student trains)."""
     import json
-    import os
 
+    from fedbio.config import cores
     from fedbio.data.public import read_public
 
     spec = json.loads((Path(spec_dir) / "sites.json").read_text())
     public = read_public(Path(spec_dir) / spec["fluid"]["public"])
-    threads = min(os.cpu_count() or 1, int(spec["threads"]) * n_sites)
+    threads = min(cores(), int(spec["threads"]) * n_sites)
     run_dir = Path(settings.run_dir)
     trainer = StudentTrainer(spec, public, run_dir / "cache" / "student", threads, run_dir / "federation" / "progress")
     return trainer.train
