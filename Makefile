@@ -16,8 +16,14 @@ NB_TIMEOUT ?= 1500
 # stopped and retried once (fedbio.federation.nvflare.watch).
 TEST_TIMEOUT ?= 1500
 SIM_TIMEOUT  ?= 600
+# nbval re-executes every notebook and compares the cells marked `# NBVAL_CHECK_OUTPUT` with their
+# committed outputs (after tests/nbval-sanitize.cfg; stderr and images are not compared).
+NBVAL   := --nbval-lax --nbval-sanitize-with tests/nbval-sanitize.cfg
+# The environment the committed outputs were made in: `make notebooks` and `make test` share it,
+# so CI reproduces the committed numbers on any machine (FEDBIO_THREADS pins torch's threads).
+PINNED  := FEDBIO_PROFILE=quick FEDBIO_THREADS=2 PYTHONHASHSEED=0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench notebooks figures clean
 
 setup: $(VENV)/.installed
 
@@ -33,8 +39,16 @@ demo: setup
 # Each test run has a pytest folder of its own: runs sharing pytest's default folder
 # (/tmp/pytest-of-$USER) prune each other's, so two at once (two checkouts) would fail.
 test: setup
-	FEDBIO_PROFILE=quick FEDBIO_SIM_TIMEOUT=$(SIM_TIMEOUT) MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-cell-timeout=$(NB_TIMEOUT) --timeout=$(TEST_TIMEOUT) -p no:cacheprovider \
+	$(PINNED) FEDBIO_SIM_TIMEOUT=$(SIM_TIMEOUT) MPLBACKEND=Agg $(PY) -m pytest $(NBVAL) --nbval-cell-timeout=$(NB_TIMEOUT) --timeout=$(TEST_TIMEOUT) -p no:cacheprovider \
 	  --basetemp="$$(mktemp -d "$${TMPDIR:-/tmp}/fedbio-tests.XXXXXX")" tests notebooks
+
+# Execute every notebook from an empty run cache and write it back with its outputs (~25 min on 2 cores).
+notebooks: setup
+	$(PINNED) $(PY) -m fedbio.reporting.notebooks notebooks/*.ipynb --runs $(RUNS)/notebooks
+
+# The README's figures and the numbers behind them, into docs/img/ (runs cached in $(RUNS)/figures).
+figures: setup
+	$(PINNED) $(PY) -m fedbio.reporting.figures docs/img --runs $(RUNS)/figures --overwrite
 
 lint: setup
 	$(VENV)/bin/ruff check fedbio tests

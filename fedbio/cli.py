@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fedbio.backends.bionemo.backend import BACKENDS
 from fedbio.config import TUNING_MODES
-from fedbio.errors import FedbioError, Interrupted
+from fedbio.errors import FedbioError, Interrupted, Parser
 from fedbio.federation.config import ALGORITHMS as FEDERATED
 from fedbio.federation.config import DEFAULT_SERVER_LR, SERVER_OPTIMIZERS, FedConfig
 from fedbio.federation.fluid.options import (
@@ -62,14 +62,6 @@ def check_applicable(args) -> None:
     for option, value, applies, where in rules:
         if value is not None and not applies:
             raise FedbioError(f"{option} applies only to {where}; drop it, or change the run so it applies")
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one ``fedbio: error:`` line (exit 2), like every other."""
-
-    def error(self, message: str):
-        print(f"fedbio: error: {self.prog}: {message}; see `{self.prog} --help`", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def _add_debug(parser: argparse.ArgumentParser) -> None:

@@ -4,11 +4,22 @@
 ``fedbio: error: <message>`` and exits 2. ``DataError`` names the file and line. ``TrainingDiverged``
 stops a run whose loss is not finite or far above its start. ``Interrupted`` is what SIGTERM
 (and SIGHUP) raise in the ``fedbio`` command, so a terminated run cleans up as Ctrl-C does.
+``Parser``: argparse whose usage errors are such a line too.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``fedbio: error:`` line (exit 2), like every other."""
+
+    def error(self, message: str):
+        print(f"fedbio: error: {self.prog}: {message}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
 
 
 class FedbioError(Exception):

@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to the shipped data and small hand-written input files."""
+"""Shared fixtures: paths to the shipped data and small hand-written input files; and how nbval
+compares the notebooks' checked cells (``pytest_collection_modifyitems``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,20 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SCL = ROOT / "data" / "scl" / "deeploc_valtest.fasta"
 HARD = ROOT / "data" / "scl" / "deeploc_setHARD.fasta"
+
+
+def _no_stderr(outputs):
+    return [o for o in outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+
+
+def pytest_collection_modifyitems(items):
+    """nbval compares a checked cell's stdout, results and errors, never its stderr (progress,
+    warnings: ``make notebooks`` commits none); images are already left out by nbval itself."""
+    for item in items:
+        compare = getattr(item, "compare_outputs", None)
+        if compare is not None and type(item).__module__.startswith("nbval"):
+            item.compare_outputs = (lambda test, ref, skip_compare=None, _compare=compare:
+                                    _compare(_no_stderr(test), _no_stderr(ref), skip_compare))
 
 
 @pytest.fixture
