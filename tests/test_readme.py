@@ -102,3 +102,16 @@ def test_make_demo_then_the_report_it_suggests(tmp_path):
     again = _shell(suggested.group(0), tmp_path, env)          # the report exists now
     assert again.returncode == 2 and "--overwrite" in again.stderr
     assert (out / "results.md").is_file()
+
+
+def test_the_readme_shows_the_package_figures():
+    """At least three figures from docs/img/, each one ``make figures`` draws beside its CSV (whose
+    numbers tests/reporting/test_figures.py makes again)."""
+    from fedbio.reporting.figures import FIGURES
+
+    shown = re.findall(r"!\[[^\]]+\]\(docs/img/(\w+)\.png\)", (ROOT / "README.md").read_text())
+    assert len(set(shown)) >= 3, shown
+    for name in shown:
+        assert name in FIGURES, f"docs/img/{name}.png is not drawn by `make figures`"
+        assert (ROOT / "docs" / "img" / f"{name}.png").is_file() and (ROOT / "docs" / "img" / f"{name}.csv").is_file()
+
