@@ -3,12 +3,15 @@ to bottom in a fresh kernel, then cleaned and written back.
 
     python -m fedbio.reporting.notebooks notebooks/*.ipynb --runs runs/notebooks
 
-Every notebook runs with the quick profile, from an empty run cache (``--runs``, made here and
-removed after a clean pass), with the threads pinned (``FEDBIO_THREADS``) and a fixed hash seed,
-so executing twice gives the same result cells; CI re-executes them with nbval and compares the
-cells marked ``# NBVAL_CHECK_OUTPUT``. Before a notebook is written back its stderr (progress
-bars, warnings) is dropped, its streams are merged with carriage returns resolved, per-cell
-timings are removed, and paths in the checkout are written relative to the notebook's folder. A notebook whose cell fails is not written; the run cache is kept.
+Every notebook runs with the quick profile, from an empty run cache (``--runs``, made here,
+locked while in use, removed after a clean pass; a folder it did not make, or one holding a
+notebook or the working folder, is refused), with the threads pinned (``FEDBIO_THREADS``) and a
+fixed hash seed, so executing twice gives the same result cells; CI re-executes them with nbval
+and compares the cells marked ``# NBVAL_CHECK_OUTPUT``. Before a notebook is written back its
+stderr (progress bars, warnings) and widgets are dropped, neighbouring stdout is merged with
+carriage returns resolved, per-cell timings are removed, and paths in the checkout are written
+relative to the notebook's folder. A notebook whose cell fails, times out or is interrupted is
+not written, and the run cache is kept.
 """
 
 from __future__ import annotations
