@@ -12,6 +12,10 @@ SCL = ROOT / "data" / "scl" / "deeploc_valtest.fasta"
 HARD = ROOT / "data" / "scl" / "deeploc_setHARD.fasta"
 
 
+# tests/fixtures/ holds inputs of tests (a notebook among them), not tests
+collect_ignore_glob = ["fixtures/*"]
+
+
 def _no_stderr(outputs):
     return [o for o in outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
 

@@ -15,6 +15,7 @@ CSVs again and compares them with the committed ones: numbers, not PNG bytes.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -175,19 +176,26 @@ def make_figures(out: str | Path, root: str | Path, names=tuple(FIGURES), overwr
     present = [str(p) for p in targets if p.exists()]
     if present and not overwrite:
         raise FedbioError(f"{present[0]}: exists; add --overwrite to replace the figures")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if existing.is_dir() and not os.access(existing, os.W_OK):
+        raise FedbioError(f"{existing}: cannot be written; choose another OUT")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise FedbioError(f"{out}: cannot be made a folder ({exc.strerror}); choose another OUT") from None
     matplotlib.use("Agg")
     written = []
-    for name in names:
+    for name in dict.fromkeys(names):
         data, draw = FIGURES[name]
         df = data(root)
-        df.to_csv(out / f"{name}.csv", index=False)
         fig = draw(df)
-        fig.savefig(out / f"{name}.png", dpi=DPI, bbox_inches="tight")
-        plt.close(fig)
+        try:
+            df.to_csv(out / f"{name}.csv", index=False)
+            fig.savefig(out / f"{name}.png", dpi=DPI, bbox_inches="tight")
+        except OSError as exc:
+            raise FedbioError(f"{out / name}: cannot be written ({exc.strerror}); choose another OUT") from None
+        finally:
+            plt.close(fig)
         written += [out / f"{name}.png", out / f"{name}.csv"]
         say(f"{out / name}.png and .csv written")
     return written

@@ -26,6 +26,7 @@ from pathlib import Path
 from fedbio.errors import FedbioError, Parser
 
 MARK = ".fedbio-notebooks"    # in a run cache this module made, so a later run may empty it
+MARK_TEXT = "a run cache made by `make notebooks`; it may be emptied\n"
 CHECK = "# NBVAL_CHECK_OUTPUT"
 THREADS = "2"                 # the cores CI's machines have: committed numbers are theirs
 ENV = {"FEDBIO_PROFILE": "quick", "FEDBIO_THREADS": THREADS, "PYTHONHASHSEED": "0"}
@@ -98,6 +99,11 @@ def read_notebook(path: Path):
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FedbioError(f"{path}: not a readable notebook ({reason[:120]}); give a .ipynb file "
                           "saved by Jupyter") from None
+    kernel = nb.metadata.get("kernelspec", {}).get("name", "python3")
+    if kernel != "python3":
+        raise FedbioError(f"{path}: its kernel is {kernel!r}; only python3 notebooks are executed here")
+    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        raise FedbioError(f"{path}: cannot be written back; make it writable first")
     return nb
 
 
@@ -129,7 +135,7 @@ def _holder(runs: Path) -> int | None:
         pid = int((runs / LOCK).read_text().strip())
     except (OSError, ValueError):
         return None
-    if pid == os.getpid():
+    if pid <= 0 or pid == os.getpid():
         return None
     try:
         os.kill(pid, 0)
@@ -144,23 +150,26 @@ def run_cache(runs: Path, notebooks: list[Path] = ()) -> Path:
     """An empty run cache at ``runs``, locked by this process. Only a folder this module made
     (it holds ``MARK``) is emptied; any other, one in use by another run, and a folder that holds
     a notebook or the working folder are refused."""
-    runs = runs.resolve()
+    given, runs = runs, runs.resolve()
     inside = [p for p in (*notebooks, Path.cwd()) if p.resolve() == runs or runs in p.resolve().parents]
     if inside:
         raise FedbioError(f"{runs}: holds {inside[0]}, which emptying it would delete; "
                           "give --runs a folder of its own, e.g. runs/notebooks")
-    if runs.exists() or runs.is_symlink():
-        if not runs.is_dir() or not (runs / MARK).is_file():
+    if given.is_symlink():
+        raise FedbioError(f"{given}: is a link; give the folder itself as --runs")
+    if runs.exists():
+        marked = (runs / MARK).is_file() and not (runs / MARK).is_symlink()
+        if not runs.is_dir() or not marked or (runs / MARK).read_text(errors="replace") != MARK_TEXT:
             raise FedbioError(f"{runs}: exists and was not made by `make notebooks`; "
                               "choose another --runs, or remove it yourself")
         holder = _holder(runs)
         if holder is not None:
             raise FedbioError(f"{runs}: in use by `make notebooks` (process {holder}); wait for it, "
-                              "or choose another --runs")
+                              f"choose another --runs, or delete {runs / LOCK} if no such run is going on")
         shutil.rmtree(runs)
     try:
         runs.mkdir(parents=True)
-        (runs / MARK).write_text("a run cache made by `make notebooks`; it may be emptied\n")
+        (runs / MARK).write_text(MARK_TEXT)
         (runs / LOCK).write_text(f"{os.getpid()}\n")
     except OSError as exc:
         raise FedbioError(f"{runs}: cannot be made ({exc.strerror}); choose another --runs") from None
@@ -194,16 +203,18 @@ def main(argv: list[str] | None = None) -> int:
             raise FedbioError(f"executing notebooks needs {exc.name}: install the notebooks extra "
                               "(pip install -e '.[notebooks]', or make setup)") from None
         if args.timeout < 1:
-            raise FedbioError(f"--timeout must be a whole number of seconds >= 1, not {args.timeout}")
-        for path in args.notebooks:
+            raise FedbioError(f"--timeout must be a whole number of seconds >= 1, not {args.timeout}; "
+                              "give e.g. 1800")
+        notebooks = list({path.resolve(): path for path in args.notebooks}.values())   # each once
+        for path in notebooks:
             read_notebook(path)
         missing = [p for p in (args.runs.resolve(), *args.runs.resolve().parents) if not p.exists()]
         made = missing[-1] if missing else None
-        runs = run_cache(args.runs, args.notebooks)
+        runs = run_cache(args.runs, notebooks)
     except FedbioError as exc:
         print(f"fedbio: error: {exc}", file=sys.stderr)
         return 2
-    for path in args.notebooks:
+    for path in notebooks:
         start = time.monotonic()
         print(f"{path}: executing ...", flush=True)
         try:
@@ -213,13 +224,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{path}: interrupted; the notebook is not written, the run cache is kept in "
                       f"{runs}", file=sys.stderr)
                 return 130
-            if not isinstance(exc, (CellControlSignal, DeadKernelError, TimeoutError, RuntimeError)):
+            if not isinstance(exc, Exception):
                 raise
-            reason = str(exc).strip() or type(exc).__name__
+            known = isinstance(exc, (CellControlSignal, DeadKernelError, TimeoutError))
+            reason = str(exc).strip() if known and str(exc).strip() else f"stopped ({type(exc).__name__}: {exc})"
             print(f"{path}: {reason}\n{path}: failed; the notebook is not written, the run cache is "
                   f"kept in {runs}", file=sys.stderr)
             return 1
-        nbformat.write(nb, path)
+        try:
+            nbformat.write(nb, path)
+        except OSError as exc:
+            print(f"{path}: cannot be written ({exc.strerror}); the run cache is kept in {runs}",
+                  file=sys.stderr)
+            return 1
         size = path.stat().st_size
         print(f"{path}: written in {time.monotonic() - start:.0f} s, {size / 1e3:.0f} kB, "
               f"{len(checked_cells(nb))} checked cell(s)", flush=True)

@@ -63,3 +63,12 @@ def test_bad_arguments_are_one_line(tmp_path, capsys, monkeypatch, argv):
     assert stop.value.code == 2 and err.startswith("fedbio: error: ") and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["OUT_IS_A_FILE"]
     assert (tmp_path / "OUT_IS_A_FILE").read_text() == "a user's file"
+
+
+def test_an_unwritable_out_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("fedbio.reporting.figures.os.access", lambda path, mode: False)
+    assert main([str(tmp_path / "img"), "--only", "label_mix", "--runs", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fedbio: error: ") and "cannot be written" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "img").exists()
+

@@ -120,6 +120,56 @@ def test_a_run_cache_holding_a_notebook_or_the_working_folder_is_refused(tmp_pat
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
+@pytest.mark.parametrize("planted", ["", "mine\n"])
+def test_a_marker_planted_in_a_user_folder_does_not_get_it_emptied(tmp_path, capsys, planted):
+    user = tmp_path / "userdata"
+    user.mkdir()
+    (user / "thesis.txt").write_text("precious")
+    (user / MARK).write_text(planted)
+    notebook = _notebook_in(tmp_path / "nb", "print(1)")
+    _one_line(capsys, main([str(notebook), "--runs", str(user)]), "was not made by `make notebooks`")
+    assert (user / "thesis.txt").read_text() == "precious"
+
+
+def test_a_link_as_the_run_cache_is_refused(tmp_path, capsys):
+    target = run_cache(tmp_path / "cache")
+    (tmp_path / "link").symlink_to(target)
+    notebook = _notebook_in(tmp_path / "nb", "print(1)")
+    _one_line(capsys, main([str(notebook), "--runs", str(tmp_path / "link")]), "is a link")
+    assert (target / MARK).is_file()
+
+
+def test_a_notebook_that_cannot_run_or_be_written_back_is_refused_first(tmp_path, capsys, monkeypatch):
+    r_notebook = _notebook_in(tmp_path / "r", "print(1)")
+    nb = nbformat.read(r_notebook, as_version=4)
+    nb.metadata["kernelspec"] = {"display_name": "R", "language": "R", "name": "ir"}
+    nbformat.write(nb, r_notebook)
+    _one_line(capsys, main([str(r_notebook), "--runs", str(tmp_path / "runs")]), "its kernel is 'ir'")
+    notebook = _notebook_in(tmp_path / "nb", "print(1)")
+    monkeypatch.setattr("fedbio.reporting.notebooks.os.access", lambda path, mode: False)
+    _one_line(capsys, main([str(notebook), "--runs", str(tmp_path / "runs")]), "cannot be written back")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_whatever_stops_an_execution_keeps_the_notebook_and_says_where(tmp_path, capsys, monkeypatch):
+    """A kernel shut down by a signal surfaces as whatever nbclient raises next."""
+    notebook = _notebook_in(tmp_path / "nb", "print(1)")
+    before = notebook.read_bytes()
+
+    def stopped(*args, **kwargs):
+        raise AssertionError("the kernel went away")
+
+    monkeypatch.setattr("fedbio.reporting.notebooks.execute", stopped)
+    assert main([str(notebook), "--runs", str(tmp_path / "runs")]) == 1
+    err = capsys.readouterr().err
+    assert "stopped (AssertionError: the kernel went away)" in err
+    assert f"the run cache is kept in {tmp_path / 'runs'}" in err
+    assert notebook.read_bytes() == before and (tmp_path / "runs" / MARK).is_file()
+    (tmp_path / "runs" / LOCK).write_text("0\n")        # not a process: stale
+    monkeypatch.undo()
+    assert main([str(notebook), "--runs", str(tmp_path / "runs")]) == 0
+
+
 def test_a_cache_in_use_by_a_live_run_is_refused(tmp_path, capsys):
     runs = run_cache(tmp_path / "runs")
     (runs / LOCK).write_text(f"{os.getppid()}\n")   # alive: the process that started this one
@@ -161,10 +211,11 @@ def test_a_cell_past_its_timeout_fails_keeps_the_notebook_and_says_where(tmp_pat
     assert notebook.read_bytes() == before and (tmp_path / "runs" / MARK).is_file()
 
 
-def test_a_clean_pass_removes_what_it_made_and_only_that(tmp_path, monkeypatch):
+def test_a_clean_pass_removes_what_it_made_and_only_that(tmp_path, monkeypatch, capsys):
     notebook = _notebook_in(tmp_path / "nb", "print('hello')")
     monkeypatch.chdir(tmp_path)
-    assert main([str(notebook), "--runs", "made/for/it"]) == 0
+    assert main([str(notebook), f"./{notebook.relative_to(tmp_path)}", "--runs", "made/for/it"]) == 0
+    assert capsys.readouterr().out.count("executing") == 1      # one notebook, however spelt
     assert not (tmp_path / "made").exists()
     assert nbformat.read(notebook, as_version=4).cells[0].outputs[0].text == "hello\n"
 
