@@ -109,7 +109,8 @@ def read_notebook(path: Path):
 
 def execute(path: Path, runs: Path, timeout: int = 1800):
     """``path`` executed in a fresh kernel started in its folder, with ``ENV`` and
-    ``FEDBIO_RUNS`` = ``runs``; the executed, cleaned notebook (nothing is written)."""
+    ``FEDBIO_RUNS`` = ``runs``; the executed, cleaned notebook. Only the kernel's own stderr is
+    written, into ``runs/kernel-NAME.log``."""
     from nbclient import NotebookClient
 
     nb = read_notebook(path)
@@ -117,8 +118,9 @@ def execute(path: Path, runs: Path, timeout: int = 1800):
     os.environ.update(ENV, FEDBIO_RUNS=os.path.relpath(runs, path.parent))
     os.environ.pop("MPLBACKEND", None)   # the kernel's inline backend draws the figures
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        with open(runs / f"kernel-{path.stem}.log", "ab") as log:   # the kernel's own stderr
+            NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                           resources={"metadata": {"path": str(path.parent)}}).execute(stderr=log)
     finally:
         for key, value in saved.items():
             if value is None:
@@ -228,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             known = isinstance(exc, (CellControlSignal, DeadKernelError, TimeoutError))
             reason = str(exc).strip() if known and str(exc).strip() else f"stopped ({type(exc).__name__}: {exc})"
-            print(f"{path}: {reason}\n{path}: failed; the notebook is not written, the run cache is "
-                  f"kept in {runs}", file=sys.stderr)
+            print(f"{path}: {reason}\n{path}: failed; the notebook is not written, the run cache and "
+                  f"the kernel's log are kept in {runs}", file=sys.stderr)
             return 1
         try:
             nbformat.write(nb, path)

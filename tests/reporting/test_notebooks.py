@@ -7,8 +7,10 @@ from __future__ import annotations
 import copy
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import nbformat
 import pytest
@@ -163,7 +165,7 @@ def test_whatever_stops_an_execution_keeps_the_notebook_and_says_where(tmp_path,
     assert main([str(notebook), "--runs", str(tmp_path / "runs")]) == 1
     err = capsys.readouterr().err
     assert "stopped (AssertionError: the kernel went away)" in err
-    assert f"the run cache is kept in {tmp_path / 'runs'}" in err
+    assert f"kept in {tmp_path / 'runs'}" in err
     assert notebook.read_bytes() == before and (tmp_path / "runs" / MARK).is_file()
     (tmp_path / "runs" / LOCK).write_text("0\n")        # not a process: stale
     monkeypatch.undo()
@@ -207,7 +209,7 @@ def test_a_cell_past_its_timeout_fails_keeps_the_notebook_and_says_where(tmp_pat
     before = notebook.read_bytes()
     assert main([str(notebook), "--runs", str(tmp_path / "runs"), "--timeout", "2"]) == 1
     err = capsys.readouterr().err
-    assert "Traceback" not in err and f"the run cache is kept in {tmp_path / 'runs'}" in err
+    assert "Traceback" not in err and f"kept in {tmp_path / 'runs'}" in err
     assert notebook.read_bytes() == before and (tmp_path / "runs" / MARK).is_file()
 
 
@@ -257,3 +259,21 @@ def test_nbval_with_the_project_settings_fails_on_a_changed_committed_number(exe
     failed = sorted(set(re.findall(r"^FAILED (\w+)\.ipynb", done.stdout, re.M)))
     assert failed == ["number", "table"], done.stdout[-3000:]
     assert "Cell outputs differ" in done.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_cell_ends_in_a_message_not_a_traceback(tmp_path, sig):
+    notebook = _notebook_in(tmp_path / "nb", "import time\ntime.sleep(120)")
+    before = notebook.read_bytes()
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    proc = subprocess.Popen([sys.executable, "-m", "fedbio.reporting.notebooks", str(notebook), "--runs",
+                             str(tmp_path / "runs")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "runs").glob("kernel-*.log")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)   # the kernel is up and in the cell
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    assert f"kept in {tmp_path / 'runs'}" in err and notebook.read_bytes() == before
+    assert (tmp_path / "runs" / MARK).is_file()
