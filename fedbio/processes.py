@@ -4,7 +4,8 @@ A federated run's NVFlare simulator starts each site's worker in a session of it
 process group does not hold them all; their environment does. ``FEDBIO_RUN`` (the run's folder)
 is set for the simulator and inherited by every process it starts, whatever session it puts
 itself in. ``run_processes`` finds them (``psutil``), ``end_processes`` ends them, and
-``cpu_seconds`` says what each used.
+``cpu_seconds`` says what each used. ``wait_for_preload``: a simulator worker's import thread
+finished before a site imports more.
 """
 
 from __future__ import annotations
@@ -14,6 +15,18 @@ import signal
 import time
 
 RUN_ENV = "FEDBIO_RUN"  # the run folder, in the environment of every process of a run
+PRELOAD_THREAD = "fedbio-preload"   # a simulator worker's import thread (federation.nvflare.simulate)
+
+
+def wait_for_preload() -> None:
+    """Wait for this process's preload thread, if it has one. It imports torch._dynamo while
+    NVFlare connects; a site importing Opacus (torch.distributed) beside it met a half-initialised
+    module once (``cannot import name '_CUSTOM_SHARDED_OPS'``), so a site waits for it first."""
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name == PRELOAD_THREAD and thread is not threading.current_thread():
+            thread.join()
 
 
 def run_processes(mark: str, root: int | None = None) -> list:

@@ -141,6 +141,9 @@ class Site:
         """Read the spec; relative paths in it are relative to the spec's folder. A deployment's
         spec names no folder: the site's data and outputs come from its own kit (``site_kit``),
         its outputs going to ``KIT/<job>/fedbio``."""
+        from fedbio.processes import wait_for_preload
+
+        wait_for_preload()   # a simulator worker's imports, done before this site's own
         path = Path(path)
         spec = json.loads(path.read_text())
         if spec.get("deployment"):

@@ -144,7 +144,9 @@ def _lose_worker(argv: list[str]) -> None:
 
 def run_worker(argv: list[str]) -> None:
     _lose_worker(argv)
-    threading.Thread(target=_preload, name="fedbio-preload", daemon=True).start()
+    from fedbio.processes import PRELOAD_THREAD
+
+    threading.Thread(target=_preload, name=PRELOAD_THREAD, daemon=True).start()
     worker = importlib.import_module(WORKER)
     worker.time = _PollingTime()
     backend = importlib.import_module(IN_PROCESS)
