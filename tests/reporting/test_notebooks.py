@@ -277,3 +277,22 @@ def test_a_signal_mid_cell_ends_in_a_message_not_a_traceback(tmp_path, sig):
     assert proc.returncode != 0 and "Traceback" not in err, err
     assert f"kept in {tmp_path / 'runs'}" in err and notebook.read_bytes() == before
     assert (tmp_path / "runs" / MARK).is_file()
+
+
+def test_the_sanitiser_masks_the_run_cache_however_it_is_spelt():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "tests" / "nbval-sanitize.cfg")
+    rules = [(cfg[s]["regex"], cfg[s]["replace"]) for s in cfg.sections()]
+
+    def sanitise(text):
+        for regex, replace in rules:
+            text = re.sub(regex, replace, text)
+        return text
+
+    committed = "records (../runs/notebooks/cache/splits/public.csv); took 12.5 s on 2 cores"
+    clone = "records (/home/ci/fedbio/runs/cache/splits/public.csv); took 3 s on 16 cores"
+    assert sanitise(committed) == sanitise(clone) == "records (RUNS/cache/splits/public.csv); took DURATION on N cores"
+    assert sanitise("accuracy 48.7 %") != sanitise("accuracy 48.8 %")
+
