@@ -17,7 +17,9 @@ collect_ignore_glob = ["fixtures/*"]
 
 
 def _no_stderr(outputs):
-    return [o for o in outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    from fedbio.reporting.notebooks import is_stderr
+
+    return [o for o in outputs if not is_stderr(o)]
 
 
 def pytest_collection_modifyitems(items):

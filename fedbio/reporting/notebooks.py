@@ -46,6 +46,11 @@ def _resolve_returns(text: str) -> str:
     return re.sub(r"\r+$", "", _CARRIAGE.sub("", text), flags=re.M)
 
 
+def is_stderr(out) -> bool:
+    """An output ``make notebooks`` drops and nbval does not compare (``tests/conftest.py``)."""
+    return out.get("output_type") == "stream" and out.get("name") == "stderr"
+
+
 def clean(nb, folder: Path | None = None) -> None:
     """Drop stderr, widgets (progress bars) and per-cell timings; merge neighbouring stdout
     outputs with carriage returns resolved (a progress line keeps its last state); paths under
@@ -57,7 +62,7 @@ def clean(nb, folder: Path | None = None) -> None:
         cell.metadata.pop("execution", None)
         outputs = []
         for out in cell.get("outputs", []):
-            if WIDGET in out.get("data", {}) or (out.get("output_type") == "stream" and out.get("name") == "stderr"):
+            if WIDGET in out.get("data", {}) or is_stderr(out):
                 continue
             last = outputs[-1] if outputs else None
             if out.get("output_type") == "stream" and last is not None and last.get("output_type") == "stream":
